@@ -1,0 +1,41 @@
+namespace Orchestrator.Hypervisor;
+
+public enum HypervisorErrorKind
+{
+    OperationFailed = 0,
+    ConnectionFailed,
+    DomainNotFound,
+    DiskNotFound,
+    SnapshotNotFound,
+    SnapshotExists,
+    FileExists,
+    FileNotFound,
+    NoBlockJob,
+    BlockJobActive,
+    BlockJobFailed,
+    UnsupportedDiskFormat,
+    InvalidDomainState,
+    AgentUnavailable,
+    NoSpace,
+    InvalidArgument,
+    ToolFailed,
+}
+
+/// <summary>A hypervisor error; keeps libvirt's error code and message when libvirt raised it.</summary>
+public sealed class HypervisorException : Exception
+{
+    public HypervisorException(HypervisorErrorKind kind, string message, int? libvirtCode = null, string? libvirtMessage = null, Exception? inner = null)
+        : base(message, inner)
+    {
+        Kind = kind;
+        LibvirtCode = libvirtCode;
+        LibvirtMessage = libvirtMessage;
+    }
+
+    public HypervisorErrorKind Kind { get; }
+
+    /// <summary>virErrorNumber, when libvirt raised the error.</summary>
+    public int? LibvirtCode { get; }
+
+    public string? LibvirtMessage { get; }
+}

@@ -1,0 +1,46 @@
+namespace Orchestrator.Hypervisor;
+
+public sealed record ImageInfo(string Path, string Format, long VirtualSize, long ActualSize, string? BackingFile, string? BackingFormat);
+
+public sealed record ImageCheckResult(bool Clean, int Errors, int Leaks, string Output);
+
+public sealed record CopyOptions
+{
+    /// <summary>Output format; null keeps the source's.</summary>
+    public string? TargetFormat { get; init; }
+
+    /// <summary>Bytes per second; 0 is unlimited.</summary>
+    public long BandwidthBytesPerSecond { get; init; }
+
+    /// <summary>Compute a SHA-256 of the written file while copying.</summary>
+    public bool ComputeSha256 { get; init; } = true;
+}
+
+public sealed record CopyProgress(long BytesDone, long BytesTotal);
+
+public sealed record CopyResult(long BytesCopied, string? Sha256, TimeSpan Duration);
+
+/// <summary>Disk image operations where libvirt has no API. Never runs a shell.</summary>
+public interface IDiskImages
+{
+    Task<ImageInfo> InfoAsync(string path, CancellationToken cancellationToken = default);
+
+    Task CreateAsync(string path, string format, long virtualSize, string? backingFile = null, string? backingFormat = null, CancellationToken cancellationToken = default);
+
+    /// <summary>Copies an image that nobody writes to (a frozen base) to a new file; refuses to overwrite.</summary>
+    Task<CopyResult> CopyAsync(string source, string destination, CopyOptions options, IProgress<CopyProgress>? progress = null, CancellationToken cancellationToken = default);
+
+    Task<ImageCheckResult> CheckAsync(string path, CancellationToken cancellationToken = default);
+
+    /// <summary>Offline commit of an overlay into its backing file (qemu-img commit).</summary>
+    Task CommitAsync(string overlayPath, CancellationToken cancellationToken = default);
+
+    Task<IReadOnlyList<InternalSnapshotInfo>> ListSnapshotsAsync(string path, CancellationToken cancellationToken = default);
+
+    Task<bool> ExistsAsync(string path, CancellationToken cancellationToken = default);
+
+    Task DeleteAsync(string path, CancellationToken cancellationToken = default);
+
+    /// <summary>Free bytes on the file system that holds the path (or its nearest existing parent).</summary>
+    Task<long> FreeSpaceAsync(string path, CancellationToken cancellationToken = default);
+}

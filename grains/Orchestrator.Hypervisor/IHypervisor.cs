@@ -1,0 +1,80 @@
+namespace Orchestrator.Hypervisor;
+
+/// <summary>
+/// One connection to one hypervisor host. Every method is thread-safe. Errors surface as
+/// <see cref="HypervisorException"/> with a <see cref="HypervisorErrorKind"/> (and libvirt's own code and message
+/// where there is one).
+/// </summary>
+public interface IHypervisor : IAsyncDisposable
+{
+    /// <summary>The connection URI (qemu:///system, test:///default, simulated://name).</summary>
+    string Uri { get; }
+
+    /// <summary>Disk image operations on this host (qemu-img where libvirt has no API).</summary>
+    IDiskImages Images { get; }
+
+    /// <summary>Raised on the driver's event thread; handlers must be quick and must not throw.</summary>
+    event EventHandler<DomainEvent>? DomainEvent;
+
+    Task<HypervisorFacts> GetFactsAsync(CancellationToken cancellationToken = default);
+
+    Task<IReadOnlyList<DomainInfo>> ListDomainsAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>The domain by name; <see cref="HypervisorErrorKind.DomainNotFound"/> when it does not exist.</summary>
+    Task<DomainInfo> GetDomainAsync(string domain, CancellationToken cancellationToken = default);
+
+    Task<string> GetDomainXmlAsync(string domain, bool inactive = false, CancellationToken cancellationToken = default);
+
+    /// <summary>Defines (or redefines) a persistent domain from XML; returns its name.</summary>
+    Task<string> DefineDomainAsync(string xml, CancellationToken cancellationToken = default);
+
+    Task UndefineDomainAsync(string domain, CancellationToken cancellationToken = default);
+
+    Task StartDomainAsync(string domain, bool paused = false, CancellationToken cancellationToken = default);
+
+    /// <summary>Hard power-off (virDomainDestroy).</summary>
+    Task DestroyDomainAsync(string domain, CancellationToken cancellationToken = default);
+
+    Task SuspendDomainAsync(string domain, CancellationToken cancellationToken = default);
+
+    Task ResumeDomainAsync(string domain, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Disk-only external snapshot of the given disks, atomically, without snapshot metadata. Each overlay is a new
+    /// qcow2 file backed by the disk's current image. <see cref="HypervisorErrorKind.FileExists"/> when an overlay
+    /// path exists already.
+    /// </summary>
+    Task CreateExternalSnapshotAsync(string domain, IReadOnlyList<OverlaySpec> overlays, CancellationToken cancellationToken = default);
+
+    /// <summary>The block job on a disk, or null when there is none.</summary>
+    Task<BlockJobInfo?> GetBlockJobAsync(string domain, string target, CancellationToken cancellationToken = default);
+
+    /// <summary>Starts an active block commit of the disk's top image into its backing image.</summary>
+    Task StartActiveCommitAsync(string domain, string target, long bandwidthBytesPerSecond = 0, CancellationToken cancellationToken = default);
+
+    /// <summary>Completes when the disk's block job is READY (by event; returns at once when it already is).</summary>
+    Task WaitForBlockJobReadyAsync(string domain, string target, CancellationToken cancellationToken = default);
+
+    /// <summary>Pivots a READY active commit and completes when libvirt reports the job COMPLETED.</summary>
+    Task PivotAsync(string domain, string target, CancellationToken cancellationToken = default);
+
+    /// <summary>Aborts the disk's block job (without pivot) and completes when it is gone.</summary>
+    Task AbortBlockJobAsync(string domain, string target, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Internal snapshot: disk + memory for a running domain, disk only for a shut-off one. Refused with
+    /// <see cref="HypervisorErrorKind.UnsupportedDiskFormat"/> when any disk is not qcow2.
+    /// </summary>
+    Task<InternalSnapshotInfo> CreateInternalSnapshotAsync(string domain, string name, string? description = null, CancellationToken cancellationToken = default);
+
+    Task<IReadOnlyList<InternalSnapshotInfo>> ListInternalSnapshotsAsync(string domain, CancellationToken cancellationToken = default);
+
+    Task RevertInternalSnapshotAsync(string domain, string name, RevertTarget target = RevertTarget.AsSaved, CancellationToken cancellationToken = default);
+
+    Task DeleteInternalSnapshotAsync(string domain, string name, CancellationToken cancellationToken = default);
+
+    /// <summary>Freezes guest file systems through the QEMU guest agent; returns how many were frozen.</summary>
+    Task<int> FreezeFileSystemsAsync(string domain, CancellationToken cancellationToken = default);
+
+    Task<int> ThawFileSystemsAsync(string domain, CancellationToken cancellationToken = default);
+}
