@@ -39,7 +39,8 @@ public sealed record VmView(
     [property: Id(6)] long MemoryKiB,
     [property: Id(7)] int VirtualCpus,
     [property: Id(8)] DateTimeOffset LastSync,
-    [property: Id(9)] bool Present)
+    [property: Id(9)] bool Present,
+    [property: Id(10)] DateTimeOffset FirstSeen)
 {
     public string Key => GrainKeys.Vm(Host, Name);
 }

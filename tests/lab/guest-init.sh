@@ -85,8 +85,9 @@ while :; do
             done
             printf "$HDR%s\n" "$d" "$seq" "$slot" "$SLOTS" 7 "$PAD377"
         } > /tmp/rec
+        di=0; eval "di=\$DIDX_$d"
         h=2166136261
-        for v in $((DIDX_$d)) $seq $slot $SLOTS; do h=$(( ((h ^ v) * 16777619) & 4294967295 )); done
+        for v in $di $seq $slot $SLOTS; do h=$(( ((h ^ v) * 16777619) & 4294967295 )); done
         printf 'chk=%08x%s\n' "$h" "$PAD51" >> /tmp/rec
         dd if=/tmp/rec of=/dev/$d bs=4096 count=1 seek=$slot oflag=direct conv=notrunc 2>/dev/null \
             || log "write seq=$seq to $d failed"

@@ -19,7 +19,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 
 START_TIMEOUT="${LAB_HOST_START_TIMEOUT:-180}"
 
-host_running() { lab_pid_alive "$(lab_host_dir "$1")/libvirtd.pid" libvirtd; }
+host_running() { lab_pid_alive "$(lab_host_dir "$1")/libvirtd.pid"; }
 host_answers() { timeout 20 virsh -q -c "$(lab_host_uri "$1")" version >/dev/null 2>&1; }
 
 # Writes the private config of host $1 (always rewritten; domains and other state are kept).

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the lab scripts. Source it; do not run it.
 # Everything the lab creates lives under $LAB_DIR (default: <repo>/.lab, git-ignored).
 

@@ -89,6 +89,8 @@ do_create() {
     fi
     local G="$LAB_DIR/guest"
     [ -s "$G/vmlinuz" ] && [ -s "$G/initrd.img" ] || lab_die "no lab guest: run tests/lab/guest-build.sh"
+    # the uncompressed ELF kernel (PVH entry) boots about twice as fast under TCG
+    local kernel="$G/vmlinuz"; [ -s "$G/vmlinux" ] && kernel="$G/vmlinux"
     mkdir -p "$IMAGES" "$H/console"
     local t0; t0=$(lab_now_ms)
     local letters=abcdefghijklmnopqrstuvwxyz i=0 spec fmt size dev path xmld=""
@@ -126,7 +128,7 @@ do_create() {
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>$G/vmlinuz</kernel>
+    <kernel>$kernel</kernel>
     <initrd>$G/initrd.img</initrd>
     <cmdline>console=ttyS0 panic=-1 orch.interval_ms=$interval orch.slots=$slots orch.print_every=$every</cmdline>
   </os>

@@ -99,7 +99,8 @@ internal sealed partial class VirtualMachineGrain(
             s.MemoryKiB,
             s.VirtualCpus,
             _lastSync == default ? s.LastChanged : _lastSync,
-            s.Present);
+            s.Present,
+            s.FirstSeen);
     }
 
     private static bool DictionaryEquals(IReadOnlyDictionary<string, string> a, IReadOnlyDictionary<string, string> b) =>

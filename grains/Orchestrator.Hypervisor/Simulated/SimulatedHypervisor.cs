@@ -65,7 +65,7 @@ public sealed partial class SimulatedHypervisor : IHypervisor
                 throw new HypervisorException(HypervisorErrorKind.InvalidArgument, $"domain '{name}' already exists");
             }
 
-            var domain = new SimDomain(name, uuid ?? Guid.NewGuid()) { State = state, Labels = labels ?? new Dictionary<string, string>() };
+            var domain = new SimDomain(name, uuid ?? StableUuid(Options.HostName, name)) { State = state, Labels = labels ?? new Dictionary<string, string>() };
             foreach (var (target, format, size) in disks)
             {
                 var path = $"{imageDir.TrimEnd('/')}/{name}-{target}.{format}";
@@ -552,6 +552,15 @@ public sealed partial class SimulatedHypervisor : IHypervisor
         }
 
         Raise(new DomainEvent(domain, DomainEventKind.Lifecycle, _time.GetUtcNow(), type));
+    }
+
+    /// <summary>The same host and name always give the same uuid, so a restarted demo host looks the same.</summary>
+    private static Guid StableUuid(string host, string name)
+    {
+        var hash = SHA256.HashData(Encoding.UTF8.GetBytes($"{host}/{name}"));
+        hash[6] = (byte)((hash[6] & 0x0F) | 0x50);
+        hash[8] = (byte)((hash[8] & 0x3F) | 0x80);
+        return new Guid(hash.AsSpan(0, 16));
     }
 
     private void Raise(DomainEvent e) => DomainEvent?.Invoke(this, e);

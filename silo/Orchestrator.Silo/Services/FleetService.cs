@@ -113,6 +113,7 @@ internal sealed class FleetService(IGrainFactory grains, IHostDirectory director
             Vcpus = view.VirtualCpus,
             LastSync = Timestamp.FromDateTimeOffset(view.LastSync),
             Present = view.Present,
+            FirstSeen = Timestamp.FromDateTimeOffset(view.FirstSeen),
         };
         vm.Disks.AddRange(view.Disks.Select(d => new Disk { Target = d.Target, SourcePath = d.SourcePath, Format = d.Format, ChainDepth = d.ChainDepth }));
         foreach (var (key, value) in view.Labels)
