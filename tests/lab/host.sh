@@ -114,7 +114,7 @@ cmd_start() {
     ensure_mount_points
     # /run is volatile: a fresh start begins with an empty private /run/libvirt (like a reboot).
     rm -rf "$H/run/libvirt"; mkdir -p "$H/run/libvirt"
-    rm -f "$H/libvirtd.pid" "$H/virtlogd.pid" "$H/mntns"
+    rm -f "$H/libvirtd.pid" "$H/virtlogd.pid"
     H="$H" CACHE="$LAB_DIR/cache/libvirt" unshare --mount --propagation private -- /bin/bash -c '
         set -e
         mount --bind "$H/etc" /etc/libvirt
@@ -132,20 +132,28 @@ cmd_start() {
     done
     local ns; ns="$(readlink "/proc/$(cat "$H/libvirtd.pid")/ns/mnt")"
     [ "$ns" != "$(readlink /proc/self/ns/mnt)" ] || lab_die "host $name: libvirtd is not in a private mount namespace"
-    echo "$ns" > "$H/mntns"
     wait_answers "$name" "$t0"
     lab_host_uri "$name" | tee "$H/uri"
 }
 
-# Pids of every process in host $1's mount namespace (never the machine's own namespace).
+# Pids of every process in host $1's mount namespace(s): those that see this host's private run dir
+# (same device and inode) at /run/libvirt. Namespace inode numbers are recycled, so a recorded
+# namespace id alone could point at someone else's processes; this fingerprint cannot.
 ns_pids() {
     local H; H="$(lab_host_dir "$1")"
-    [ -s "$H/mntns" ] || return 0
-    local ns; ns="$(cat "$H/mntns")"
-    [ "$ns" != "$(readlink /proc/self/ns/mnt)" ] && [ "$ns" != "$(readlink /proc/1/ns/mnt 2>/dev/null)" ] || return 0
-    local p
+    [ -d "$H/run/libvirt" ] || return 0
+    local want; want="$(stat -c '%d:%i' "$H/run/libvirt")"
+    local self; self="$(readlink /proc/self/ns/mnt)"
+    local -A verdict=()
+    local p ns pid
     for p in /proc/[0-9]*; do
-        [ "$(readlink "$p/ns/mnt" 2>/dev/null)" = "$ns" ] && echo "${p#/proc/}"
+        pid="${p#/proc/}"
+        ns="$(readlink "$p/ns/mnt" 2>/dev/null)" || continue
+        [ -n "$ns" ] && [ "$ns" != "$self" ] || continue
+        if [ -z "${verdict[$ns]:-}" ]; then
+            if [ "$(stat -c '%d:%i' "$p/root/run/libvirt" 2>/dev/null)" = "$want" ]; then verdict[$ns]=yes; else verdict[$ns]=no; fi
+        fi
+        [ "${verdict[$ns]}" = yes ] && echo "$pid"
     done
     return 0
 }
@@ -178,11 +186,11 @@ stop_host() {
             timeout 20 virsh -q -c "$uri" destroy "$d" >/dev/null 2>&1 &
         done
         wait
-        pids="$(cat "$H/libvirtd.pid")"
+        pids="$(cat "$H/libvirtd.pid" 2>/dev/null || true)"
     fi
     if lab_pid_alive "$H/virtlogd.pid"; then
         had=1
-        pids="$pids $(cat "$H/virtlogd.pid")"
+        pids="$pids $(cat "$H/virtlogd.pid" 2>/dev/null || true)"
     fi
     if [ -n "$pids" ]; then
         # shellcheck disable=SC2086
