@@ -101,6 +101,12 @@ public sealed partial class QemuImgDiskImages : IDiskImages
             return new ImageCheckResult(true, 0, 0, $"format has no consistency checks (no metadata to check): {result.StandardError.Trim()}");
         }
 
+        // 1: the check could not complete (e.g. metadata too damaged to walk): not clean, whatever the details.
+        if (result.ExitCode == 1)
+        {
+            return new ImageCheckResult(false, 1, 0, $"{result.StandardOutput}{result.StandardError}".Trim());
+        }
+
         if (result.ExitCode is not (0 or 2 or 3) || string.IsNullOrWhiteSpace(result.StandardOutput))
         {
             throw ToolFailed("check", path, result);

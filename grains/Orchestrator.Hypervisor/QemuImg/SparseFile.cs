@@ -288,16 +288,16 @@ internal static partial class SparseFile
     private sealed class Reporter(IProgress<CopyProgress>? progress, long total)
     {
         private readonly Stopwatch _clock = Stopwatch.StartNew();
-        private TimeSpan _last = TimeSpan.MinValue;
+        private TimeSpan _next = TimeSpan.Zero;
 
         public void Advance(long done)
         {
-            if (progress is null || _clock.Elapsed - _last < ProgressInterval)
+            if (progress is null || _clock.Elapsed < _next)
             {
                 return;
             }
 
-            _last = _clock.Elapsed;
+            _next = _clock.Elapsed + ProgressInterval;
             progress.Report(new CopyProgress(done, total));
         }
 
