@@ -1,11 +1,15 @@
 using Microsoft.Extensions.Logging;
 using Orchestrator.Grains.Placement;
+using Orchestrator.Hypervisor;
 
 namespace Orchestrator.Grains.VirtualMachines;
 
 [HostAffinePlacement]
 internal sealed partial class VirtualMachineGrain(
     [PersistentState("vm", StorageNames.Default)] IPersistentState<VirtualMachineState> state,
+    IHypervisor hypervisor,
+    HostVmLocks fence,
+    TimeProvider time,
     ILogger<VirtualMachineGrain> logger) : Grain, IVirtualMachineGrain
 {
     private DateTimeOffset _lastSync;

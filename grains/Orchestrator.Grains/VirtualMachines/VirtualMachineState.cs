@@ -48,6 +48,33 @@ public sealed record class VirtualMachineState
     [Id(9)]
     [Key(9)]
     public bool Present { get; set; }
+
+    /// <summary>The one operation running on the VM (backup, checkpoint...), or null. Persisted: survives crashes.</summary>
+    [Id(10)]
+    [Key(10)]
+    public VmOperation? Operation { get; set; }
+
+    // Keys 20-39: internal checkpoints. Keys 40-59: live backups.
+}
+
+/// <summary>What holds a VM's one-operation-at-a-time lock.</summary>
+[GenerateSerializer]
+[Alias("orchestrator.VmOperation")]
+[MessagePackObject]
+public sealed record class VmOperation
+{
+    /// <summary>"backup", "checkpoint-create", "checkpoint-revert", "checkpoint-delete"...</summary>
+    [Id(0)]
+    [Key(0)]
+    public string Kind { get; set; } = "";
+
+    [Id(1)]
+    [Key(1)]
+    public string Id { get; set; } = "";
+
+    [Id(2)]
+    [Key(2)]
+    public DateTimeOffset StartedAt { get; set; }
 }
 
 [GenerateSerializer]
