@@ -20,12 +20,13 @@ public enum ErrorCode
 [Alias("orchestrator.OrchestratorException")]
 public sealed class OrchestratorException : Exception
 {
-    public OrchestratorException(ErrorCode code, string message, string? field = null, string? host = null)
+    public OrchestratorException(ErrorCode code, string message, string? field = null, string? host = null, string? reason = null)
         : base(message)
     {
         Code = code;
         Field = field;
         Host = host;
+        Reason = reason;
     }
 
     public OrchestratorException()
@@ -54,10 +55,17 @@ public sealed class OrchestratorException : Exception
     [Id(2)]
     public string? Host { get; private set; }
 
+    /// <summary>A machine-readable reason (ErrorInfo.reason), e.g. RAW_DISK or BACKUP_OVERLAY_ACTIVE; null uses the code's.</summary>
+    [Id(3)]
+    public string? Reason { get; private set; }
+
     public static OrchestratorException InvalidArgument(string field, string reason) =>
         new(ErrorCode.InvalidArgument, $"{field}: {reason}", field);
 
     public static OrchestratorException NotFound(string what) => new(ErrorCode.NotFound, what);
+
+    public static OrchestratorException FailedPrecondition(string reason, string message) =>
+        new(ErrorCode.FailedPrecondition, message, reason: reason);
 
     public static OrchestratorException HostUnavailable(string host) =>
         new(ErrorCode.HostUnavailable, $"host unavailable: no live silo serves host '{host}'", host: host);

@@ -57,7 +57,11 @@ public sealed record InternalSnapshotInfo(
     DateTimeOffset CreatedAt,
     bool HasMemory,
     DomainPowerState StateAtSnapshot,
-    string? Description);
+    string? Description)
+{
+    /// <summary>Bytes of saved VM state (memory) the snapshot holds in this image; 0 when unknown or disk-only. Set by image listings.</summary>
+    public long VmStateSize { get; init; }
+}
 
 /// <summary>What state a domain is left in after a revert.</summary>
 public enum RevertTarget

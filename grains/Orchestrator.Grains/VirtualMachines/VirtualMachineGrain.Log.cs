@@ -9,4 +9,46 @@ internal sealed partial class VirtualMachineGrain
 
     [LoggerMessage(Level = LogLevel.Information, Message = "VM {Key}: no longer found on its host")]
     private static partial void LogVanished(ILogger logger, string key);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "VM {Key}: checkpoint {Name} created (memory: {WithMemory}, pause {PauseMs:F0} ms from {PauseSource}, {TotalMs:F0} ms in all)")]
+    private static partial void LogCheckpointCreated(ILogger logger, string key, string name, bool withMemory, double pauseMs, PauseSource pauseSource, double totalMs);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "VM {Key}: reverted to checkpoint {Name}, now {State} ({DurationMs:F0} ms)")]
+    private static partial void LogCheckpointReverted(ILogger logger, string key, string name, Hypervisor.DomainPowerState state, double durationMs);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "VM {Key}: checkpoint {Name} deleted ({Operation}, {DurationMs:F0} ms)")]
+    private static partial void LogCheckpointDeleted(ILogger logger, string key, string name, string operation, double durationMs);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: checkpoint {Operation} of {Name} failed ({Reason}): {Message}")]
+    private static partial void LogCheckpointFailed(ILogger logger, string key, string operation, string name, string reason, string message);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: checkpoint sizes could not be read: {Reason}")]
+    private static partial void LogSizesUnreadable(ILogger logger, string key, string reason);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "VM {Key}: checkpoint schedule '{Cron}' ({TimeZone}) set; next due {NextDue:O}")]
+    private static partial void LogScheduleSet(ILogger logger, string key, string cron, string timeZone, DateTimeOffset nextDue);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "VM {Key}: checkpoint schedule removed")]
+    private static partial void LogScheduleDeleted(ILogger logger, string key);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "VM {Key}: checkpoint due at {Due:O} was missed while the grain was inactive; running it once now")]
+    private static partial void LogScheduleCatchUp(ILogger logger, string key, DateTimeOffset due);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "VM {Key}: scheduled checkpoint {Name} for {Due:O} ({Skipped} more due times passed without a run), pruned {Pruned}, next due {NextDue:O}: {Outcome}")]
+    private static partial void LogScheduleRan(ILogger logger, string key, string name, DateTimeOffset due, int skipped, int pruned, DateTimeOffset nextDue, string outcome);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "VM {Key}: the stored checkpoint schedule is no longer valid and does not run: {Reason}")]
+    private static partial void LogScheduleInvalid(ILogger logger, string key, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: the checkpoint schedule reminder could not be registered (the grain timer still runs it while active): {Reason}")]
+    private static partial void LogReminderFailed(ILogger logger, string key, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: {Kind} '{Id}' (started {StartedAt:O}) was cut short by a restart; its lock is released")]
+    private static partial void LogOperationRecovered(ILogger logger, string key, string kind, string id, DateTimeOffset startedAt);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: could not check what {Kind} '{Id}' left behind: {Reason}")]
+    private static partial void LogRecoveryCheckFailed(ILogger logger, string key, string kind, string id, string reason);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "VM {Key}: resuming checkpoints on activation failed: {Reason}")]
+    private static partial void LogActivationFailed(ILogger logger, string key, string reason);
 }

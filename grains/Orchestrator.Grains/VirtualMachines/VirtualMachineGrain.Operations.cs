@@ -17,13 +17,7 @@ internal sealed partial class VirtualMachineGrain
     private async Task BeginOperationAsync(string kind, string id, CancellationToken cancellationToken)
     {
         RequireKnown();
-        if (state.State.Operation is { } running && running.Id != id)
-        {
-            throw new OrchestratorException(
-                ErrorCode.Conflict,
-                $"VM '{VmKey}' is busy: {running.Kind} '{running.Id}' has been running since {running.StartedAt:u}; one operation at a time");
-        }
-
+        ThrowIfBusy(id);
         state.State.Operation = new VmOperation { Kind = kind, Id = id, StartedAt = time.GetUtcNow() };
         await state.WriteStateAsync(cancellationToken);
     }
@@ -34,6 +28,18 @@ internal sealed partial class VirtualMachineGrain
         {
             state.State.Operation = null;
             await state.WriteStateAsync(cancellationToken);
+        }
+    }
+
+    /// <summary>Conflict (reason VM_BUSY) when an operation other than <paramref name="id"/> holds the VM's lock.</summary>
+    private void ThrowIfBusy(string? id = null)
+    {
+        if (state.State.Operation is { } running && running.Id != id)
+        {
+            throw new OrchestratorException(
+                ErrorCode.Conflict,
+                $"VM '{VmKey}' is busy: {running.Kind} '{running.Id}' has been running since {running.StartedAt:u}; one operation at a time",
+                reason: "VM_BUSY");
         }
     }
 

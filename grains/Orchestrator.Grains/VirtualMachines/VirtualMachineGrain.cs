@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using Orchestrator.Grains.Checkpoints;
 using Orchestrator.Grains.Placement;
 using Orchestrator.Hypervisor;
 
@@ -10,9 +11,15 @@ internal sealed partial class VirtualMachineGrain(
     IHypervisor hypervisor,
     HostVmLocks fence,
     TimeProvider time,
+    CheckpointSchedulePlanner planner,
     ILogger<VirtualMachineGrain> logger) : Grain, IVirtualMachineGrain
 {
     private DateTimeOffset _lastSync;
+
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        await ActivateCheckpointsAsync(cancellationToken);
+    }
 
     private (string Host, string Vm) Key => GrainKeys.ParseVm(this.GetPrimaryKeyString());
 

@@ -55,6 +55,16 @@ public sealed record class VirtualMachineState
     public VmOperation? Operation { get; set; }
 
     // Keys 20-39: internal checkpoints. Keys 40-59: live backups.
+
+    /// <summary>Checkpoints the orchestrator made (or adopted), oldest first. The hypervisor's list is the truth; this adds pause and origin.</summary>
+    [Id(20)]
+    [Key(20)]
+    public List<CheckpointRecord> Checkpoints { get; set; } = [];
+
+    /// <summary>The checkpoint schedule with its persisted next due time, or null.</summary>
+    [Id(21)]
+    [Key(21)]
+    public CheckpointScheduleState? CheckpointSchedule { get; set; }
 }
 
 /// <summary>What holds a VM's one-operation-at-a-time lock.</summary>
@@ -97,4 +107,134 @@ public sealed record class VmDiskRecord
     [Id(3)]
     [Key(3)]
     public int ChainDepth { get; set; }
+}
+
+/// <summary>What the orchestrator knows about one checkpoint beyond the hypervisor's own record.</summary>
+[GenerateSerializer]
+[Alias("orchestrator.CheckpointRecord")]
+[MessagePackObject]
+public sealed record class CheckpointRecord
+{
+    [Id(0)]
+    [Key(0)]
+    public string Name { get; set; } = "";
+
+    [Id(1)]
+    [Key(1)]
+    public DateTimeOffset CreatedAt { get; set; }
+
+    [Id(2)]
+    [Key(2)]
+    public bool WithMemory { get; set; }
+
+    [Id(3)]
+    [Key(3)]
+    public CheckpointOrigin Origin { get; set; }
+
+    /// <summary>How long the VM was paused; null when it was not running.</summary>
+    [Id(4)]
+    [Key(4)]
+    public TimeSpan? Pause { get; set; }
+
+    [Id(5)]
+    [Key(5)]
+    public PauseSource PauseSource { get; set; }
+
+    [Id(6)]
+    [Key(6)]
+    public VmPowerState StateAtCheckpoint { get; set; }
+
+    /// <summary>The whole hypervisor call.</summary>
+    [Id(7)]
+    [Key(7)]
+    public TimeSpan? Duration { get; set; }
+}
+
+/// <summary>A VM's checkpoint schedule and where it stands. The due time lives here; reminders and timers only wake the grain.</summary>
+[GenerateSerializer]
+[Alias("orchestrator.CheckpointScheduleState")]
+[MessagePackObject]
+public sealed record class CheckpointScheduleState
+{
+    [Id(0)]
+    [Key(0)]
+    public string Cron { get; set; } = "";
+
+    [Id(1)]
+    [Key(1)]
+    public string TimeZone { get; set; } = "UTC";
+
+    [Id(2)]
+    [Key(2)]
+    public TimeSpan Jitter { get; set; }
+
+    [Id(3)]
+    [Key(3)]
+    public int KeepLast { get; set; }
+
+    [Id(4)]
+    [Key(4)]
+    public int Hourly { get; set; }
+
+    [Id(5)]
+    [Key(5)]
+    public int Daily { get; set; }
+
+    [Id(6)]
+    [Key(6)]
+    public int Weekly { get; set; }
+
+    [Id(7)]
+    [Key(7)]
+    public int Monthly { get; set; }
+
+    /// <summary>When the next scheduled checkpoint is due (occurrence + this VM's jitter offset).</summary>
+    [Id(8)]
+    [Key(8)]
+    public DateTimeOffset NextDueAt { get; set; }
+
+    [Id(9)]
+    [Key(9)]
+    public DateTimeOffset UpdatedAt { get; set; }
+
+    [Id(10)]
+    [Key(10)]
+    public int Runs { get; set; }
+
+    [Id(11)]
+    [Key(11)]
+    public ScheduledRunRecord? LastRun { get; set; }
+}
+
+[GenerateSerializer]
+[Alias("orchestrator.ScheduledRunRecord")]
+[MessagePackObject]
+public sealed record class ScheduledRunRecord
+{
+    [Id(0)]
+    [Key(0)]
+    public DateTimeOffset At { get; set; }
+
+    /// <summary>The due time this run served.</summary>
+    [Id(1)]
+    [Key(1)]
+    public DateTimeOffset DueAt { get; set; }
+
+    /// <summary>The checkpoint taken, or null when the run failed or was skipped.</summary>
+    [Id(2)]
+    [Key(2)]
+    public string? Checkpoint { get; set; }
+
+    /// <summary>Due times that passed while nothing ran (silo down): caught up by this one run, not run one by one.</summary>
+    [Id(3)]
+    [Key(3)]
+    public int SkippedSlots { get; set; }
+
+    [Id(4)]
+    [Key(4)]
+    public string? Error { get; set; }
+
+    [Id(5)]
+    [Key(5)]
+    public List<string> Pruned { get; set; } = [];
 }

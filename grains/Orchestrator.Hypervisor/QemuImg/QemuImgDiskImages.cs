@@ -147,9 +147,13 @@ public sealed partial class QemuImgDiskImages : IDiskImages
         return snapshots.EnumerateArray()
             .Select(s =>
             {
-                var hasMemory = GetLong(s, "vm-state-size") > 0;
+                var vmStateSize = GetLong(s, "vm-state-size");
+                var hasMemory = vmStateSize > 0;
                 var created = DateTimeOffset.FromUnixTimeSeconds(GetLong(s, "date-sec")).AddTicks(GetLong(s, "date-nsec") / 100);
-                return new InternalSnapshotInfo(GetString(s, "name") ?? string.Empty, created, hasMemory, hasMemory ? DomainPowerState.Running : DomainPowerState.ShutOff, null);
+                return new InternalSnapshotInfo(GetString(s, "name") ?? string.Empty, created, hasMemory, hasMemory ? DomainPowerState.Running : DomainPowerState.ShutOff, null)
+                {
+                    VmStateSize = vmStateSize,
+                };
             })
             .OrderBy(s => s.CreatedAt)
             .ToList();

@@ -405,9 +405,10 @@ public sealed partial class SimulatedHypervisor : IHypervisor
             var d = Find(domain);
             info = new InternalSnapshotInfo(name, _time.GetUtcNow(), running, d.State, description);
             d.Snapshots.Add(new SimSnapshot(info, d.Disks.ToDictionary(disk => disk.Target, disk => _files[disk.Chain[0]].ContentId)));
-            foreach (var disk in d.Disks)
+            for (var i = 0; i < d.Disks.Count; i++)
             {
-                _files[disk.Chain[0]].Snapshots.Add(info);
+                // Like QEMU: the memory state goes into the first disk (about half the guest's RAM for a small guest).
+                _files[d.Disks[i].Chain[0]].Snapshots.Add(info with { VmStateSize = running && i == 0 ? d.MemoryKiB * 1024 / 2 : 0 });
             }
         }
 

@@ -31,7 +31,7 @@ internal static class ErrorMapping
             }));
         }
 
-        var info = new ErrorInfo { Reason = reason, Domain = Domain };
+        var info = new ErrorInfo { Reason = e.Reason ?? reason, Domain = Domain };
         if (e.Host is not null)
         {
             info.Metadata["host"] = e.Host;
