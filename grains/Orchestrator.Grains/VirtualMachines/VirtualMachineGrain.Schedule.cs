@@ -36,6 +36,16 @@ internal sealed partial class VirtualMachineGrain : IRemindable
             throw;
         }
 
+        if (state.State.Disks.FirstOrDefault(d => d.Format != "qcow2") is { } raw)
+        {
+            // Refused up front rather than at every run (the run re-checks the live domain anyway).
+            CheckpointMetrics.RecordFailure(Key.Host, "schedule", "RAW_DISK");
+            throw OrchestratorException.FailedPrecondition(
+                "RAW_DISK",
+                $"VM '{VmKey}' cannot be scheduled for internal checkpoints: disk {raw.Target} ({raw.SourcePath}) is {raw.Format}. "
+                + "Internal checkpoints need qcow2; use a live backup, or convert the disk");
+        }
+
         var previous = state.State.CheckpointSchedule;
         var source = parsed.Source;
         var next = planner.FirstDue(parsed, VmKey);
