@@ -57,7 +57,7 @@ public static class CliApp
     {
         var globals = new GlobalOptions();
         var runtime = new CliRuntime(globals, environment);
-        var root = new RootCommand("Query the Orchestrator backup cluster over gRPC.");
+        var root = new RootCommand("Query and drive the Orchestrator backup cluster over gRPC.");
         foreach (Option option in globals.All)
         {
             root.Options.Add(option);
@@ -66,6 +66,7 @@ public static class CliApp
         root.Subcommands.Add(HostCommands.Create(runtime));
         root.Subcommands.Add(VmCommands.Create(runtime));
         root.Subcommands.Add(ChainCommands.Create(runtime));
+        root.Subcommands.Add(CheckpointCommands.Create(runtime));
         HelpWithEpilogAction.Attach(root);
         return root;
     }

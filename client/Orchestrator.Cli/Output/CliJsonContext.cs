@@ -18,6 +18,12 @@ namespace Orchestrator.Cli.Output;
 [JsonSerializable(typeof(IReadOnlyList<VmView>))]
 [JsonSerializable(typeof(VmView))]
 [JsonSerializable(typeof(DiskChainView))]
+[JsonSerializable(typeof(CheckpointView))]
+[JsonSerializable(typeof(IReadOnlyList<CheckpointView>))]
+[JsonSerializable(typeof(CheckpointRevertView))]
+[JsonSerializable(typeof(CheckpointDeletedView))]
+[JsonSerializable(typeof(CheckpointScheduleView))]
+[JsonSerializable(typeof(IReadOnlyList<CheckpointScheduleView>))]
 internal sealed partial class CliJsonContext : JsonSerializerContext
 {
     /// <summary>

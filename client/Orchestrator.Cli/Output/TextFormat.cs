@@ -27,4 +27,8 @@ internal static class TextFormat
         static string Scaled(long value, long unit, string name) =>
             $"{((double)value / unit).ToString("0.#", CultureInfo.InvariantCulture)} {name}";
     }
+
+    /// <summary>A size in bytes, in the largest binary unit that keeps it at 1 or more: "0 B", "512 B", "59.8 MiB".</summary>
+    public static string Bytes(long bytes) =>
+        bytes < 1024 ? $"{bytes.ToString(CultureInfo.InvariantCulture)} B" : Kib(bytes / 1024);
 }

@@ -22,4 +22,23 @@ internal static class EnumNames
         PowerState.PmSuspended => "pm_suspended",
         _ => Unknown,
     };
+
+    public static string Of(CheckpointOrigin origin) => origin switch
+    {
+        CheckpointOrigin.Unspecified => "unspecified",
+        CheckpointOrigin.External => "external",
+        CheckpointOrigin.Manual => "manual",
+        CheckpointOrigin.Schedule => "schedule",
+        _ => Unknown,
+    };
+
+    public static string Of(PauseSource source) => source switch
+    {
+        PauseSource.Unspecified => "unspecified",
+        PauseSource.None => "none",
+        PauseSource.Events => "events",
+        PauseSource.CallDuration => "call_duration",
+        PauseSource.Unknown => "unknown",
+        _ => Unknown,
+    };
 }

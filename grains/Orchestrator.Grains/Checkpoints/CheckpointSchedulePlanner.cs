@@ -215,7 +215,7 @@ public sealed class CheckpointSchedulePlanner(TimeProvider time, TimeSpan? maxTi
         var format = fields == 6 ? CronFormat.IncludeSeconds : CronFormat.Standard;
         if (!text.StartsWith('@') && fields is not (5 or 6))
         {
-            throw OrchestratorException.InvalidArgument("schedule.cron", $"'{text}' has {fields} fields; expected {Shape}");
+            throw OrchestratorException.InvalidArgument("schedule.cron", $"'{text}' has {fields} field{(fields == 1 ? "" : "s")}; expected {Shape}");
         }
 
         try

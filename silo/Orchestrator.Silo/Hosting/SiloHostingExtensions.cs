@@ -76,6 +76,7 @@ public static class SiloHostingExtensions
         var grpcPort = $"*:{settings.Endpoints.GrpcPort}";
         var httpPort = $"*:{settings.Endpoints.HttpPort}";
         app.MapGrpcService<FleetService>().RequireHost(grpcPort);
+        app.MapGrpcService<CheckpointService>().RequireHost(grpcPort);
         app.MapGrpcReflectionService().RequireHost(grpcPort);
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false }).RequireHost(httpPort);
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") }).RequireHost(httpPort);
