@@ -25,7 +25,8 @@ public static class CliApp
         try
         {
             RootCommand root = BuildRootCommand(environment);
-            ParseResult parseResult = root.Parse(args);
+            // No response files: "@hourly" is a cron macro, not a file of arguments.
+            ParseResult parseResult = root.Parse(args, new ParserConfiguration { ResponseFileTokenReplacer = null });
             if (parseResult.Action is ParseErrorAction)
             {
                 // Our own report instead of the library's: "error:" lines and exit code 2, nothing on stdout.
