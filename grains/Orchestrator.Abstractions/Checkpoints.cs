@@ -141,7 +141,8 @@ public sealed record CheckpointScheduleView(
     [property: Id(4)] ScheduledRunView? LastRun,
     [property: Id(5)] DateTimeOffset UpdatedAt,
     [property: Id(6)] int Runs,
-    [property: Id(7)] IReadOnlyList<string> ScheduledCheckpoints)
+    [property: Id(7)] IReadOnlyList<string> ScheduledCheckpoints,
+    [property: Id(8)] IReadOnlyList<ScheduledRunView> RecentRuns)
 {
     public string Key => GrainKeys.Vm(Host, Vm);
 }

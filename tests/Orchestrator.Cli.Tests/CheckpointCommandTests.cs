@@ -185,7 +185,7 @@ public sealed class CheckpointCommandTests
         using JsonDocument json = JsonDocument.Parse(run.Stdout);
         JsonElement root = json.RootElement;
         Assert.Equal(
-            ["key", "cron", "time_zone", "jitter_seconds", "retention", "next_due_at", "updated_at", "runs", "last_run", "scheduled_checkpoints"],
+            ["key", "cron", "time_zone", "jitter_seconds", "retention", "next_due_at", "updated_at", "runs", "last_run", "scheduled_checkpoints", "recent_runs"],
             PropertyNames(root));
         Assert.Equal(["keep_last", "hourly", "daily", "weekly", "monthly"], PropertyNames(root.GetProperty("retention")));
         Assert.Equal(90, root.GetProperty("jitter_seconds").GetDouble());
@@ -260,6 +260,7 @@ public sealed class CheckpointCommandTests
             Pruned = { "auto-20250131-180000" },
         };
         status.ScheduledCheckpoints.Add("auto-20250131-220405");
+        status.RecentRuns.Add(status.LastRun);
         var invoker = new FakeCallInvoker().On<GetCheckpointScheduleRequest, GetCheckpointScheduleResponse>(
             "GetCheckpointSchedule", _ => new GetCheckpointScheduleResponse { Schedule = status });
 
@@ -270,6 +271,9 @@ public sealed class CheckpointCommandTests
         JsonElement lastRun = document.RootElement.GetProperty("last_run");
         Assert.Equal(["at", "due_at", "checkpoint", "skipped_slots", "error", "pruned"], PropertyNames(lastRun));
         Assert.Equal(3, lastRun.GetProperty("skipped_slots").GetInt32());
+        JsonElement recent = Assert.Single(document.RootElement.GetProperty("recent_runs").EnumerateArray().ToList());
+        Assert.Equal(PropertyNames(lastRun), PropertyNames(recent));
+        Assert.Equal("auto-20250131-220405", recent.GetProperty("checkpoint").GetString());
         Assert.Equal("UTC", document.RootElement.GetProperty("time_zone").GetString());
         Assert.Contains("auto-20250131-220405 (caught up 3 missed)", text.Stdout, StringComparison.Ordinal);
     }

@@ -15,7 +15,8 @@ internal sealed record CheckpointScheduleView(
     DateTime? UpdatedAt,
     int Runs,
     ScheduledRunView? LastRun,
-    IReadOnlyList<string> ScheduledCheckpoints)
+    IReadOnlyList<string> ScheduledCheckpoints,
+    IReadOnlyList<ScheduledRunView> RecentRuns)
 {
     public static CheckpointScheduleView From(CheckpointScheduleStatus status) => new(
         status.Key,
@@ -27,7 +28,8 @@ internal sealed record CheckpointScheduleView(
         Timestamps.ToUtc(status.UpdatedAt),
         status.Runs,
         status.LastRun is { } run ? ScheduledRunView.From(run) : null,
-        [.. status.ScheduledCheckpoints]);
+        [.. status.ScheduledCheckpoints],
+        [.. status.RecentRuns.Select(ScheduledRunView.From)]);
 
     /// <summary>Sorted by key, so output is stable whatever order the server answers in.</summary>
     public static IReadOnlyList<CheckpointScheduleView> FromList(IEnumerable<CheckpointScheduleStatus> schedules) =>

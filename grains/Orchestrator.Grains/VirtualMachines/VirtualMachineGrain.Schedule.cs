@@ -63,6 +63,7 @@ internal sealed partial class VirtualMachineGrain : IRemindable
             UpdatedAt = planner.Now,
             Runs = previous?.Runs ?? 0,
             LastRun = previous?.LastRun,
+            RecentRuns = previous?.RecentRuns ?? [],
         };
         await state.WriteStateAsync(cancellationToken);
         await EnsureScheduleReminderAsync(cancellationToken);
@@ -186,8 +187,7 @@ internal sealed partial class VirtualMachineGrain : IRemindable
             activity?.SetStatus(ActivityStatusCode.Error, e.Message);
         }
 
-        schedule.LastRun = run;
-        schedule.Runs++;
+        schedule.Record(run);
         schedule.NextDueAt = decision.NextDueAt;
         await state.WriteStateAsync(CancellationToken.None);
         LogScheduleRan(logger, VmKey, run.Checkpoint ?? "-", decision.DueAt, decision.SkippedSlots, run.Pruned.Count, decision.NextDueAt, run.Error ?? "ok");
@@ -285,9 +285,10 @@ internal sealed partial class VirtualMachineGrain : IRemindable
         }
 
         var (host, vm) = Key;
-        var lastRun = s.LastRun is { } r ? new ScheduledRunView(r.At, r.DueAt, r.Checkpoint, r.SkippedSlots, r.Error, [.. r.Pruned]) : null;
         var scheduled = state.State.Checkpoints.Where(c => c.Origin == CheckpointOrigin.Schedule).Select(c => c.Name).ToList();
-        return new CheckpointScheduleView(host, vm, ToContract(s), s.NextDueAt, lastRun, s.UpdatedAt, s.Runs, scheduled);
+        return new CheckpointScheduleView(host, vm, ToContract(s), s.NextDueAt, s.LastRun is { } last ? ToView(last) : null, s.UpdatedAt, s.Runs, scheduled, [.. s.RecentRuns.Select(ToView)]);
+
+        static ScheduledRunView ToView(ScheduledRunRecord r) => new(r.At, r.DueAt, r.Checkpoint, r.SkippedSlots, r.Error, [.. r.Pruned]);
     }
 
     private static CheckpointSchedule ToContract(CheckpointScheduleState s) =>
@@ -324,8 +325,7 @@ internal sealed partial class VirtualMachineGrain : IRemindable
                 {
                     // That checkpoint served the persisted due time: do not take another one for it.
                     var parsed = planner.Parse(ToContract(schedule));
-                    schedule.LastRun = new ScheduledRunRecord { At = found.CreatedAt, DueAt = schedule.NextDueAt, Checkpoint = found.Name };
-                    schedule.Runs++;
+                    schedule.Record(new ScheduledRunRecord { At = found.CreatedAt, DueAt = schedule.NextDueAt, Checkpoint = found.Name });
                     schedule.NextDueAt = CheckpointSchedulePlanner.NextDueAfter(parsed, VmKey, planner.Now);
                 }
             }

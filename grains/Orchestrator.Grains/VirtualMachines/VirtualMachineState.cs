@@ -204,6 +204,24 @@ public sealed record class CheckpointScheduleState
     [Id(11)]
     [Key(11)]
     public ScheduledRunRecord? LastRun { get; set; }
+
+    /// <summary>The latest runs, newest first (at most <see cref="RecentRunsKept"/>; the first is <see cref="LastRun"/>).</summary>
+    [Id(12)]
+    [Key(12)]
+    public List<ScheduledRunRecord> RecentRuns { get; set; } = [];
+
+    public const int RecentRunsKept = 10;
+
+    public void Record(ScheduledRunRecord run)
+    {
+        LastRun = run;
+        Runs++;
+        RecentRuns.Insert(0, run);
+        if (RecentRuns.Count > RecentRunsKept)
+        {
+            RecentRuns.RemoveRange(RecentRunsKept, RecentRuns.Count - RecentRunsKept);
+        }
+    }
 }
 
 [GenerateSerializer]

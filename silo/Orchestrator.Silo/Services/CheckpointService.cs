@@ -190,18 +190,25 @@ internal sealed class CheckpointService(IGrainFactory grains, IHostDirectory dir
         status.ScheduledCheckpoints.AddRange(view.ScheduledCheckpoints);
         if (view.LastRun is { } run)
         {
-            status.LastRun = new ScheduledRun
-            {
-                At = Timestamp.FromDateTimeOffset(run.At),
-                DueAt = Timestamp.FromDateTimeOffset(run.DueAt),
-                Checkpoint = run.Checkpoint ?? "",
-                SkippedSlots = run.SkippedSlots,
-                Error = run.Error ?? "",
-            };
-            status.LastRun.Pruned.AddRange(run.Pruned);
+            status.LastRun = ToProto(run);
         }
 
+        status.RecentRuns.AddRange(view.RecentRuns.Select(ToProto));
         return status;
+    }
+
+    private static ScheduledRun ToProto(ScheduledRunView run)
+    {
+        var proto = new ScheduledRun
+        {
+            At = Timestamp.FromDateTimeOffset(run.At),
+            DueAt = Timestamp.FromDateTimeOffset(run.DueAt),
+            Checkpoint = run.Checkpoint ?? "",
+            SkippedSlots = run.SkippedSlots,
+            Error = run.Error ?? "",
+        };
+        proto.Pruned.AddRange(run.Pruned);
+        return proto;
     }
 
     private IVirtualMachineGrain Vm(string key)

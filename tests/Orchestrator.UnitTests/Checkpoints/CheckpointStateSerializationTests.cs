@@ -42,6 +42,11 @@ public sealed class CheckpointStateSerializationTests
                 UpdatedAt = due.AddDays(-1),
                 Runs = 17,
                 LastRun = new ScheduledRunRecord { At = due, DueAt = due, Checkpoint = "auto-20250309-070000", SkippedSlots = 2, Pruned = ["auto-20250309-030000"] },
+                RecentRuns =
+                [
+                    new ScheduledRunRecord { At = due, DueAt = due, Checkpoint = "auto-20250309-070000", SkippedSlots = 2 },
+                    new ScheduledRunRecord { At = due.AddHours(-1), DueAt = due.AddHours(-1), Checkpoint = "auto-20250309-060000" },
+                ],
             },
         };
 
@@ -49,7 +54,10 @@ public sealed class CheckpointStateSerializationTests
 
         Assert.Equal(state.Checkpoints, back.Checkpoints);
         var schedule = back.CheckpointSchedule!;
-        Assert.Equal(state.CheckpointSchedule with { LastRun = null }, schedule with { LastRun = null });
+        List<ScheduledRunRecord> runs = [];
+        Assert.Equal(state.CheckpointSchedule with { LastRun = null, RecentRuns = runs }, schedule with { LastRun = null, RecentRuns = runs });
+        Assert.Equal(2, schedule.RecentRuns.Count);
+        Assert.Equal("auto-20250309-060000", schedule.RecentRuns[1].Checkpoint);
         List<string> same = [];
         Assert.Equal(state.CheckpointSchedule.LastRun with { Pruned = same }, schedule.LastRun! with { Pruned = same });
         Assert.Equal(["auto-20250309-030000"], schedule.LastRun.Pruned);
