@@ -27,7 +27,8 @@ public static class SiloHostingExtensions
             throw new SettingsException([$"{OrchestratorSettings.Section}: {e.Message}"]);
         }
 
-        var errors = OrchestratorSettingsValidator.Validate(settings);
+        var backup = builder.Configuration.GetSection($"{OrchestratorSettings.Section}:Backup").Get<BackupOptions>() ?? new BackupOptions();
+        var errors = OrchestratorSettingsValidator.Validate(settings).Concat(OrchestratorSettingsValidator.Validate(backup)).ToList();
         if (errors.Count > 0)
         {
             throw new SettingsException(errors);
