@@ -32,6 +32,9 @@ public interface IDiskImages
 
     Task<ImageCheckResult> CheckAsync(string path, CancellationToken cancellationToken = default);
 
+    /// <summary>SHA-256 (lower-case hex) of the file's bytes, read back from disk.</summary>
+    Task<string> ComputeSha256Async(string path, CancellationToken cancellationToken = default);
+
     /// <summary>Offline commit of an overlay into its backing file (qemu-img commit).</summary>
     Task CommitAsync(string overlayPath, CancellationToken cancellationToken = default);
 

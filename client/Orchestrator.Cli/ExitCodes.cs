@@ -1,0 +1,29 @@
+namespace Orchestrator.Cli;
+
+/// <summary>
+/// The process exit codes of the <c>orchestrator</c> command. Scripts depend on them: never renumber,
+/// only add. Documented in README.md and in the epilog of <c>--help</c>.
+/// </summary>
+internal static class ExitCodes
+{
+    public const int Ok = 0;
+    public const int Internal = 1;
+    public const int Usage = 2;
+    public const int NotFound = 3;
+    public const int Unavailable = 4;
+    public const int InvalidArgument = 5;
+    public const int FailedPrecondition = 6;
+    public const int Interrupted = 130;
+
+    public static IReadOnlyList<(int Code, string Meaning)> All { get; } =
+    [
+        (Ok, "success"),
+        (Internal, "internal or unknown error"),
+        (Usage, "usage error: bad command, argument or option (nothing was sent)"),
+        (NotFound, "not found"),
+        (Unavailable, "unavailable: endpoint unreachable, no answer within --timeout, or the host's silo is down"),
+        (InvalidArgument, "invalid argument: the server rejected a value"),
+        (FailedPrecondition, "failed precondition or conflict"),
+        (Interrupted, "interrupted (Ctrl+C)"),
+    ];
+}

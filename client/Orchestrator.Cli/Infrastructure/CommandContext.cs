@@ -1,0 +1,39 @@
+using System.Text.Json.Serialization.Metadata;
+using Grpc.Core;
+using Orchestrator.Cli.Output;
+
+namespace Orchestrator.Cli.Infrastructure;
+
+/// <summary>Everything a command body needs for one invocation: the connection, the settings and the output.</summary>
+internal sealed class CommandContext(GlobalSettings settings, CallInvoker callInvoker, TextWriter stdout, TextWriter stderr, bool color)
+{
+    public GlobalSettings Settings { get; } = settings;
+
+    public CallInvoker CallInvoker { get; } = callInvoker;
+
+    public TextWriter Out { get; } = stdout;
+
+    public TextWriter Error { get; } = stderr;
+
+    public bool Color { get; } = color;
+
+    /// <summary>Options for one call: the --timeout deadline, counted from now, and cancellation.</summary>
+    public CallOptions CallOptions(CancellationToken cancellationToken) =>
+        new(deadline: DateTime.UtcNow.Add(Settings.Timeout), cancellationToken: cancellationToken);
+
+    /// <summary>A note for people on stderr; never mixed into stdout, so JSON stays one document.</summary>
+    public void Warn(string message) => Error.WriteLine($"warning: {message}");
+
+    /// <summary>Writes the result in the chosen format: one JSON document, or a table.</summary>
+    public void Render<T>(T value, JsonTypeInfo<T> json, Action<T, TextWriter, bool> table)
+    {
+        if (Settings.Format == OutputFormat.Json)
+        {
+            JsonOutput.Write(Out, value, json);
+        }
+        else
+        {
+            table(value, Out, Color);
+        }
+    }
+}

@@ -1,0 +1,35 @@
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Orchestrator.Cli.Views;
+
+namespace Orchestrator.Cli.Output;
+
+/// <summary>
+/// Source-generated serializers for every JSON document the CLI prints. A new command adds its view types
+/// here. The shapes are a promise to scripts (README.md documents them): add fields, never rename or remove.
+/// </summary>
+[JsonSourceGenerationOptions(
+    PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower,
+    WriteIndented = true,
+    DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+    Converters = [typeof(UtcTimestampConverter)])]
+[JsonSerializable(typeof(IReadOnlyList<HostView>))]
+[JsonSerializable(typeof(IReadOnlyList<VmView>))]
+[JsonSerializable(typeof(VmView))]
+[JsonSerializable(typeof(DiskChainView))]
+internal sealed partial class CliJsonContext : JsonSerializerContext
+{
+    /// <summary>
+    /// The context the CLI writes with: the options above plus relaxed escaping, so paths and labels
+    /// keep '+', '&amp;' and non-ASCII letters readable (the output is never embedded in HTML).
+    /// </summary>
+    public static CliJsonContext Output { get; } = new(new JsonSerializerOptions
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        WriteIndented = true,
+        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+        Converters = { new UtcTimestampConverter() },
+        Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    });
+}

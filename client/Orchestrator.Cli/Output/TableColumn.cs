@@ -1,0 +1,3 @@
+namespace Orchestrator.Cli.Output;
+
+internal sealed record TableColumn(string Header, bool AlignRight = false);

@@ -1,0 +1,25 @@
+using Orchestrator.Api.V1;
+
+namespace Orchestrator.Cli.Views;
+
+/// <summary>
+/// Enum values as JSON and tables spell them: the proto name without its prefix, lowercase
+/// (POWER_STATE_SHUT_OFF is "shut_off"). A value this CLI does not know yet (a newer server) is "unknown".
+/// </summary>
+internal static class EnumNames
+{
+    public const string Unknown = "unknown";
+
+    public static string Of(PowerState state) => state switch
+    {
+        PowerState.Unspecified => "unspecified",
+        PowerState.Running => "running",
+        PowerState.Blocked => "blocked",
+        PowerState.Paused => "paused",
+        PowerState.ShuttingDown => "shutting_down",
+        PowerState.ShutOff => "shut_off",
+        PowerState.Crashed => "crashed",
+        PowerState.PmSuspended => "pm_suspended",
+        _ => Unknown,
+    };
+}

@@ -1,0 +1,36 @@
+using MessagePack;
+
+namespace Orchestrator.Grains.Disks;
+
+[GenerateSerializer]
+[Alias("orchestrator.DiskChainState")]
+[MessagePackObject]
+public sealed record class DiskChainState
+{
+    [Id(0)]
+    [Key(0)]
+    public bool Known { get; set; }
+
+    /// <summary>Active image first, base last.</summary>
+    [Id(1)]
+    [Key(1)]
+    public List<ChainLayerRecord> Layers { get; set; } = [];
+
+    [Id(2)]
+    [Key(2)]
+    public DateTimeOffset LastChanged { get; set; }
+}
+
+[GenerateSerializer]
+[Alias("orchestrator.ChainLayerRecord")]
+[MessagePackObject]
+public sealed record class ChainLayerRecord
+{
+    [Id(0)]
+    [Key(0)]
+    public string Path { get; set; } = "";
+
+    [Id(1)]
+    [Key(1)]
+    public string Format { get; set; } = "";
+}

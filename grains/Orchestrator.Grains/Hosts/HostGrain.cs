@@ -1,0 +1,80 @@
+using Microsoft.Extensions.Logging;
+using Orchestrator.Grains.Placement;
+using Orchestrator.Hypervisor;
+
+namespace Orchestrator.Grains.Hosts;
+
+[HostAffinePlacement]
+internal sealed partial class HostGrain(
+    [PersistentState("host", StorageNames.Default)] IPersistentState<HostState> state,
+    IHypervisor hypervisor,
+    ILocalSiloDetails silo,
+    TimeProvider time,
+    ILogger<HostGrain> logger) : Grain, IHostGrain
+{
+    private string Name => this.GetPrimaryKeyString();
+
+    public async Task<HostView> SyncInventoryAsync(CancellationToken cancellationToken = default)
+    {
+        using var activity = Telemetry.Source.StartActivity("host.sync");
+        activity?.SetTag("host", Name);
+        var now = time.GetUtcNow();
+        try
+        {
+            var facts = await hypervisor.GetFactsAsync(cancellationToken);
+            var domains = await hypervisor.ListDomainsAsync(cancellationToken);
+            await Task.WhenAll(domains.Select(d => GrainFactory.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(Name, d.Name)).ApplyInventoryAsync(Inventory.From(d, now), cancellationToken)));
+
+            var present = domains.Select(d => d.Name).ToHashSet(StringComparer.Ordinal);
+            var vanished = state.State.Vms.Where(vm => !present.Contains(vm)).ToList();
+            await Task.WhenAll(vanished.Select(vm => GrainFactory.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(Name, vm)).MarkAbsentAsync(now, cancellationToken)));
+
+            var known = state.State.Vms.Union(present, StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+            var firstSync = state.State.LastSync is null || state.State.Uri != facts.Uri;
+            state.State.Uri = facts.Uri;
+            state.State.Driver = facts.DriverName;
+            state.State.LibvirtVersion = facts.LibvirtVersion;
+            state.State.HypervisorVersion = facts.HypervisorVersion;
+            state.State.LastSync = now;
+            state.State.LastSyncError = null;
+            state.State.Vms = known;
+            await state.WriteStateAsync(cancellationToken);
+            if (firstSync)
+            {
+                await GrainFactory.GetGrain<IFleetGrain>(GrainKeys.Fleet).RegisterHostAsync(Name, facts.Uri, cancellationToken);
+            }
+
+            activity?.SetTag("vms", domains.Count);
+            LogSynced(logger, Name, domains.Count, vanished.Count);
+        }
+        catch (HypervisorException e)
+        {
+            activity?.SetStatus(System.Diagnostics.ActivityStatusCode.Error, e.Message);
+            LogSyncFailed(logger, Name, e.Message);
+            state.State.LastSyncError = e.Message;
+            await state.WriteStateAsync(cancellationToken);
+            throw new OrchestratorException(ErrorCode.Internal, $"inventory sync of host '{Name}' failed: {e.Message}", host: Name);
+        }
+
+        return View();
+    }
+
+    public Task<HostView> GetAsync(CancellationToken cancellationToken = default) => Task.FromResult(View());
+
+    public async Task<IReadOnlyList<VmView>> ListVmsAsync(CancellationToken cancellationToken = default)
+    {
+        var views = await Task.WhenAll(state.State.Vms.Select(vm => GrainFactory.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(Name, vm)).GetAsync(cancellationToken)));
+        return views;
+    }
+
+    private HostView View() => new(
+        Name,
+        state.State.Uri,
+        state.State.Driver,
+        state.State.LibvirtVersion,
+        state.State.HypervisorVersion,
+        state.State.Vms.Count,
+        state.State.LastSync,
+        state.State.LastSyncError,
+        silo.SiloAddress.ToParsableString());
+}

@@ -1,0 +1,23 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Orchestrator.Grains.Placement;
+using Orleans.Runtime.MembershipService.SiloMetadata;
+
+namespace Orchestrator.Grains;
+
+public static class OrchestratorGrainsExtensions
+{
+    /// <summary>
+    /// Host-affine placement and the services the grains need. The silo that serves <paramref name="host"/>
+    /// announces it in its silo metadata, which placement reads.
+    /// </summary>
+    public static ISiloBuilder AddOrchestratorGrains(this ISiloBuilder builder, string host)
+    {
+        GrainKeys.ValidateHost(host, "Orchestrator:Host:Name");
+        builder.UseSiloMetadata(new Dictionary<string, string> { [HostAffinePlacement.MetadataKey] = host });
+        builder.Services.AddPlacementDirector<HostAffinePlacement, HostAffinePlacementDirector>();
+        builder.Services.AddSingleton<IHostDirectory, HostDirectory>();
+        builder.Services.TryAddSingleton(TimeProvider.System);
+        return builder;
+    }
+}

@@ -1,0 +1,29 @@
+using Orleans.Placement;
+
+namespace Orchestrator.Grains.Placement;
+
+/// <summary>
+/// Places a grain on the silo that serves the hypervisor host named by the first segment of its key
+/// (<c>host</c>, <c>host/vm</c>, <c>host/vm/disk</c>). Never anywhere else: with no live silo for the host, the
+/// call fails with a "host unavailable" error.
+/// </summary>
+[GenerateSerializer]
+[Immutable]
+[SuppressReferenceTracking]
+[Alias("orchestrator.HostAffinePlacement")]
+public sealed class HostAffinePlacement : PlacementStrategy
+{
+    public static readonly HostAffinePlacement Instance = new();
+
+    /// <summary>The silo metadata key that names the host a silo serves.</summary>
+    public const string MetadataKey = "orchestrator.host";
+}
+
+[AttributeUsage(AttributeTargets.Class, AllowMultiple = false)]
+public sealed class HostAffinePlacementAttribute : PlacementAttribute
+{
+    public HostAffinePlacementAttribute()
+        : base(HostAffinePlacement.Instance)
+    {
+    }
+}

@@ -1,0 +1,108 @@
+using Microsoft.Extensions.Logging;
+using Orchestrator.Grains.Placement;
+
+namespace Orchestrator.Grains.VirtualMachines;
+
+[HostAffinePlacement]
+internal sealed partial class VirtualMachineGrain(
+    [PersistentState("vm", StorageNames.Default)] IPersistentState<VirtualMachineState> state,
+    ILogger<VirtualMachineGrain> logger) : Grain, IVirtualMachineGrain
+{
+    private DateTimeOffset _lastSync;
+
+    private (string Host, string Vm) Key => GrainKeys.ParseVm(this.GetPrimaryKeyString());
+
+    public Task<VmView> GetAsync(CancellationToken cancellationToken = default)
+    {
+        if (!state.State.Known)
+        {
+            // Nothing to keep in memory for a VM that does not exist.
+            DeactivateOnIdle();
+            throw OrchestratorException.NotFound($"VM '{this.GetPrimaryKeyString()}' is not known (no inventory of its host has seen it)");
+        }
+
+        return Task.FromResult(View());
+    }
+
+    public async Task ApplyInventoryAsync(VmInventory inventory, CancellationToken cancellationToken = default)
+    {
+        _lastSync = inventory.SyncedAt;
+        var s = state.State;
+        var disks = inventory.Disks.Select(d => new VmDiskRecord
+        {
+            Target = d.Target,
+            SourcePath = d.Layers[0].Path,
+            Format = d.Layers[0].Format,
+            ChainDepth = d.Layers.Count,
+        }).ToList();
+        var changed = !s.Known
+            || !s.Present
+            || s.Uuid != inventory.Uuid
+            || s.PowerState != inventory.PowerState
+            || s.MemoryKiB != inventory.MemoryKiB
+            || s.VirtualCpus != inventory.VirtualCpus
+            || !s.Disks.SequenceEqual(disks)
+            || !DictionaryEquals(s.Labels, inventory.Labels);
+
+        if (changed)
+        {
+            if (!s.Known)
+            {
+                s.FirstSeen = inventory.SyncedAt;
+            }
+
+            if (s.Known && s.Uuid != inventory.Uuid)
+            {
+                LogUuidChanged(logger, this.GetPrimaryKeyString(), s.Uuid, inventory.Uuid);
+            }
+
+            s.Known = true;
+            s.Present = true;
+            s.Uuid = inventory.Uuid;
+            s.PowerState = inventory.PowerState;
+            s.Disks = disks;
+            s.Labels = new Dictionary<string, string>(inventory.Labels);
+            s.MemoryKiB = inventory.MemoryKiB;
+            s.VirtualCpus = inventory.VirtualCpus;
+            s.LastChanged = inventory.SyncedAt;
+            await state.WriteStateAsync(cancellationToken);
+        }
+
+        var (host, vm) = Key;
+        await Task.WhenAll(inventory.Disks.Select(d =>
+            GrainFactory.GetGrain<IDiskChainGrain>(GrainKeys.Disk(host, vm, d.Target)).ReconcileAsync(d, inventory.SyncedAt, cancellationToken)));
+    }
+
+    public async Task MarkAbsentAsync(DateTimeOffset syncedAt, CancellationToken cancellationToken = default)
+    {
+        _lastSync = syncedAt;
+        if (state.State.Known && state.State.Present)
+        {
+            state.State.Present = false;
+            state.State.LastChanged = syncedAt;
+            await state.WriteStateAsync(cancellationToken);
+            LogVanished(logger, this.GetPrimaryKeyString());
+        }
+    }
+
+    private VmView View()
+    {
+        var (host, vm) = Key;
+        var s = state.State;
+        return new VmView(
+            host,
+            vm,
+            s.Uuid,
+            s.PowerState,
+            [.. s.Disks.Select(d => new DiskView(d.Target, d.SourcePath, d.Format, d.ChainDepth))],
+            s.Labels,
+            s.MemoryKiB,
+            s.VirtualCpus,
+            _lastSync == default ? s.LastChanged : _lastSync,
+            s.Present,
+            s.FirstSeen);
+    }
+
+    private static bool DictionaryEquals(IReadOnlyDictionary<string, string> a, IReadOnlyDictionary<string, string> b) =>
+        a.Count == b.Count && a.All(kv => b.TryGetValue(kv.Key, out var v) && v == kv.Value);
+}

@@ -1,0 +1,150 @@
+namespace Orchestrator.Hypervisor.Simulated;
+
+public sealed partial class SimulatedHypervisor
+{
+    /// <summary>Image files of a simulated host: in memory, with content identities instead of bytes.</summary>
+    private sealed class SimulatedDiskImages(SimulatedHypervisor host) : IDiskImages
+    {
+        public Task<ImageInfo> InfoAsync(string path, CancellationToken cancellationToken = default)
+        {
+            lock (host._lock)
+            {
+                var image = Get(path);
+                var backingFormat = image.Backing is { } b && host._files.TryGetValue(b, out var below) ? below.Format : null;
+                return Task.FromResult(new ImageInfo(path, image.Format, image.VirtualSize, image.Allocated, image.Backing, backingFormat));
+            }
+        }
+
+        public Task CreateAsync(string path, string format, long virtualSize, string? backingFile = null, string? backingFormat = null, CancellationToken cancellationToken = default)
+        {
+            lock (host._lock)
+            {
+                host.ThrowIfFaulted(SimulatedOperation.CreateImage);
+                if (host._files.ContainsKey(path))
+                {
+                    throw new HypervisorException(HypervisorErrorKind.FileExists, $"'{path}' already exists");
+                }
+
+                host._files[path] = new SimImage(path, format, virtualSize) { Backing = backingFile };
+                return Task.CompletedTask;
+            }
+        }
+
+        public async Task<CopyResult> CopyAsync(string source, string destination, CopyOptions options, IProgress<CopyProgress>? progress = null, CancellationToken cancellationToken = default)
+        {
+            var started = host._time.GetTimestamp();
+            SimImage image;
+            lock (host._lock)
+            {
+                host.ThrowIfFaulted(SimulatedOperation.Copy);
+                image = Get(source);
+                if (host._files.ContainsKey(destination))
+                {
+                    throw new HypervisorException(HypervisorErrorKind.FileExists, $"'{destination}' already exists");
+                }
+
+                if (image.Allocated > host.Options.FreeSpaceBytes)
+                {
+                    throw new HypervisorException(HypervisorErrorKind.NoSpace, $"no space left for '{destination}'");
+                }
+            }
+
+            var total = image.Allocated;
+            var rate = options.BandwidthBytesPerSecond > 0 && (host.Options.CopyBytesPerSecond == 0 || options.BandwidthBytesPerSecond < host.Options.CopyBytesPerSecond)
+                ? options.BandwidthBytesPerSecond
+                : host.Options.CopyBytesPerSecond;
+            const int Steps = 10;
+            for (var step = 1; step <= Steps; step++)
+            {
+                if (rate > 0)
+                {
+                    await Task.Delay(TimeSpan.FromSeconds((double)total / rate / Steps), host._time, cancellationToken);
+                }
+
+                cancellationToken.ThrowIfCancellationRequested();
+                progress?.Report(new CopyProgress(total * step / Steps, total));
+            }
+
+            lock (host._lock)
+            {
+                var copy = new SimImage(destination, options.TargetFormat ?? image.Format, image.VirtualSize) { Allocated = image.Allocated, ContentId = image.ContentId };
+                host._files[destination] = copy;
+                return new CopyResult(total, options.ComputeSha256 ? copy.Sha256() : null, host._time.GetElapsedTime(started));
+            }
+        }
+
+        public Task<ImageCheckResult> CheckAsync(string path, CancellationToken cancellationToken = default)
+        {
+            lock (host._lock)
+            {
+                host.ThrowIfFaulted(SimulatedOperation.Check);
+                Get(path);
+                return Task.FromResult(new ImageCheckResult(true, 0, 0, "No errors were found on the image."));
+            }
+        }
+
+        public Task<string> ComputeSha256Async(string path, CancellationToken cancellationToken = default)
+        {
+            lock (host._lock)
+            {
+                return Task.FromResult(Get(path).Sha256());
+            }
+        }
+
+        public Task CommitAsync(string overlayPath, CancellationToken cancellationToken = default)
+        {
+            lock (host._lock)
+            {
+                host.ThrowIfFaulted(SimulatedOperation.Commit);
+                var overlay = Get(overlayPath);
+                if (overlay.Backing is null)
+                {
+                    throw new HypervisorException(HypervisorErrorKind.InvalidArgument, $"'{overlayPath}' has no backing file to commit into");
+                }
+
+                Get(overlay.Backing).Touch();
+                return Task.CompletedTask;
+            }
+        }
+
+        public Task<IReadOnlyList<InternalSnapshotInfo>> ListSnapshotsAsync(string path, CancellationToken cancellationToken = default)
+        {
+            lock (host._lock)
+            {
+                return Task.FromResult<IReadOnlyList<InternalSnapshotInfo>>([.. Get(path).Snapshots]);
+            }
+        }
+
+        public Task<bool> ExistsAsync(string path, CancellationToken cancellationToken = default)
+        {
+            lock (host._lock)
+            {
+                return Task.FromResult(host._files.ContainsKey(path));
+            }
+        }
+
+        public Task DeleteAsync(string path, CancellationToken cancellationToken = default)
+        {
+            lock (host._lock)
+            {
+                host.ThrowIfFaulted(SimulatedOperation.DeleteImage);
+                var inUse = host._domains.Values.SelectMany(d => d.Disks).Any(disk => disk.Chain.Contains(path));
+                if (inUse)
+                {
+                    throw new HypervisorException(HypervisorErrorKind.InvalidArgument, $"'{path}' is in use by a domain");
+                }
+
+                host._files.Remove(path);
+                return Task.CompletedTask;
+            }
+        }
+
+        public Task<long> FreeSpaceAsync(string path, CancellationToken cancellationToken = default) =>
+            Task.FromResult(host.Options.FreeSpaceBytes);
+
+        private SimImage Get(string path) =>
+            host._files.TryGetValue(path, out var image)
+                ? image
+                : throw new HypervisorException(HypervisorErrorKind.FileNotFound, $"'{path}' does not exist");
+    }
+}

@@ -1,0 +1,671 @@
+using System.Security.Cryptography;
+using System.Text;
+
+namespace Orchestrator.Hypervisor.Simulated;
+
+/// <summary>
+/// An in-memory hypervisor host: domains, disks with backing chains, overlays, block jobs and internal snapshots,
+/// with configurable timings and fault injection. For unit tests, the demo and the fleet-scale benchmark; it
+/// never stands in for the real libvirt tests.
+/// </summary>
+public sealed partial class SimulatedHypervisor : IHypervisor
+{
+    private readonly Lock _lock = new();
+    private readonly Dictionary<string, SimDomain> _domains = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, SimImage> _files = new(StringComparer.Ordinal);
+    private readonly Dictionary<SimulatedOperation, Queue<Exception>> _faults = [];
+    private readonly TimeProvider _time;
+
+    public SimulatedHypervisor(SimulatedOptions? options = null, TimeProvider? timeProvider = null)
+    {
+        Options = options ?? new SimulatedOptions();
+        _time = timeProvider ?? TimeProvider.System;
+        Uri = $"simulated://{Options.HostName}";
+        Images = new SimulatedDiskImages(this);
+    }
+
+    public SimulatedOptions Options { get; }
+
+    public string Uri { get; }
+
+    public IDiskImages Images { get; }
+
+    public event EventHandler<DomainEvent>? DomainEvent;
+
+    /// <summary>The next <paramref name="times"/> calls of <paramref name="operation"/> throw <paramref name="error"/>.</summary>
+    public void InjectFault(SimulatedOperation operation, Exception? error = null, int times = 1)
+    {
+        lock (_lock)
+        {
+            if (!_faults.TryGetValue(operation, out var queue))
+            {
+                _faults[operation] = queue = new Queue<Exception>();
+            }
+
+            for (var i = 0; i < times; i++)
+            {
+                queue.Enqueue(error ?? new HypervisorException(HypervisorErrorKind.OperationFailed, $"injected fault in {operation}"));
+            }
+        }
+    }
+
+    /// <summary>Adds a domain whose disks are new images (base format per disk) under <paramref name="imageDir"/>.</summary>
+    public DomainInfo AddDomain(
+        string name,
+        DomainPowerState state,
+        IEnumerable<(string Target, string Format, long SizeBytes)> disks,
+        IReadOnlyDictionary<string, string>? labels = null,
+        string imageDir = "/var/lib/libvirt/images",
+        Guid? uuid = null)
+    {
+        lock (_lock)
+        {
+            if (_domains.ContainsKey(name))
+            {
+                throw new HypervisorException(HypervisorErrorKind.InvalidArgument, $"domain '{name}' already exists");
+            }
+
+            var domain = new SimDomain(name, uuid ?? StableUuid(Options.HostName, name)) { State = state, Labels = labels ?? new Dictionary<string, string>() };
+            foreach (var (target, format, size) in disks)
+            {
+                var path = $"{imageDir.TrimEnd('/')}/{name}-{target}.{format}";
+                _files[path] = new SimImage(path, format, size) { Allocated = size / 4 };
+                domain.Disks.Add(new SimDisk(target, [path]));
+            }
+
+            _domains[name] = domain;
+            return Snapshot(domain);
+        }
+    }
+
+    /// <summary>Seeds the demo VMs: qcow2 and raw disks, running and shut off.</summary>
+    public SimulatedHypervisor SeedDemo()
+    {
+        const long GiB = 1L << 30;
+        AddDomain("web-1", DomainPowerState.Running, [("vda", "qcow2", 20 * GiB), ("vdb", "raw", 4 * GiB)], new Dictionary<string, string> { ["tier"] = "web", ["env"] = "prod" });
+        AddDomain("web-2", DomainPowerState.Running, [("vda", "qcow2", 20 * GiB)], new Dictionary<string, string> { ["tier"] = "web", ["env"] = "prod" });
+        AddDomain("db-1", DomainPowerState.Running, [("vda", "qcow2", 40 * GiB), ("vdb", "qcow2", 100 * GiB)], new Dictionary<string, string> { ["tier"] = "db", ["env"] = "prod" });
+        AddDomain("legacy-1", DomainPowerState.Running, [("vda", "raw", 10 * GiB)], new Dictionary<string, string> { ["tier"] = "legacy" });
+        AddDomain("build-1", DomainPowerState.ShutOff, [("vda", "qcow2", 30 * GiB)], new Dictionary<string, string> { ["env"] = "dev" });
+        return this;
+    }
+
+    /// <summary>Simulates guest writes: the active image of every disk of a running domain changes content.</summary>
+    public void SimulateGuestWrites(string domain)
+    {
+        lock (_lock)
+        {
+            var d = Find(domain);
+            foreach (var disk in d.Disks)
+            {
+                _files[disk.Chain[0]].Touch();
+            }
+        }
+    }
+
+    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+
+    public async Task<HypervisorFacts> GetFactsAsync(CancellationToken cancellationToken = default)
+    {
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        return new HypervisorFacts(Options.HostName, Uri, "simulated", "9.0.0", "7.2.0");
+    }
+
+    public async Task<IReadOnlyList<DomainInfo>> ListDomainsAsync(CancellationToken cancellationToken = default)
+    {
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        lock (_lock)
+        {
+            ThrowIfFaulted(SimulatedOperation.ListDomains);
+            return [.. _domains.Values.OrderBy(d => d.Name, StringComparer.Ordinal).Select(Snapshot)];
+        }
+    }
+
+    public async Task<DomainInfo> GetDomainAsync(string domain, CancellationToken cancellationToken = default)
+    {
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        lock (_lock)
+        {
+            ThrowIfFaulted(SimulatedOperation.GetDomain);
+            return Snapshot(Find(domain));
+        }
+    }
+
+    public async Task<string> GetDomainXmlAsync(string domain, bool inactive = false, CancellationToken cancellationToken = default)
+    {
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        lock (_lock)
+        {
+            return SimulatedDomainXml.Write(Snapshot(Find(domain)));
+        }
+    }
+
+    public async Task<string> DefineDomainAsync(string xml, CancellationToken cancellationToken = default)
+    {
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        var parsed = SimulatedDomainXml.Read(xml);
+        lock (_lock)
+        {
+            if (_domains.TryGetValue(parsed.Name, out var existing))
+            {
+                if (existing.Uuid != parsed.Uuid)
+                {
+                    throw new HypervisorException(HypervisorErrorKind.InvalidArgument, $"domain '{parsed.Name}' already exists with uuid {existing.Uuid}");
+                }
+
+                existing.Disks.Clear();
+                existing.Disks.AddRange(parsed.Disks.Select(d => new SimDisk(d.Target, [d.SourcePath, .. d.BackingChain.Select(l => l.Path)])));
+                existing.Labels = parsed.Labels;
+            }
+            else
+            {
+                if (_domains.Values.Any(d => d.Uuid == parsed.Uuid))
+                {
+                    throw new HypervisorException(HypervisorErrorKind.InvalidArgument, $"uuid {parsed.Uuid} is already in use");
+                }
+
+                var created = new SimDomain(parsed.Name, parsed.Uuid) { State = DomainPowerState.ShutOff, Labels = parsed.Labels, MemoryKiB = parsed.MemoryKiB, VirtualCpus = parsed.VirtualCpus };
+                created.Disks.AddRange(parsed.Disks.Select(d => new SimDisk(d.Target, [d.SourcePath, .. d.BackingChain.Select(l => l.Path)])));
+                _domains[parsed.Name] = created;
+            }
+        }
+
+        Raise(new DomainEvent(parsed.Name, DomainEventKind.Lifecycle, _time.GetUtcNow(), LifecycleEventType.Defined));
+        return parsed.Name;
+    }
+
+    public async Task UndefineDomainAsync(string domain, CancellationToken cancellationToken = default)
+    {
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        lock (_lock)
+        {
+            var d = Find(domain);
+            if (d.State != DomainPowerState.ShutOff)
+            {
+                throw new HypervisorException(HypervisorErrorKind.InvalidDomainState, $"domain '{domain}' is active; destroy it first");
+            }
+
+            _domains.Remove(domain);
+        }
+
+        Raise(new DomainEvent(domain, DomainEventKind.Lifecycle, _time.GetUtcNow(), LifecycleEventType.Undefined));
+    }
+
+    public Task StartDomainAsync(string domain, bool paused = false, CancellationToken cancellationToken = default) =>
+        ChangeStateAsync(domain, from: [DomainPowerState.ShutOff, DomainPowerState.Crashed], to: paused ? DomainPowerState.Paused : DomainPowerState.Running, LifecycleEventType.Started, cancellationToken);
+
+    public Task DestroyDomainAsync(string domain, CancellationToken cancellationToken = default) =>
+        ChangeStateAsync(domain, from: [DomainPowerState.Running, DomainPowerState.Paused, DomainPowerState.Blocked, DomainPowerState.ShuttingDown], to: DomainPowerState.ShutOff, LifecycleEventType.Stopped, cancellationToken);
+
+    public Task SuspendDomainAsync(string domain, CancellationToken cancellationToken = default) =>
+        ChangeStateAsync(domain, from: [DomainPowerState.Running], to: DomainPowerState.Paused, LifecycleEventType.Suspended, cancellationToken);
+
+    public Task ResumeDomainAsync(string domain, CancellationToken cancellationToken = default) =>
+        ChangeStateAsync(domain, from: [DomainPowerState.Paused], to: DomainPowerState.Running, LifecycleEventType.Resumed, cancellationToken);
+
+    public async Task CreateExternalSnapshotAsync(string domain, IReadOnlyList<OverlaySpec> overlays, CancellationToken cancellationToken = default)
+    {
+        await DelayAsync(Options.SnapshotLatency, cancellationToken);
+        lock (_lock)
+        {
+            ThrowIfFaulted(SimulatedOperation.CreateExternalSnapshot);
+            var d = Find(domain);
+            if (overlays.Count == 0)
+            {
+                throw new HypervisorException(HypervisorErrorKind.InvalidArgument, "no overlays given");
+            }
+
+            // Validate everything first: the snapshot is atomic across disks.
+            foreach (var spec in overlays)
+            {
+                var disk = FindDisk(d, spec.Target);
+                if (_files.ContainsKey(spec.OverlayPath))
+                {
+                    throw new HypervisorException(HypervisorErrorKind.FileExists, $"overlay '{spec.OverlayPath}' already exists");
+                }
+
+                if (d.Jobs.ContainsKey(disk.Target))
+                {
+                    throw new HypervisorException(HypervisorErrorKind.BlockJobActive, $"disk '{disk.Target}' of '{domain}' has a block job");
+                }
+            }
+
+            foreach (var spec in overlays)
+            {
+                var disk = FindDisk(d, spec.Target);
+                var below = _files[disk.Chain[0]];
+                _files[spec.OverlayPath] = new SimImage(spec.OverlayPath, "qcow2", below.VirtualSize) { Backing = below.Path, Allocated = 196_616 };
+                disk.Chain.Insert(0, spec.OverlayPath);
+            }
+        }
+    }
+
+    public async Task<BlockJobInfo?> GetBlockJobAsync(string domain, string target, CancellationToken cancellationToken = default)
+    {
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        lock (_lock)
+        {
+            var d = Find(domain);
+            FindDisk(d, target);
+            return d.Jobs.TryGetValue(target, out var job) ? job.Info(target) : null;
+        }
+    }
+
+    public async Task StartActiveCommitAsync(string domain, string target, long bandwidthBytesPerSecond = 0, CancellationToken cancellationToken = default)
+    {
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        SimJob job;
+        lock (_lock)
+        {
+            ThrowIfFaulted(SimulatedOperation.StartActiveCommit);
+            var d = Find(domain);
+            var disk = FindDisk(d, target);
+            if (!d.IsActive)
+            {
+                throw new HypervisorException(HypervisorErrorKind.InvalidDomainState, $"domain '{domain}' is not running");
+            }
+
+            if (disk.Chain.Count < 2)
+            {
+                throw new HypervisorException(HypervisorErrorKind.InvalidArgument, $"disk '{target}' of '{domain}' has no backing image to commit into");
+            }
+
+            if (d.Jobs.ContainsKey(target))
+            {
+                throw new HypervisorException(HypervisorErrorKind.BlockJobActive, $"disk '{target}' of '{domain}' already has a block job");
+            }
+
+            job = new SimJob(_files[disk.Chain[0]].Allocated);
+            d.Jobs[target] = job;
+        }
+
+        _ = CompleteLaterAsync();
+
+        async Task CompleteLaterAsync()
+        {
+            await Task.Delay(Options.CommitReadyLatency, _time, CancellationToken.None);
+            lock (_lock)
+            {
+                if (!_domains.TryGetValue(domain, out var d) || !d.Jobs.TryGetValue(target, out var current) || current != job)
+                {
+                    return;
+                }
+
+                job.Current = job.End;
+                job.Ready = true;
+            }
+
+            job.ReadySignal.TrySetResult();
+            Raise(new DomainEvent(domain, DomainEventKind.BlockJob, _time.GetUtcNow(), Target: target, Job: BlockJobKind.ActiveCommit, Status: BlockJobEventStatus.Ready));
+        }
+    }
+
+    public async Task WaitForBlockJobReadyAsync(string domain, string target, CancellationToken cancellationToken = default)
+    {
+        SimJob job;
+        lock (_lock)
+        {
+            ThrowIfFaulted(SimulatedOperation.WaitForBlockJobReady);
+            var d = Find(domain);
+            FindDisk(d, target);
+            if (!d.Jobs.TryGetValue(target, out job!))
+            {
+                throw new HypervisorException(HypervisorErrorKind.NoBlockJob, $"disk '{target}' of '{domain}' has no block job");
+            }
+        }
+
+        await job.ReadySignal.Task.WaitAsync(cancellationToken);
+    }
+
+    public async Task PivotAsync(string domain, string target, CancellationToken cancellationToken = default)
+    {
+        lock (_lock)
+        {
+            ThrowIfFaulted(SimulatedOperation.Pivot);
+            var d = Find(domain);
+            FindDisk(d, target);
+            if (!d.Jobs.TryGetValue(target, out var job))
+            {
+                throw new HypervisorException(HypervisorErrorKind.NoBlockJob, $"disk '{target}' of '{domain}' has no block job");
+            }
+
+            if (!job.Ready)
+            {
+                throw new HypervisorException(HypervisorErrorKind.InvalidDomainState, $"block job on '{target}' of '{domain}' is not ready to pivot");
+            }
+        }
+
+        await DelayAsync(Options.PivotLatency, cancellationToken);
+        lock (_lock)
+        {
+            var d = Find(domain);
+            var disk = FindDisk(d, target);
+            d.Jobs.Remove(target);
+            var top = _files[disk.Chain[0]];
+            _files[disk.Chain[1]].Touch();
+            disk.Chain.RemoveAt(0);
+            top.Backing = null;
+        }
+
+        Raise(new DomainEvent(domain, DomainEventKind.BlockJob, _time.GetUtcNow(), Target: target, Job: BlockJobKind.ActiveCommit, Status: BlockJobEventStatus.Completed));
+    }
+
+    public async Task AbortBlockJobAsync(string domain, string target, CancellationToken cancellationToken = default)
+    {
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        lock (_lock)
+        {
+            ThrowIfFaulted(SimulatedOperation.AbortBlockJob);
+            var d = Find(domain);
+            FindDisk(d, target);
+            if (!d.Jobs.Remove(target, out var job))
+            {
+                throw new HypervisorException(HypervisorErrorKind.NoBlockJob, $"disk '{target}' of '{domain}' has no block job");
+            }
+
+            job.ReadySignal.TrySetException(new HypervisorException(HypervisorErrorKind.BlockJobFailed, "block job was aborted"));
+        }
+
+        Raise(new DomainEvent(domain, DomainEventKind.BlockJob, _time.GetUtcNow(), Target: target, Job: BlockJobKind.ActiveCommit, Status: BlockJobEventStatus.Canceled));
+    }
+
+    public async Task<InternalSnapshotInfo> CreateInternalSnapshotAsync(string domain, string name, string? description = null, CancellationToken cancellationToken = default)
+    {
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        bool running;
+        lock (_lock)
+        {
+            ThrowIfFaulted(SimulatedOperation.CreateInternalSnapshot);
+            var d = Find(domain);
+            var raw = d.Disks.FirstOrDefault(disk => _files[disk.Chain[0]].Format != "qcow2");
+            if (raw is not null)
+            {
+                throw new HypervisorException(
+                    HypervisorErrorKind.UnsupportedDiskFormat,
+                    $"disk '{raw.Target}' of '{domain}' is {_files[raw.Chain[0]].Format}: internal checkpoints need qcow2; use a live backup, or convert the disk");
+            }
+
+            if (d.Snapshots.Any(s => s.Info.Name == name))
+            {
+                throw new HypervisorException(HypervisorErrorKind.SnapshotExists, $"snapshot '{name}' of '{domain}' already exists");
+            }
+
+            running = d.State == DomainPowerState.Running;
+        }
+
+        if (running)
+        {
+            Raise(new DomainEvent(domain, DomainEventKind.Lifecycle, _time.GetUtcNow(), LifecycleEventType.Suspended));
+            await DelayAsync(Options.InternalSnapshotPause, CancellationToken.None);
+        }
+
+        InternalSnapshotInfo info;
+        lock (_lock)
+        {
+            var d = Find(domain);
+            info = new InternalSnapshotInfo(name, _time.GetUtcNow(), running, d.State, description);
+            d.Snapshots.Add(new SimSnapshot(info, d.Disks.ToDictionary(disk => disk.Target, disk => _files[disk.Chain[0]].ContentId)));
+            foreach (var disk in d.Disks)
+            {
+                _files[disk.Chain[0]].Snapshots.Add(info);
+            }
+        }
+
+        if (running)
+        {
+            Raise(new DomainEvent(domain, DomainEventKind.Lifecycle, _time.GetUtcNow(), LifecycleEventType.Resumed));
+        }
+
+        return info;
+    }
+
+    public async Task<IReadOnlyList<InternalSnapshotInfo>> ListInternalSnapshotsAsync(string domain, CancellationToken cancellationToken = default)
+    {
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        lock (_lock)
+        {
+            return [.. Find(domain).Snapshots.Select(s => s.Info)];
+        }
+    }
+
+    public async Task RevertInternalSnapshotAsync(string domain, string name, RevertTarget target = RevertTarget.AsSaved, CancellationToken cancellationToken = default)
+    {
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        LifecycleEventType? lifecycle;
+        lock (_lock)
+        {
+            ThrowIfFaulted(SimulatedOperation.RevertInternalSnapshot);
+            var d = Find(domain);
+            var snapshot = d.Snapshots.FirstOrDefault(s => s.Info.Name == name)
+                ?? throw new HypervisorException(HypervisorErrorKind.SnapshotNotFound, $"snapshot '{name}' of '{domain}' does not exist");
+            foreach (var disk in d.Disks)
+            {
+                if (snapshot.Content.TryGetValue(disk.Target, out var content))
+                {
+                    _files[disk.Chain[0]].ContentId = content;
+                }
+            }
+
+            var newState = target switch
+            {
+                RevertTarget.Running => DomainPowerState.Running,
+                RevertTarget.Paused => DomainPowerState.Paused,
+                _ => snapshot.Info.HasMemory ? snapshot.Info.StateAtSnapshot : DomainPowerState.ShutOff,
+            };
+            lifecycle = newState == d.State ? null : newState switch
+            {
+                DomainPowerState.Running => LifecycleEventType.Started,
+                DomainPowerState.Paused => LifecycleEventType.Suspended,
+                _ => LifecycleEventType.Stopped,
+            };
+            d.State = newState;
+        }
+
+        if (lifecycle is { } type)
+        {
+            Raise(new DomainEvent(domain, DomainEventKind.Lifecycle, _time.GetUtcNow(), type));
+        }
+    }
+
+    public async Task DeleteInternalSnapshotAsync(string domain, string name, CancellationToken cancellationToken = default)
+    {
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        lock (_lock)
+        {
+            ThrowIfFaulted(SimulatedOperation.DeleteInternalSnapshot);
+            var d = Find(domain);
+            var snapshot = d.Snapshots.FirstOrDefault(s => s.Info.Name == name)
+                ?? throw new HypervisorException(HypervisorErrorKind.SnapshotNotFound, $"snapshot '{name}' of '{domain}' does not exist");
+            d.Snapshots.Remove(snapshot);
+            foreach (var image in _files.Values)
+            {
+                image.Snapshots.RemoveAll(s => s.Name == name && s.CreatedAt == snapshot.Info.CreatedAt);
+            }
+        }
+    }
+
+    public async Task<int> FreezeFileSystemsAsync(string domain, CancellationToken cancellationToken = default)
+    {
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        lock (_lock)
+        {
+            ThrowIfFaulted(SimulatedOperation.Freeze);
+            var d = Find(domain);
+            if (!d.HasGuestAgent)
+            {
+                throw new HypervisorException(HypervisorErrorKind.AgentUnavailable, $"QEMU guest agent is not configured or not responding in '{domain}'");
+            }
+
+            d.Frozen = true;
+            return d.Disks.Count;
+        }
+    }
+
+    public async Task<int> ThawFileSystemsAsync(string domain, CancellationToken cancellationToken = default)
+    {
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        lock (_lock)
+        {
+            ThrowIfFaulted(SimulatedOperation.Thaw);
+            var d = Find(domain);
+            if (!d.HasGuestAgent)
+            {
+                throw new HypervisorException(HypervisorErrorKind.AgentUnavailable, $"QEMU guest agent is not configured or not responding in '{domain}'");
+            }
+
+            var was = d.Frozen;
+            d.Frozen = false;
+            return was ? d.Disks.Count : 0;
+        }
+    }
+
+    /// <summary>Gives a domain a responding guest agent (for quiesce).</summary>
+    public void SetGuestAgent(string domain, bool present)
+    {
+        lock (_lock)
+        {
+            Find(domain).HasGuestAgent = present;
+        }
+    }
+
+    private async Task ChangeStateAsync(string domain, DomainPowerState[] from, DomainPowerState to, LifecycleEventType type, CancellationToken cancellationToken)
+    {
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        lock (_lock)
+        {
+            var d = Find(domain);
+            if (!from.Contains(d.State))
+            {
+                throw new HypervisorException(HypervisorErrorKind.InvalidDomainState, $"domain '{domain}' is {d.State}; cannot change to {to}");
+            }
+
+            d.State = to;
+            if (to == DomainPowerState.ShutOff)
+            {
+                foreach (var job in d.Jobs.Values)
+                {
+                    job.ReadySignal.TrySetException(new HypervisorException(HypervisorErrorKind.BlockJobFailed, "domain stopped during the block job"));
+                }
+
+                d.Jobs.Clear();
+            }
+        }
+
+        Raise(new DomainEvent(domain, DomainEventKind.Lifecycle, _time.GetUtcNow(), type));
+    }
+
+    /// <summary>The same host and name always give the same uuid, so a restarted demo host looks the same.</summary>
+    private static Guid StableUuid(string host, string name)
+    {
+        var hash = SHA256.HashData(Encoding.UTF8.GetBytes($"{host}/{name}"));
+        hash[6] = (byte)((hash[6] & 0x0F) | 0x50);
+        hash[8] = (byte)((hash[8] & 0x3F) | 0x80);
+        return new Guid(hash.AsSpan(0, 16));
+    }
+
+    private void Raise(DomainEvent e) => DomainEvent?.Invoke(this, e);
+
+    private void ThrowIfFaulted(SimulatedOperation operation)
+    {
+        if (_faults.TryGetValue(operation, out var queue) && queue.TryDequeue(out var error))
+        {
+            throw error;
+        }
+    }
+
+    private async Task DelayAsync(TimeSpan delay, CancellationToken cancellationToken)
+    {
+        if (delay > TimeSpan.Zero)
+        {
+            await Task.Delay(delay, _time, cancellationToken);
+        }
+    }
+
+    private SimDomain Find(string domain) =>
+        _domains.TryGetValue(domain, out var d)
+            ? d
+            : throw new HypervisorException(HypervisorErrorKind.DomainNotFound, $"domain '{domain}' not found");
+
+    private static SimDisk FindDisk(SimDomain d, string target) =>
+        d.Disks.FirstOrDefault(disk => disk.Target == target)
+            ?? throw new HypervisorException(HypervisorErrorKind.DiskNotFound, $"domain '{d.Name}' has no disk '{target}'");
+
+    private DomainInfo Snapshot(SimDomain d) => new(
+        d.Name,
+        d.Uuid,
+        d.State,
+        [.. d.Disks.Select(disk => new DomainDisk(
+            disk.Target,
+            disk.Chain[0],
+            _files[disk.Chain[0]].Format,
+            [.. disk.Chain.Skip(1).Select(p => new DiskLayer(p, _files.TryGetValue(p, out var f) ? f.Format : "raw"))]))],
+        new Dictionary<string, string>(d.Labels),
+        d.MemoryKiB,
+        d.VirtualCpus);
+
+    private sealed class SimDomain(string name, Guid uuid)
+    {
+        public string Name { get; } = name;
+
+        public Guid Uuid { get; } = uuid;
+
+        public DomainPowerState State { get; set; }
+
+        public bool IsActive => State is DomainPowerState.Running or DomainPowerState.Paused or DomainPowerState.Blocked;
+
+        public List<SimDisk> Disks { get; } = [];
+
+        public IReadOnlyDictionary<string, string> Labels { get; set; } = new Dictionary<string, string>();
+
+        public long MemoryKiB { get; init; } = 2 * 1024 * 1024;
+
+        public int VirtualCpus { get; init; } = 2;
+
+        public Dictionary<string, SimJob> Jobs { get; } = new(StringComparer.Ordinal);
+
+        public List<SimSnapshot> Snapshots { get; } = [];
+
+        public bool HasGuestAgent { get; set; }
+
+        public bool Frozen { get; set; }
+    }
+
+    /// <summary>A disk; Chain[0] is the active image, the last is the base.</summary>
+    private sealed record SimDisk(string Target, List<string> Chain);
+
+    private sealed record SimSnapshot(InternalSnapshotInfo Info, Dictionary<string, Guid> Content);
+
+    private sealed class SimJob(long end)
+    {
+        public long Current { get; set; }
+
+        public long End { get; } = end;
+
+        public bool Ready { get; set; }
+
+        public TaskCompletionSource ReadySignal { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public BlockJobInfo Info(string target) => new(target, BlockJobKind.ActiveCommit, Current, End, Ready);
+    }
+
+    internal sealed class SimImage(string path, string format, long virtualSize)
+    {
+        public string Path { get; } = path;
+
+        public string Format { get; } = format;
+
+        public long VirtualSize { get; } = virtualSize;
+
+        public long Allocated { get; set; }
+
+        public string? Backing { get; set; }
+
+        public Guid ContentId { get; set; } = Guid.NewGuid();
+
+        public List<InternalSnapshotInfo> Snapshots { get; } = [];
+
+        public void Touch() => ContentId = Guid.NewGuid();
+
+        public string Sha256() => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes($"{Format}:{VirtualSize}:{Allocated}:{ContentId}")));
+    }
+}

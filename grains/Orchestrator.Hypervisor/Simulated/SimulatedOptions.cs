@@ -1,0 +1,51 @@
+namespace Orchestrator.Hypervisor.Simulated;
+
+/// <summary>Timings and faults of a simulated host.</summary>
+public sealed class SimulatedOptions
+{
+    /// <summary>Host name reported by the simulated hypervisor.</summary>
+    public string HostName { get; set; } = "sim-01";
+
+    /// <summary>Latency of every control call (list, get, define...).</summary>
+    public TimeSpan CallLatency { get; set; } = TimeSpan.Zero;
+
+    /// <summary>Time an external snapshot takes.</summary>
+    public TimeSpan SnapshotLatency { get; set; } = TimeSpan.FromMilliseconds(5);
+
+    /// <summary>Time from the start of an active commit to READY.</summary>
+    public TimeSpan CommitReadyLatency { get; set; } = TimeSpan.FromMilliseconds(2);
+
+    /// <summary>Time from pivot to COMPLETED.</summary>
+    public TimeSpan PivotLatency { get; set; } = TimeSpan.FromMilliseconds(20);
+
+    /// <summary>Pause a running VM sees while an internal snapshot saves its memory.</summary>
+    public TimeSpan InternalSnapshotPause { get; set; } = TimeSpan.FromMilliseconds(10);
+
+    /// <summary>Simulated copy throughput in bytes per second; 0 copies instantly.</summary>
+    public long CopyBytesPerSecond { get; set; }
+
+    /// <summary>Free bytes reported for any path.</summary>
+    public long FreeSpaceBytes { get; set; } = 1L << 40;
+}
+
+/// <summary>Operations of the simulated hypervisor that a fault can be injected into.</summary>
+public enum SimulatedOperation
+{
+    ListDomains,
+    GetDomain,
+    CreateExternalSnapshot,
+    StartActiveCommit,
+    WaitForBlockJobReady,
+    Pivot,
+    AbortBlockJob,
+    CreateInternalSnapshot,
+    RevertInternalSnapshot,
+    DeleteInternalSnapshot,
+    Freeze,
+    Thaw,
+    Copy,
+    Check,
+    Commit,
+    CreateImage,
+    DeleteImage,
+}

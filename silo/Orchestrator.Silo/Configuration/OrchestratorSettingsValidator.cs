@@ -1,0 +1,99 @@
+using System.Net;
+
+namespace Orchestrator.Silo.Configuration;
+
+/// <summary>Thrown at start for a missing or wrong setting; the message names the setting.</summary>
+public sealed class SettingsException(IReadOnlyList<string> errors)
+    : Exception("invalid configuration:\n  " + string.Join("\n  ", errors))
+{
+    public IReadOnlyList<string> Errors { get; } = errors;
+}
+
+public static class OrchestratorSettingsValidator
+{
+    /// <summary>Every problem with the settings, each naming its setting as a configuration key.</summary>
+    public static IReadOnlyList<string> Validate(OrchestratorSettings s)
+    {
+        var errors = new List<string>();
+        const string P = OrchestratorSettings.Section;
+
+        if (string.IsNullOrWhiteSpace(s.Host.Name))
+        {
+            errors.Add($"{P}:Host:Name is required: the name of the hypervisor host this silo serves (e.g. kvm-01)");
+        }
+        else
+        {
+            try
+            {
+                GrainKeys.ValidateHost(s.Host.Name, $"{P}:Host:Name");
+            }
+            catch (OrchestratorException e)
+            {
+                errors.Add(e.Message);
+            }
+        }
+
+        if (string.IsNullOrWhiteSpace(s.Host.Uri))
+        {
+            errors.Add($"{P}:Host:Uri is required: a libvirt URI such as qemu:///system, or simulated://NAME");
+        }
+        else if (!System.Uri.TryCreate(s.Host.Uri, UriKind.Absolute, out _))
+        {
+            errors.Add($"{P}:Host:Uri: '{s.Host.Uri}' is not an absolute URI");
+        }
+
+        switch (s.Persistence.Mode)
+        {
+            case PersistenceMode.Embedded when string.IsNullOrWhiteSpace(s.Persistence.SqlitePath):
+                errors.Add($"{P}:Persistence:SqlitePath is required in embedded mode");
+                break;
+            case PersistenceMode.Cluster when string.IsNullOrWhiteSpace(s.Persistence.PostgresConnectionString):
+                errors.Add($"{P}:Persistence:PostgresConnectionString is required in cluster mode (Npgsql connection string)");
+                break;
+        }
+
+        CheckPort(errors, $"{P}:Cluster:SiloPort", s.Cluster.SiloPort);
+        CheckPort(errors, $"{P}:Cluster:GatewayPort", s.Cluster.GatewayPort);
+        CheckPort(errors, $"{P}:Endpoints:GrpcPort", s.Endpoints.GrpcPort);
+        CheckPort(errors, $"{P}:Endpoints:HttpPort", s.Endpoints.HttpPort);
+        if (s.Endpoints.GrpcPort == s.Endpoints.HttpPort)
+        {
+            errors.Add($"{P}:Endpoints:GrpcPort and {P}:Endpoints:HttpPort must differ (gRPC is HTTP/2 without TLS and needs its own port)");
+        }
+
+        if (!IPAddress.TryParse(s.Endpoints.BindAddress, out _))
+        {
+            errors.Add($"{P}:Endpoints:BindAddress: '{s.Endpoints.BindAddress}' is not an IP address");
+        }
+
+        if (!IPAddress.TryParse(s.Cluster.AdvertisedAddress, out _))
+        {
+            errors.Add($"{P}:Cluster:AdvertisedAddress: '{s.Cluster.AdvertisedAddress}' is not an IP address");
+        }
+
+        if (string.IsNullOrWhiteSpace(s.Cluster.ClusterId))
+        {
+            errors.Add($"{P}:Cluster:ClusterId is required");
+        }
+
+        if (string.IsNullOrWhiteSpace(s.Cluster.ServiceId))
+        {
+            errors.Add($"{P}:Cluster:ServiceId is required");
+        }
+
+        if (s.InventorySyncInterval < TimeSpan.FromSeconds(1))
+        {
+            errors.Add($"{P}:InventorySyncInterval must be at least 00:00:01");
+        }
+
+        return errors;
+    }
+
+    private static void CheckPort(List<string> errors, string name, int port)
+    {
+        if (port is < 1 or > 65535)
+        {
+            errors.Add($"{name}: {port} is not a TCP port (1-65535)");
+        }
+    }
+}

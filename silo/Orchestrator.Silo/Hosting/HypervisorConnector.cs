@@ -1,0 +1,25 @@
+using Orchestrator.Hypervisor;
+using Orchestrator.Hypervisor.Simulated;
+using Orchestrator.Silo.Configuration;
+
+namespace Orchestrator.Silo.Hosting;
+
+/// <summary>Opens the hypervisor a silo serves: the simulated one for simulated:// URIs, libvirt otherwise.</summary>
+internal static class HypervisorConnector
+{
+    public const string SimulatedScheme = "simulated";
+
+    public static async Task<IHypervisor> ConnectAsync(HostSettings host, ILoggerFactory loggers, CancellationToken cancellationToken = default)
+    {
+        var uri = new Uri(host.Uri);
+        if (uri.Scheme == SimulatedScheme)
+        {
+            var simulated = new SimulatedHypervisor(new SimulatedOptions { HostName = host.Name });
+            return host.SeedDemo ? simulated.SeedDemo() : simulated;
+        }
+
+        _ = loggers;
+        await Task.CompletedTask;
+        throw new SettingsException([$"{OrchestratorSettings.Section}:Host:Uri: the libvirt driver is not available in this build ('{host.Uri}')"]);
+    }
+}

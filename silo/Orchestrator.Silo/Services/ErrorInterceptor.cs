@@ -1,0 +1,52 @@
+using Grpc.Core;
+using Grpc.Core.Interceptors;
+using Orchestrator.Hypervisor;
+
+namespace Orchestrator.Silo.Services;
+
+/// <summary>Every orchestrator or hypervisor error leaves the server as a gRPC status with details.</summary>
+internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger) : Interceptor
+{
+    public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context, UnaryServerMethod<TRequest, TResponse> continuation)
+    {
+        try
+        {
+            return await continuation(request, context);
+        }
+        catch (Exception e) when (Map(e, context) is { } mapped)
+        {
+            throw mapped;
+        }
+    }
+
+    public override async Task ServerStreamingServerHandler<TRequest, TResponse>(TRequest request, IServerStreamWriter<TResponse> responseStream, ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation)
+    {
+        try
+        {
+            await continuation(request, responseStream, context);
+        }
+        catch (Exception e) when (Map(e, context) is { } mapped)
+        {
+            throw mapped;
+        }
+    }
+
+    private RpcException? Map(Exception e, ServerCallContext context)
+    {
+        var mapped = e switch
+        {
+            OrchestratorException o => ErrorMapping.ToRpcException(o),
+            HypervisorException h => ErrorMapping.ToRpcException(h),
+            _ => null,
+        };
+        if (mapped is not null)
+        {
+            LogRequestFailed(logger, context.Method, mapped.StatusCode, e.Message);
+        }
+
+        return mapped;
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "{Method} failed with {Code}: {Reason}")]
+    private static partial void LogRequestFailed(ILogger logger, string method, StatusCode code, string reason);
+}

@@ -1,0 +1,125 @@
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
+using Orchestrator.Api.V1;
+using Orchestrator.Grains.Placement;
+
+namespace Orchestrator.Silo.Services;
+
+/// <summary>orchestrator.v1.FleetService: hosts, VMs and disk chains, read from the grains.</summary>
+internal sealed class FleetService(IGrainFactory grains, IHostDirectory directory) : Api.V1.FleetService.FleetServiceBase
+{
+    public override async Task<ListHostsResponse> ListHosts(ListHostsRequest request, ServerCallContext context)
+    {
+        var ct = context.CancellationToken;
+        var registered = await grains.GetGrain<IFleetGrain>(GrainKeys.Fleet).ListHostsAsync(ct);
+        var served = directory.ServedHosts();
+        var names = registered.Select(r => r.Name).Union(served.Keys).Order(StringComparer.Ordinal);
+        var response = new ListHostsResponse();
+        foreach (var name in names)
+        {
+            var registration = registered.FirstOrDefault(r => r.Name == name);
+            var host = new Api.V1.Host { Name = name, Uri = registration?.Uri ?? "", Online = served.ContainsKey(name) };
+            if (served.TryGetValue(name, out var silo))
+            {
+                host.Silo = silo.ToString();
+                var view = await grains.GetGrain<IHostGrain>(name).GetAsync(ct);
+                host.Uri = view.Uri;
+                host.Driver = view.Driver;
+                host.LibvirtVersion = view.LibvirtVersion;
+                host.HypervisorVersion = view.HypervisorVersion;
+                host.VmCount = view.VmCount;
+                host.LastSyncError = view.LastSyncError ?? "";
+                if (view.LastSync is { } lastSync)
+                {
+                    host.LastSync = Timestamp.FromDateTimeOffset(lastSync);
+                }
+            }
+
+            response.Hosts.Add(host);
+        }
+
+        return response;
+    }
+
+    public override async Task<ListVmsResponse> ListVms(ListVmsRequest request, ServerCallContext context)
+    {
+        var ct = context.CancellationToken;
+        var response = new ListVmsResponse();
+        IEnumerable<string> hosts;
+        if (request.Host.Length > 0)
+        {
+            GrainKeys.ValidateHost(request.Host);
+            hosts = [request.Host];
+        }
+        else
+        {
+            var registered = await grains.GetGrain<IFleetGrain>(GrainKeys.Fleet).ListHostsAsync(ct);
+            hosts = registered.Select(r => r.Name).Union(directory.ServedHosts().Keys).Order(StringComparer.Ordinal);
+        }
+
+        foreach (var host in hosts)
+        {
+            if (directory.FindSilo(host) is null)
+            {
+                if (request.Host.Length > 0)
+                {
+                    throw OrchestratorException.HostUnavailable(host);
+                }
+
+                response.UnavailableHosts.Add(host);
+                continue;
+            }
+
+            var vms = await grains.GetGrain<IHostGrain>(host).ListVmsAsync(ct);
+            response.Vms.AddRange(vms.OrderBy(v => v.Name, StringComparer.Ordinal).Select(ToProto));
+        }
+
+        return response;
+    }
+
+    public override async Task<GetVmResponse> GetVm(GetVmRequest request, ServerCallContext context)
+    {
+        var (host, vm) = GrainKeys.ParseVm(request.Key);
+        var view = await grains.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(host, vm)).GetAsync(context.CancellationToken);
+        return new GetVmResponse { Vm = ToProto(view) };
+    }
+
+    public override async Task<GetDiskChainResponse> GetDiskChain(GetDiskChainRequest request, ServerCallContext context)
+    {
+        var (host, vm, disk) = GrainKeys.ParseDisk(request.Key);
+        var view = await grains.GetGrain<IDiskChainGrain>(GrainKeys.Disk(host, vm, disk)).GetAsync(context.CancellationToken);
+        var chain = new DiskChain
+        {
+            Key = view.Key,
+            Host = view.Host,
+            Vm = view.Vm,
+            Target = view.Target,
+            LastReconciled = Timestamp.FromDateTimeOffset(view.LastReconciled),
+        };
+        chain.Layers.AddRange(view.Layers.Select((l, i) => new ChainLayer { Path = l.Path, Format = l.Format, Depth = i }));
+        return new GetDiskChainResponse { Chain = chain };
+    }
+
+    internal static Vm ToProto(VmView view)
+    {
+        var vm = new Vm
+        {
+            Key = view.Key,
+            Host = view.Host,
+            Name = view.Name,
+            Uuid = view.Uuid.ToString(),
+            PowerState = (PowerState)(int)view.PowerState,
+            MemoryKib = view.MemoryKiB,
+            Vcpus = view.VirtualCpus,
+            LastSync = Timestamp.FromDateTimeOffset(view.LastSync),
+            Present = view.Present,
+            FirstSeen = Timestamp.FromDateTimeOffset(view.FirstSeen),
+        };
+        vm.Disks.AddRange(view.Disks.Select(d => new Disk { Target = d.Target, SourcePath = d.SourcePath, Format = d.Format, ChainDepth = d.ChainDepth }));
+        foreach (var (key, value) in view.Labels)
+        {
+            vm.Labels[key] = value;
+        }
+        return vm;
+    }
+}

@@ -1,0 +1,117 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json;
+using Orchestrator.Cli.Tests.Fakes;
+
+namespace Orchestrator.Cli.Tests;
+
+/// <summary>
+/// The public entry point, <see cref="CliApp.RunAsync(string[], TextWriter, TextWriter, CancellationToken)"/>,
+/// against a real gRPC server over h2c: channel, HTTP/2, status details trailers, exit codes.
+/// </summary>
+public sealed class FakeServerTests : IAsyncLifetime
+{
+    private FakeFleetServer? _server;
+
+    private string Endpoint => _server!.Address.ToString();
+
+    public async Task InitializeAsync() => _server = await FakeFleetServer.StartAsync();
+
+    public async Task DisposeAsync()
+    {
+        if (_server is not null)
+        {
+            await _server.DisposeAsync();
+        }
+    }
+
+    private static async Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int exitCode = await CliApp.RunAsync(args, stdout, stderr);
+        return (exitCode, stdout.ToString(), stderr.ToString());
+    }
+
+    [Fact]
+    public async Task VmListJson_AgainstServer_PrintsTheVmsAndWarnsAboutTheDownHost()
+    {
+        var (exitCode, stdout, stderr) = await RunAsync("vm", "list", "--format", "json", "--endpoint", Endpoint);
+
+        Assert.Equal(ExitCodes.Ok, exitCode);
+        using JsonDocument json = JsonDocument.Parse(stdout);
+        Assert.Equal(
+            ["kvm-01/db-1", "kvm-01/web-1"],
+            json.RootElement.EnumerateArray().Select(vm => vm.GetProperty("key").GetString()!).ToArray());
+        Assert.Equal("shut_off", json.RootElement[0].GetProperty("power_state").GetString());
+        Assert.Contains("warning: host kvm-02 is unavailable", stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task HostListTable_AgainstServer_PrintsOneRowPerHost()
+    {
+        var (exitCode, stdout, _) = await RunAsync("host", "list", "--endpoint", Endpoint);
+
+        Assert.Equal(ExitCodes.Ok, exitCode);
+        Assert.Equal(3, stdout.Split(Environment.NewLine, StringSplitOptions.RemoveEmptyEntries).Length);
+    }
+
+    [Fact]
+    public async Task VmShow_UnknownVm_ExitsNotFound()
+    {
+        var (exitCode, stdout, stderr) = await RunAsync("vm", "show", "kvm-01/nope", "--endpoint", Endpoint);
+
+        Assert.Equal(ExitCodes.NotFound, exitCode);
+        Assert.Empty(stdout);
+        Assert.Equal("error: VM kvm-01/nope not found" + Environment.NewLine, stderr);
+    }
+
+    [Fact]
+    public async Task VmShow_HostSiloDown_ExitsUnavailableWithReason()
+    {
+        var (exitCode, _, stderr) = await RunAsync("vm", "show", "kvm-02/db-1", "--endpoint", Endpoint);
+
+        Assert.Equal(ExitCodes.Unavailable, exitCode);
+        Assert.Contains("reason: HOST_UNAVAILABLE (host=kvm-02)", stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task VmList_ServerRejectsHost_ExitsInvalidArgumentNamingTheField()
+    {
+        var (exitCode, stdout, stderr) = await RunAsync("vm", "list", "--host", "bogus", "--endpoint", Endpoint);
+
+        Assert.Equal(ExitCodes.InvalidArgument, exitCode);
+        Assert.Empty(stdout);
+        Assert.Equal(
+            "error: unknown host 'bogus'" + Environment.NewLine + "  field host: no such host in the fleet" + Environment.NewLine,
+            stderr);
+    }
+
+    [Fact]
+    public async Task ChainShow_AgainstServer_PrintsTheChain()
+    {
+        var (exitCode, stdout, _) = await RunAsync("chain", "show", "kvm-01/web-1/vda", "--format", "json", "--endpoint", Endpoint);
+
+        Assert.Equal(ExitCodes.Ok, exitCode);
+        using JsonDocument json = JsonDocument.Parse(stdout);
+        Assert.Equal("kvm-01/web-1/vda", json.RootElement.GetProperty("key").GetString());
+    }
+
+    [Fact]
+    public async Task HostList_NothingListening_ExitsUnavailable()
+    {
+        int port;
+        using (var listener = new TcpListener(IPAddress.Loopback, 0))
+        {
+            listener.Start();
+            port = ((IPEndPoint)listener.LocalEndpoint).Port;
+            listener.Stop();
+        }
+
+        var (exitCode, stdout, stderr) = await RunAsync("host", "list", "--endpoint", $"http://127.0.0.1:{port}", "--timeout", "10");
+
+        Assert.Equal(ExitCodes.Unavailable, exitCode);
+        Assert.Empty(stdout);
+        Assert.StartsWith($"error: cannot reach the orchestrator at http://127.0.0.1:{port}: ", stderr, StringComparison.Ordinal);
+    }
+}

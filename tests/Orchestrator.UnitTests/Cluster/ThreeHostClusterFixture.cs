@@ -1,0 +1,87 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.DependencyInjection;
+using Orchestrator.Grains;
+using Orchestrator.Hypervisor;
+using Orchestrator.Hypervisor.Simulated;
+using Orleans.TestingHost;
+
+namespace Orchestrator.UnitTests.Cluster;
+
+/// <summary>
+/// Three silos in one in-process test cluster, each standing for one hypervisor host with its own simulated
+/// hypervisor: kvm-01 serves the first silo, kvm-02 the second, kvm-03 the third.
+/// </summary>
+public sealed class ThreeHostClusterFixture : IAsyncLifetime
+{
+    public static readonly string[] Hosts = ["kvm-01", "kvm-02", "kvm-03"];
+
+    private readonly ConcurrentDictionary<string, string> _hostBySilo = new();
+
+    public InProcessTestCluster Cluster { get; private set; } = null!;
+
+    public ConcurrentDictionary<string, SimulatedHypervisor> Hypervisors { get; } = new();
+
+    public IGrainFactory Grains => Cluster.Client;
+
+    public async Task InitializeAsync()
+    {
+        var builder = new InProcessTestClusterBuilder(3);
+        builder.ConfigureSilo((options, silo) =>
+        {
+            var host = _hostBySilo.GetOrAdd(options.SiloName, _ => Hosts[_hostBySilo.Count]);
+            var hypervisor = Hypervisors.GetOrAdd(host, h => Seed(new SimulatedHypervisor(new SimulatedOptions { HostName = h }), h));
+            silo.AddMemoryGrainStorage(StorageNames.Default);
+            silo.AddOrchestratorGrains(host);
+            silo.Services.AddSingleton<IHypervisor>(hypervisor);
+        });
+        Cluster = builder.Build();
+        await Cluster.DeployAsync();
+        await WaitForPlacementAsync();
+    }
+
+    public async Task DisposeAsync()
+    {
+        await Cluster.StopAllSilosAsync();
+        await Cluster.DisposeAsync();
+    }
+
+    /// <summary>The silo serving a host, as the test cluster named it.</summary>
+    public InProcessSiloHandle SiloOf(string host) =>
+        Cluster.Silos.Single(s => _hostBySilo.TryGetValue(s.Name, out var h) && h == host);
+
+    private static SimulatedHypervisor Seed(SimulatedHypervisor hypervisor, string host)
+    {
+        const long GiB = 1L << 30;
+        var n = host[^1];
+        hypervisor.AddDomain($"web-{n}", DomainPowerState.Running, [("vda", "qcow2", 20 * GiB), ("vdb", "raw", 4 * GiB)], new Dictionary<string, string> { ["tier"] = "web" });
+        hypervisor.AddDomain($"db-{n}", DomainPowerState.ShutOff, [("vda", "qcow2", 40 * GiB)], new Dictionary<string, string> { ["tier"] = "db" });
+        return hypervisor;
+    }
+
+    /// <summary>Silo metadata reaches other silos asynchronously: wait until every host can be placed.</summary>
+    private async Task WaitForPlacementAsync()
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        foreach (var host in Hosts)
+        {
+            while (true)
+            {
+                try
+                {
+                    await Grains.GetGrain<IHostGrain>(host).SyncInventoryAsync();
+                    break;
+                }
+                catch (OrchestratorException e) when (e.Code == ErrorCode.HostUnavailable && DateTime.UtcNow < deadline)
+                {
+                    await Task.Delay(100);
+                }
+            }
+        }
+    }
+}
+
+[CollectionDefinition(Name)]
+public sealed class ThreeHostClusterCollection : ICollectionFixture<ThreeHostClusterFixture>
+{
+    public const string Name = "three-host cluster";
+}
