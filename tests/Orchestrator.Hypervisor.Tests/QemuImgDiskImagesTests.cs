@@ -26,6 +26,7 @@ public sealed class QemuImgDiskImagesTests : IDisposable
         Assert.Equal(64 * MiB, new FileInfo(destination).Length);
         Assert.Equal(await HashFileAsync(source), result.Sha256);
         Assert.Equal(result.Sha256, await HashFileAsync(destination));
+        Assert.Equal(result.Sha256, await _images.ComputeSha256Async(destination));
         Assert.True(AllocatedBytes(destination) <= 8 * MiB, $"copy is not sparse: {AllocatedBytes(destination)} bytes allocated");
         Assert.Equal(new CopyProgress(64 * MiB, 64 * MiB), reports[^1]);
     }
@@ -193,11 +194,13 @@ public sealed class QemuImgDiskImagesTests : IDisposable
     }
 
     [Fact]
-    public async Task InfoAsync_NotAnImagePath_ThrowsFileNotFound()
+    public async Task InfoAndSha256_MissingFile_ThrowFileNotFound()
     {
-        var ex = await Assert.ThrowsAsync<HypervisorException>(() => _images.InfoAsync(Path.Combine(_dir, "missing.qcow2")));
+        var info = await Assert.ThrowsAsync<HypervisorException>(() => _images.InfoAsync(Path.Combine(_dir, "missing.qcow2")));
+        var sha = await Assert.ThrowsAsync<HypervisorException>(() => _images.ComputeSha256Async(Path.Combine(_dir, "missing.qcow2")));
 
-        Assert.Equal(HypervisorErrorKind.FileNotFound, ex.Kind);
+        Assert.Equal(HypervisorErrorKind.FileNotFound, info.Kind);
+        Assert.Equal(HypervisorErrorKind.FileNotFound, sha.Kind);
     }
 
     private async Task<string> MakeSparseRawAsync(string name, long size)

@@ -119,6 +119,11 @@ public sealed partial class QemuImgDiskImages : IDiskImages
         return new ImageCheckResult(errors == 0 && result.ExitCode != 2, errors, leaks, result.StandardOutput);
     }
 
+    public Task<string> ComputeSha256Async(string path, CancellationToken cancellationToken = default) =>
+        File.Exists(path)
+            ? SparseFile.Sha256Async(path, cancellationToken)
+            : Task.FromException<string>(new HypervisorException(HypervisorErrorKind.FileNotFound, $"'{path}' does not exist"));
+
     public async Task CommitAsync(string overlayPath, CancellationToken cancellationToken = default)
     {
         RequireFile(overlayPath);
