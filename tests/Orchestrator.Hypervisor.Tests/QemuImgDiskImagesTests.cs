@@ -108,6 +108,29 @@ public sealed class QemuImgDiskImagesTests : IDisposable
     }
 
     [Fact]
+    public async Task CopyAsync_ConvertCancelled_KillsQemuImgAndRemovesPartialDestination()
+    {
+        var source = Path.Combine(_dir, "big.raw");
+        await using (var f = new FileStream(source, FileMode.CreateNew))
+        {
+            for (var i = 0; i < 32; i++)
+            {
+                await f.WriteAsync(RandomNumberGenerator.GetBytes((int)(4 * MiB)));
+            }
+        }
+
+        var destination = Path.Combine(_dir, "big.qcow2");
+        using var cts = new CancellationTokenSource();
+        var progress = new SyncProgress<CopyProgress>(_ => cts.Cancel());
+
+        // Cancelled at qemu-img's first progress line, i.e. while it runs.
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => _images.CopyAsync(source, destination, new CopyOptions { TargetFormat = "qcow2" }, progress, cts.Token));
+
+        Assert.False(File.Exists(destination));
+        Assert.DoesNotContain(Process.GetProcessesByName("qemu-img"), p => HasArgument(p, destination));
+    }
+
+    [Fact]
     public async Task CreateInfoCommit_OverlayOnRawBase_CommitsDataIntoBase()
     {
         var baseImage = Path.Combine(_dir, "base.raw");
@@ -234,6 +257,18 @@ public sealed class QemuImgDiskImagesTests : IDisposable
         var parts = p.StandardOutput.ReadToEnd().Split(' ');
         p.WaitForExit();
         return long.Parse(parts[0], System.Globalization.CultureInfo.InvariantCulture) * long.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    private static bool HasArgument(Process process, string argument)
+    {
+        try
+        {
+            return File.ReadAllText($"/proc/{process.Id}/cmdline").Split('\0').Contains(argument);
+        }
+        catch (IOException)
+        {
+            return false;
+        }
     }
 
     private static Task QemuIoWriteAsync(string image, string pattern, long offset, long length) =>
