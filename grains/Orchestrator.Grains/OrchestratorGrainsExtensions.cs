@@ -17,6 +17,8 @@ public static class OrchestratorGrainsExtensions
         builder.UseSiloMetadata(new Dictionary<string, string> { [HostAffinePlacement.MetadataKey] = host });
         builder.Services.AddPlacementDirector<HostAffinePlacement, HostAffinePlacementDirector>();
         builder.Services.AddSingleton<IHostDirectory, HostDirectory>();
+        builder.Services.AddSingleton<VirtualMachines.HostVmLocks>();
+        builder.Services.AddOptions<Backups.BackupOptions>();
         builder.Services.TryAddSingleton(TimeProvider.System);
         return builder;
     }

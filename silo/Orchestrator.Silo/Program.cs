@@ -1,3 +1,4 @@
+using Orchestrator.Hypervisor;
 using Orchestrator.Silo.Configuration;
 using Orchestrator.Silo.Hosting;
 using Orchestrator.Silo.Persistence;
@@ -13,6 +14,7 @@ try
     var app = builder.Build();
     app.MapOrchestratorEndpoints(settings);
     await app.Services.ApplyOrchestratorSchemaAsync(settings);
+    app.Services.GetRequiredService<IHypervisor>(); // connect now: a wrong URI stops the start with a clear error
     await app.RunAsync();
     return 0;
 }

@@ -1,16 +1,46 @@
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orchestrator.Grains.Backups;
 using Orchestrator.Grains.Placement;
+using Orchestrator.Hypervisor;
 
 namespace Orchestrator.Grains.VirtualMachines;
 
 [HostAffinePlacement]
 internal sealed partial class VirtualMachineGrain(
     [PersistentState("vm", StorageNames.Default)] IPersistentState<VirtualMachineState> state,
+    IHypervisor hypervisor,
+    HostVmLocks fence,
+    IOptions<BackupOptions> backupOptions,
+    TimeProvider time,
     ILogger<VirtualMachineGrain> logger) : Grain, IVirtualMachineGrain
 {
     private DateTimeOffset _lastSync;
 
     private (string Host, string Vm) Key => GrainKeys.ParseVm(this.GetPrimaryKeyString());
+
+    public override Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        // Recovery: an interrupted backup resumes from its persisted step, and a periodic reconcile keeps trying.
+        this.RegisterGrainTimer(
+            ct => ReconcileBackupsAsync(ct),
+            new GrainTimerCreationOptions(TimeSpan.Zero, backupOptions.Value.ReconcileInterval) { KeepAlive = false });
+        return Task.CompletedTask;
+    }
+
+    public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        if (_backupCancellation is { } cts)
+        {
+            await cts.CancelAsync();
+            if (_backupTask is { } task)
+            {
+                await task.WaitAsync(cancellationToken).ContinueWith(_ => { }, TaskScheduler.Current);
+            }
+
+            cts.Dispose();
+        }
+    }
 
     public Task<VmView> GetAsync(CancellationToken cancellationToken = default)
     {

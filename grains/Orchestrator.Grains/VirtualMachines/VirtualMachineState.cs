@@ -48,6 +48,43 @@ public sealed record class VirtualMachineState
     [Id(9)]
     [Key(9)]
     public bool Present { get; set; }
+
+    /// <summary>The one operation running on the VM (backup, checkpoint...), or null. Persisted: survives crashes.</summary>
+    [Id(10)]
+    [Key(10)]
+    public VmOperation? Operation { get; set; }
+
+    // Keys 20-39: internal checkpoints. Keys 40-59: live backups.
+
+    /// <summary>The live-backup run in progress (not Completed or Failed), or null.</summary>
+    [Id(40)]
+    [Key(40)]
+    public Backups.BackupRunState? ActiveBackup { get; set; }
+
+    /// <summary>Finished runs, oldest first.</summary>
+    [Id(41)]
+    [Key(41)]
+    public List<Backups.BackupRunState> BackupHistory { get; set; } = [];
+}
+
+/// <summary>What holds a VM's one-operation-at-a-time lock.</summary>
+[GenerateSerializer]
+[Alias("orchestrator.VmOperation")]
+[MessagePackObject]
+public sealed record class VmOperation
+{
+    /// <summary>"backup", "checkpoint-create", "checkpoint-revert", "checkpoint-delete"...</summary>
+    [Id(0)]
+    [Key(0)]
+    public string Kind { get; set; } = "";
+
+    [Id(1)]
+    [Key(1)]
+    public string Id { get; set; } = "";
+
+    [Id(2)]
+    [Key(2)]
+    public DateTimeOffset StartedAt { get; set; }
 }
 
 [GenerateSerializer]

@@ -1,4 +1,6 @@
 using Orchestrator.Hypervisor;
+using Orchestrator.Hypervisor.Libvirt;
+using Orchestrator.Hypervisor.QemuImg;
 using Orchestrator.Hypervisor.Simulated;
 using Orchestrator.Silo.Configuration;
 
@@ -18,8 +20,14 @@ internal static class HypervisorConnector
             return host.SeedDemo ? simulated.SeedDemo() : simulated;
         }
 
-        _ = loggers;
-        await Task.CompletedTask;
-        throw new SettingsException([$"{OrchestratorSettings.Section}:Host:Uri: the libvirt driver is not available in this build ('{host.Uri}')"]);
+        try
+        {
+            var images = new QemuImgDiskImages(loggers.CreateLogger<QemuImgDiskImages>());
+            return await LibvirtHypervisor.ConnectAsync(host.Uri, loggers.CreateLogger<LibvirtHypervisor>(), images, cancellationToken);
+        }
+        catch (HypervisorException e)
+        {
+            throw new SettingsException([$"{OrchestratorSettings.Section}:Host:Uri: cannot connect to '{host.Uri}': {e.Message}"]);
+        }
     }
 }

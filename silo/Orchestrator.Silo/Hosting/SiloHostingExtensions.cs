@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Orchestrator.Grains;
+using Orchestrator.Grains.Backups;
 using Orchestrator.Hypervisor;
 using Orchestrator.Silo.Configuration;
 using Orchestrator.Silo.Persistence;
@@ -52,6 +53,7 @@ public static class SiloHostingExtensions
             }
         });
         builder.Services.AddHostedService<HostAgent>();
+        builder.Services.Configure<BackupOptions>(builder.Configuration.GetSection($"{OrchestratorSettings.Section}:Backup"));
         return builder;
     }
 
@@ -76,6 +78,7 @@ public static class SiloHostingExtensions
         var grpcPort = $"*:{settings.Endpoints.GrpcPort}";
         var httpPort = $"*:{settings.Endpoints.HttpPort}";
         app.MapGrpcService<FleetService>().RequireHost(grpcPort);
+        app.MapGrpcService<BackupService>().RequireHost(grpcPort);
         app.MapGrpcReflectionService().RequireHost(grpcPort);
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false }).RequireHost(httpPort);
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") }).RequireHost(httpPort);

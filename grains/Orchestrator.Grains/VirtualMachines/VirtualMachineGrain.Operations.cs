@@ -1,0 +1,60 @@
+using Orchestrator.Hypervisor;
+
+namespace Orchestrator.Grains.VirtualMachines;
+
+/// <summary>The one-operation-at-a-time lock and helpers shared by backups and checkpoints.</summary>
+internal sealed partial class VirtualMachineGrain
+{
+    /// <summary>The libvirt domain name of this VM.</summary>
+    private string DomainName => Key.Vm;
+
+    private string VmKey => this.GetPrimaryKeyString();
+
+    /// <summary>
+    /// Takes the VM's operation lock (persisted) or refuses with a Conflict that says what is running.
+    /// Callers release it with <see cref="EndOperationAsync"/> in a finally.
+    /// </summary>
+    private async Task BeginOperationAsync(string kind, string id, CancellationToken cancellationToken)
+    {
+        RequireKnown();
+        if (state.State.Operation is { } running && running.Id != id)
+        {
+            throw new OrchestratorException(
+                ErrorCode.Conflict,
+                $"VM '{VmKey}' is busy: {running.Kind} '{running.Id}' has been running since {running.StartedAt:u}; one operation at a time");
+        }
+
+        state.State.Operation = new VmOperation { Kind = kind, Id = id, StartedAt = time.GetUtcNow() };
+        await state.WriteStateAsync(cancellationToken);
+    }
+
+    private async Task EndOperationAsync(string id, CancellationToken cancellationToken)
+    {
+        if (state.State.Operation?.Id == id)
+        {
+            state.State.Operation = null;
+            await state.WriteStateAsync(cancellationToken);
+        }
+    }
+
+    private void RequireKnown()
+    {
+        if (!state.State.Known)
+        {
+            throw OrchestratorException.NotFound($"VM '{VmKey}' is not known (no inventory of its host has seen it)");
+        }
+    }
+
+    /// <summary>Runs a mutating hypervisor call under the host-local fence for this VM.</summary>
+    private async Task<T> FencedAsync<T>(Func<IHypervisor, Task<T>> action, CancellationToken cancellationToken)
+    {
+        using var _ = await fence.AcquireAsync(VmKey, cancellationToken);
+        return await action(hypervisor);
+    }
+
+    private async Task FencedAsync(Func<IHypervisor, Task> action, CancellationToken cancellationToken)
+    {
+        using var _ = await fence.AcquireAsync(VmKey, cancellationToken);
+        await action(hypervisor);
+    }
+}
