@@ -4,23 +4,39 @@ using Orchestrator.IntegrationTests.Infrastructure;
 
 namespace Orchestrator.IntegrationTests.Backup;
 
-/// <summary>A real lab host for the live-backup tests; each test makes its own guest and silo process.</summary>
+/// <summary>
+/// A real lab host and a real PostgreSQL for the live-backup tests; each test makes its own guest and silo
+/// process (cluster mode: membership and grain state in PostgreSQL, one cluster id per test).
+/// </summary>
 public sealed class BackupLabFixture : IAsyncLifetime
 {
     public LabHost Lab { get; } = new("ib");
 
+    public PostgresFixture Postgres { get; } = new();
+
     public string BackupRoot => Path.Combine(Lab.HostDir, "backups");
 
-    public Task InitializeAsync() => Lab.InitializeAsync();
+    public async Task InitializeAsync()
+    {
+        await Postgres.InitializeAsync();
+        await Lab.InitializeAsync();
+    }
 
-    public Task DisposeAsync() => Lab.DisposeAsync();
+    public async Task DisposeAsync()
+    {
+        await Lab.DisposeAsync();
+        await Postgres.DisposeAsync();
+    }
 
     /// <summary>A silo process serving the lab host, backing up under <see cref="BackupRoot"/>.</summary>
-    public SiloProcess NewSilo(string workDir, IDictionary<string, string>? extra = null)
+    public SiloProcess NewSilo(string workDir, string clusterId, IDictionary<string, string>? extra = null)
     {
         Directory.CreateDirectory(BackupRoot);
         var settings = new Dictionary<string, string>
         {
+            ["Orchestrator__Persistence__Mode"] = "Cluster",
+            ["Orchestrator__Persistence__PostgresConnectionString"] = Postgres.ConnectionString,
+            ["Orchestrator__Cluster__ClusterId"] = clusterId,
             ["Orchestrator__Host__Uri"] = Lab.Uri,
             ["Orchestrator__Host__SeedDemo"] = "false",
             ["Orchestrator__Backup__Roots__0"] = BackupRoot,

@@ -7,11 +7,12 @@ using Orchestrator.IntegrationTests.Infrastructure;
 
 namespace Orchestrator.IntegrationTests.Backup;
 
-/// <summary>Live backups of real QEMU guests through a real silo process (embedded mode), with crashes.</summary>
+/// <summary>Live backups of real QEMU guests through a real silo process (PostgreSQL mode), with crashes.</summary>
 [Collection(BackupLabCollection.Name)]
 public sealed class LiveBackupLabTests(BackupLabFixture fixture) : IAsyncLifetime
 {
     private readonly string _work = Path.Combine(Path.GetTempPath(), $"orchestrator-lab-{Guid.NewGuid():N}");
+    private readonly string _clusterId = $"lab-{Guid.NewGuid():N}"[..16];
 
     private LabHost Lab => fixture.Lab;
 
@@ -43,12 +44,20 @@ public sealed class LiveBackupLabTests(BackupLabFixture fixture) : IAsyncLifetim
 
     private async Task<SiloProcess> StartSiloAsync(string guest, IDictionary<string, string>? extra = null)
     {
-        var silo = fixture.NewSilo(_work, extra);
-        silo.Start();
-        await silo.WaitReadyAsync();
-        await GrpcClients.Fleet(silo.GrpcEndpoint).WaitForVmAsync($"{Lab.Name}/{guest}");
+        var silo = fixture.NewSilo(_work, _clusterId, extra);
+        await StartAsync(silo, guest);
         return silo;
     }
+
+    /// <summary>(Re)starts a silo process (same ports, same cluster) and waits until it knows the guest.</summary>
+    private async Task StartAsync(SiloProcess silo, string guest)
+    {
+        silo.Start();
+        await silo.WaitReadyAsync(TimeSpan.FromMinutes(3));
+        await GrpcClients.Fleet(silo.GrpcEndpoint).WaitForVmAsync($"{Lab.Name}/{guest}", TimeSpan.FromMinutes(2));
+    }
+
+    private const string KillAtSetting = "Orchestrator__Backup__KillAt";
 
     [Fact]
     public async Task Backup_RunningTwoDiskGuest_NeverPausedConsistentVerifiedAndClean()
@@ -116,14 +125,12 @@ public sealed class LiveBackupLabTests(BackupLabFixture fixture) : IAsyncLifetim
         var guest = $"bk-kill-{killAt[..4].ToLowerInvariant()}";
         await CreateGuestAsync(guest, "raw:64M qcow2:64M");
         var key = $"{Lab.Name}/{guest}";
-        string runKey;
-        await using (var doomed = await StartSiloAsync(guest, new Dictionary<string, string> { ["Orchestrator__Backup__KillAt"] = killAt }))
-        {
-            runKey = (await Backups(doomed).StartBackupAsync(new StartBackupRequest { Vm = key })).Run.Key;
-            Assert.Equal(137, await doomed.WaitForExitAsync(TimeSpan.FromMinutes(2)));
-        }
+        await using var silo = await StartSiloAsync(guest, new Dictionary<string, string> { [KillAtSetting] = killAt });
+        var runKey = (await Backups(silo).StartBackupAsync(new StartBackupRequest { Vm = key })).Run.Key;
+        Assert.Equal(137, await silo.WaitForExitAsync(TimeSpan.FromMinutes(2)));
 
-        await using var silo = await StartSiloAsync(guest);
+        silo.Set(KillAtSetting, null);
+        await StartAsync(silo, guest);
         var run = await BackupLabFixture.WaitForRunAsync(Backups(silo), runKey);
 
         Assert.True(run.Step == BackupStep.Completed || (run.Step == BackupStep.Failed && run.RollingBack), $"{run.Step} {run.Error}");
@@ -143,19 +150,18 @@ public sealed class LiveBackupLabTests(BackupLabFixture fixture) : IAsyncLifetim
         const string Guest = "bk-cut";
         await CreateGuestAsync(Guest, "qcow2:64M raw:64M");
         var key = $"{Lab.Name}/{Guest}";
-        string runKey;
-        await using (var doomed = await StartSiloAsync(Guest, new Dictionary<string, string> { ["Orchestrator__Backup__KillAt"] = "OverlayActive" }))
-        {
-            runKey = (await Backups(doomed).StartBackupAsync(new StartBackupRequest { Vm = key })).Run.Key;
-            await doomed.WaitForExitAsync(TimeSpan.FromMinutes(2));
-        }
+        await using var silo = await StartSiloAsync(Guest, new Dictionary<string, string> { [KillAtSetting] = "OverlayActive" });
+        var runKey = (await Backups(silo).StartBackupAsync(new StartBackupRequest { Vm = key })).Run.Key;
+        Assert.Equal(137, await silo.WaitForExitAsync(TimeSpan.FromMinutes(2)));
 
         // Power cut while the guest runs on the overlays: everything written since is in the overlays only.
         var lastSeq = await Lab.WaitForSeqAsync(Guest, 1);
         lastSeq = await Lab.WaitForSeqAsync(Guest, lastSeq + 15);
         await Lab.VirshAsync("destroy", Guest);
 
-        await using var silo = await StartSiloAsync(Guest);
+        silo.Set(KillAtSetting, null);
+        silo.Start();
+        await silo.WaitReadyAsync(TimeSpan.FromMinutes(3));
         var run = await BackupLabFixture.WaitForRunAsync(Backups(silo), runKey);
         Assert.True(run.Step is BackupStep.Completed or BackupStep.Failed, run.Error);
         Assert.Empty(Lab.LeftoverOverlays());
