@@ -22,4 +22,20 @@ internal static class EnumNames
         PowerState.PmSuspended => "pm_suspended",
         _ => Unknown,
     };
+
+    public static string Of(BackupStep step) => step switch
+    {
+        BackupStep.Unspecified => "unspecified",
+        BackupStep.Admitted => "admitted",
+        BackupStep.Preflight => "preflight",
+        BackupStep.Quiesce => "quiesce",
+        BackupStep.OverlayActive => "overlay_active",
+        BackupStep.Copying => "copying",
+        BackupStep.Committing => "committing",
+        BackupStep.Cleaning => "cleaning",
+        BackupStep.Verifying => "verifying",
+        BackupStep.Completed => "completed",
+        BackupStep.Failed => "failed",
+        _ => Unknown,
+    };
 }
