@@ -212,6 +212,8 @@ internal sealed partial class VirtualMachineGrain
                 await PersistBackupAsync(run, BackupStep.Committing, "copy failed: committing the overlays back", cancellationToken);
                 return true;
             case BackupStep.Verifying:
+                // The VM is already back on its bases; a set that failed verification is no backup.
+                DeleteBackupSet(run);
                 await FinishBackupAsync(run, BackupStep.Failed, cancellationToken);
                 return false;
             default:

@@ -80,8 +80,12 @@ public sealed class LiveBackupLabTests(BackupLabFixture fixture) : IAsyncLifetim
         };
         var before = await events.GetDomainAsync(Guest);
 
-        var started = (await Backups(silo).StartBackupAsync(new StartBackupRequest { Vm = $"{Lab.Name}/{Guest}" })).Run;
-        var run = await BackupLabFixture.WaitForRunAsync(Backups(silo), started.Key);
+        // Through the CLI, as an operator would: start, follow to the end, JSON out.
+        var cli = await ProcessRunner.RunAsync("dotnet", [Repo.CliDll, "backup", "start", $"{Lab.Name}/{Guest}", "--wait", "--format", "json", "--endpoint", silo.GrpcEndpoint], timeout: TimeSpan.FromMinutes(5));
+        Assert.True(cli.ExitCode == 0, ProcessRunner.Describe(cli) + silo.Log);
+        using var json = System.Text.Json.JsonDocument.Parse(cli.StandardOutput);
+        Assert.Equal("completed", json.RootElement.GetProperty("step").GetString());
+        var run = (await Backups(silo).GetBackupAsync(new GetBackupRequest { Key = json.RootElement.GetProperty("key").GetString() })).Run;
 
         Assert.True(run.Step == BackupStep.Completed, $"run ended {run.Step}: {run.Error}\n{silo.Log}");
         lock (lifecycle)
@@ -179,17 +183,21 @@ public sealed class LiveBackupLabTests(BackupLabFixture fixture) : IAsyncLifetim
     {
         const string Guest = "bk-full";
         await CreateGuestAsync(Guest, "raw:64M");
+        // 8 MiB of data past the guest's counter ring (it never touches it), so the copy takes a while.
+        var image = Path.Combine(Lab.ImagesDir, $"{Guest}-vda.raw");
+        var data = await ProcessRunner.RunAsync("dd", ["if=/dev/urandom", $"of={image}", "bs=1M", "count=8", "seek=4", "conv=notrunc"]);
+        Assert.True(data.ExitCode == 0, ProcessRunner.Describe(data));
         var target = Path.Combine(fixture.BackupRoot, "tiny");
         Directory.CreateDirectory(target);
-        var mount = await ProcessRunner.RunAsync("mount", ["-t", "tmpfs", "-o", "size=4m", "tmpfs", target]);
+        var mount = await ProcessRunner.RunAsync("mount", ["-t", "tmpfs", "-o", "size=16m", "tmpfs", target]);
         Assert.True(mount.ExitCode == 0, ProcessRunner.Describe(mount));
         try
         {
             await using var silo = await StartSiloAsync(Guest);
             // Slow copy, then fill the target under it.
-            var started = (await Backups(silo).StartBackupAsync(new StartBackupRequest { Vm = $"{Lab.Name}/{Guest}", Target = target, BandwidthBytesPerSecond = 64 * 1024 })).Run;
+            var started = (await Backups(silo).StartBackupAsync(new StartBackupRequest { Vm = $"{Lab.Name}/{Guest}", Target = target, BandwidthBytesPerSecond = 1 << 20 })).Run;
             var filler = Path.Combine(target, "filler");
-            var fill = await ProcessRunner.RunAsync("dd", ["if=/dev/zero", $"of={filler}", "bs=64k", "count=200"]);
+            var fill = await ProcessRunner.RunAsync("dd", ["if=/dev/zero", $"of={filler}", "bs=1M", "count=32"]);
             Assert.NotEqual(0, fill.ExitCode); // the tmpfs is full now
 
             var run = await BackupLabFixture.WaitForRunAsync(Backups(silo), started.Key);
