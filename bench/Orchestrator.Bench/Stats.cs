@@ -11,6 +11,6 @@ internal static class Stats
         return sorted.Length % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
     }
 
-    public static string Summary(IReadOnlyList<double> xs) =>
-        string.Create(CultureInfo.InvariantCulture, $"{Median(xs),8:F1} ms  [{xs.Min(),7:F1} .. {xs.Max(),7:F1}]");
+    public static string Summary(IReadOnlyList<double> xs, string unit = "ms") =>
+        string.Create(CultureInfo.InvariantCulture, $"{Median(xs),8:F1} {unit}  [{xs.Min(),7:F1} .. {xs.Max(),7:F1}]");
 }
