@@ -17,7 +17,9 @@ silo="$root/silo/Orchestrator.Silo/bin/Release/net10.0/Orchestrator.Silo.dll"
 cli=(dotnet "$root/client/Orchestrator.Cli/bin/Release/net10.0/orchestrator.dll")
 
 echo "== starting the silo (gRPC 127.0.0.1:7070, health + dashboard http://127.0.0.1:7071)"
+mkdir -p "$data/backups"
 (cd "$data" && Orchestrator__Persistence__SqlitePath="$data/orchestrator.db" \
+  Orchestrator__Backup__Roots__0="$data/backups" Orchestrator__Backup__DefaultTarget="$data/backups" \
   exec dotnet "$silo" --contentRoot "$root/silo/Orchestrator.Silo") >"$data/silo.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null' EXIT INT TERM
@@ -36,6 +38,10 @@ run vm list
 run vm show demo-01/web-1
 run chain show demo-01/web-1/vdb
 run vm list --host demo-01 --format json
+if "${cli[@]}" backup --help >/dev/null 2>&1; then
+  run backup start demo-01/web-1 --wait
+  run backup list
+fi
 echo
 echo "state is in $data/orchestrator.db; the silo log in $data/silo.log"
 if [ "$once" = 1 ]; then exit 0; fi

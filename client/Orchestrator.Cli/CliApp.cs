@@ -68,6 +68,8 @@ public static class CliApp
         root.Subcommands.Add(VmCommands.Create(runtime));
         root.Subcommands.Add(ChainCommands.Create(runtime));
         root.Subcommands.Add(CheckpointCommands.Create(runtime));
+        root.Subcommands.Add(BackupCommands.Create(runtime));
+        root.Subcommands.Add(RestoreCommands.Create(runtime));
         HelpWithEpilogAction.Attach(root);
         return root;
     }

@@ -13,6 +13,9 @@ internal static class ExitCodes
     public const int Unavailable = 4;
     public const int InvalidArgument = 5;
     public const int FailedPrecondition = 6;
+
+    /// <summary>A backup run that <c>backup start --wait</c> or <c>backup watch</c> followed ended Failed.</summary>
+    public const int RunFailed = 7;
     public const int Interrupted = 130;
 
     public static IReadOnlyList<(int Code, string Meaning)> All { get; } =
@@ -24,6 +27,7 @@ internal static class ExitCodes
         (Unavailable, "unavailable: endpoint unreachable, no answer within --timeout, or the host's silo is down"),
         (InvalidArgument, "invalid argument: the server rejected a value"),
         (FailedPrecondition, "failed precondition or conflict"),
+        (RunFailed, "the backup run ended failed (backup start --wait, backup watch)"),
         (Interrupted, "interrupted (Ctrl+C)"),
     ];
 }

@@ -98,6 +98,49 @@ public sealed class FakeServerTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task BackupWatchJson_AgainstServer_PrintsJsonLinesUntilTheRunCompletes()
+    {
+        var (exitCode, stdout, stderr) = await RunAsync("backup", "watch", Samples.RunKey, "--format", "json", "--endpoint", Endpoint);
+
+        Assert.Equal(ExitCodes.Ok, exitCode);
+        Assert.Empty(stderr);
+        string[] lines = stdout.Split(Environment.NewLine, StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(
+            ["admitted", "copying", "completed"],
+            lines.Select(line => JsonDocument.Parse(line).RootElement.GetProperty("step").GetString()!).ToArray());
+    }
+
+    [Fact]
+    public async Task BackupWatch_AgainstServer_RunFails_ExitsRunFailed()
+    {
+        var (exitCode, stdout, stderr) = await RunAsync("backup", "watch", FakeBackupService.FailingRunKey, "--endpoint", Endpoint);
+
+        Assert.Equal(ExitCodes.RunFailed, exitCode);
+        Assert.Equal(2, stdout.Split(Environment.NewLine, StringSplitOptions.RemoveEmptyEntries).Length);
+        Assert.Equal($"error: backup {FakeBackupService.FailingRunKey} failed: no space left on device" + Environment.NewLine, stderr);
+    }
+
+    [Fact]
+    public async Task BackupWatch_AgainstServer_UnknownRun_ExitsNotFound()
+    {
+        var (exitCode, stdout, stderr) = await RunAsync("backup", "watch", "kvm-01/web-1/b-nope", "--endpoint", Endpoint);
+
+        Assert.Equal(ExitCodes.NotFound, exitCode);
+        Assert.Empty(stdout);
+        Assert.Equal("error: backup run kvm-01/web-1/b-nope not found" + Environment.NewLine, stderr);
+    }
+
+    [Fact]
+    public async Task BackupShow_AgainstServer_PrintsTheRun()
+    {
+        var (exitCode, stdout, _) = await RunAsync("backup", "show", Samples.RunKey, "--format", "json", "--endpoint", Endpoint);
+
+        Assert.Equal(ExitCodes.Ok, exitCode);
+        using JsonDocument json = JsonDocument.Parse(stdout);
+        Assert.Equal("completed", json.RootElement.GetProperty("step").GetString());
+    }
+
+    [Fact]
     public async Task HostList_NothingListening_ExitsUnavailable()
     {
         int port;

@@ -170,6 +170,58 @@ public sealed class LiveBackupTests(LabFixture lab, ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task WaitAndPivot_JobStartedByAnotherConnection_CompleteLikeAfterARestart()
+    {
+        // What recovery sees after a silo restart: a commit this connection never started, ready already.
+        var hv = lab.Hypervisor;
+        var dir = lab.NewWorkDir("recover");
+        var overlay = Path.Combine(dir, "vda.orch-recover.qcow2");
+        var baseDisk = (await hv.GetDomainAsync(Vm)).Disks.Single(d => d.Target == "vda");
+        await hv.CreateExternalSnapshotAsync(Vm, [new OverlaySpec("vda", overlay)]);
+        await using (var earlier = await Libvirt.LibvirtHypervisor.ConnectAsync(lab.Uri))
+        {
+            await earlier.StartActiveCommitAsync(Vm, "vda", bandwidthBytesPerSecond: 64L * 1024 * 1024);
+            await earlier.WaitForBlockJobReadyAsync(Vm, "vda").WaitAsync(EventTimeout);
+        }
+
+        var sw = Stopwatch.StartNew();
+        await hv.WaitForBlockJobReadyAsync(Vm, "vda").WaitAsync(EventTimeout);
+        var readyMs = sw.Elapsed.TotalMilliseconds;
+        await hv.PivotAsync(Vm, "vda").WaitAsync(EventTimeout);
+
+        output.WriteLine($"ready (by job info) after {readyMs:F1} ms, pivoted after {sw.Elapsed.TotalMilliseconds:F1} ms");
+        Assert.True(readyMs < 1000, $"a job that is ready already took {readyMs:F0} ms");
+        var disk = (await hv.GetDomainAsync(Vm)).Disks.Single(d => d.Target == "vda");
+        Assert.Equal(baseDisk.SourcePath, disk.SourcePath);
+        Assert.Empty(disk.BackingChain);
+        Directory.Delete(dir, recursive: true);
+    }
+
+    [Fact]
+    public async Task StartActiveCommitAsync_JobRunning_ThrowsBlockJobActive()
+    {
+        var hv = lab.Hypervisor;
+        var dir = lab.NewWorkDir("twice");
+        await hv.CreateExternalSnapshotAsync(Vm, [new OverlaySpec("vdb", Path.Combine(dir, "vdb.orch-twice.qcow2"))]);
+        try
+        {
+            await hv.StartActiveCommitAsync(Vm, "vdb");
+
+            var ex = await Assert.ThrowsAsync<HypervisorException>(() => hv.StartActiveCommitAsync(Vm, "vdb"));
+
+            Assert.Equal(HypervisorErrorKind.BlockJobActive, ex.Kind);
+        }
+        finally
+        {
+            await hv.WaitForBlockJobReadyAsync(Vm, "vdb").WaitAsync(EventTimeout);
+            await hv.PivotAsync(Vm, "vdb").WaitAsync(EventTimeout);
+        }
+
+        Assert.Empty((await hv.GetDomainAsync(Vm)).Disks.Single(d => d.Target == "vdb").BackingChain);
+        Directory.Delete(dir, recursive: true);
+    }
+
+    [Fact]
     public async Task CreateExternalSnapshotAsync_OverlayPathExists_ThrowsFileExistsAndLeavesChain()
     {
         var hv = lab.Hypervisor;

@@ -26,6 +26,7 @@ public sealed class QemuImgDiskImagesTests : IDisposable
         Assert.Equal(64 * MiB, new FileInfo(destination).Length);
         Assert.Equal(await HashFileAsync(source), result.Sha256);
         Assert.Equal(result.Sha256, await HashFileAsync(destination));
+        Assert.Equal(result.Sha256, await _images.ComputeSha256Async(destination));
         Assert.True(AllocatedBytes(destination) <= 8 * MiB, $"copy is not sparse: {AllocatedBytes(destination)} bytes allocated");
         Assert.Equal(new CopyProgress(64 * MiB, 64 * MiB), reports[^1]);
     }
@@ -104,6 +105,29 @@ public sealed class QemuImgDiskImagesTests : IDisposable
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => _images.CopyAsync(source, destination, new CopyOptions { BandwidthBytesPerSecond = 8 * MiB }, cancellationToken: cts.Token));
 
         Assert.False(File.Exists(destination));
+    }
+
+    [Fact]
+    public async Task CopyAsync_ConvertCancelled_KillsQemuImgAndRemovesPartialDestination()
+    {
+        var source = Path.Combine(_dir, "big.raw");
+        await using (var f = new FileStream(source, FileMode.CreateNew))
+        {
+            for (var i = 0; i < 32; i++)
+            {
+                await f.WriteAsync(RandomNumberGenerator.GetBytes((int)(4 * MiB)));
+            }
+        }
+
+        var destination = Path.Combine(_dir, "big.qcow2");
+        using var cts = new CancellationTokenSource();
+        var progress = new SyncProgress<CopyProgress>(_ => cts.Cancel());
+
+        // Cancelled at qemu-img's first progress line, i.e. while it runs.
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => _images.CopyAsync(source, destination, new CopyOptions { TargetFormat = "qcow2" }, progress, cts.Token));
+
+        Assert.False(File.Exists(destination));
+        Assert.DoesNotContain(Process.GetProcessesByName("qemu-img"), p => HasArgument(p, destination));
     }
 
     [Fact]
@@ -193,11 +217,13 @@ public sealed class QemuImgDiskImagesTests : IDisposable
     }
 
     [Fact]
-    public async Task InfoAsync_NotAnImagePath_ThrowsFileNotFound()
+    public async Task InfoAndSha256_MissingFile_ThrowFileNotFound()
     {
-        var ex = await Assert.ThrowsAsync<HypervisorException>(() => _images.InfoAsync(Path.Combine(_dir, "missing.qcow2")));
+        var info = await Assert.ThrowsAsync<HypervisorException>(() => _images.InfoAsync(Path.Combine(_dir, "missing.qcow2")));
+        var sha = await Assert.ThrowsAsync<HypervisorException>(() => _images.ComputeSha256Async(Path.Combine(_dir, "missing.qcow2")));
 
-        Assert.Equal(HypervisorErrorKind.FileNotFound, ex.Kind);
+        Assert.Equal(HypervisorErrorKind.FileNotFound, info.Kind);
+        Assert.Equal(HypervisorErrorKind.FileNotFound, sha.Kind);
     }
 
     private async Task<string> MakeSparseRawAsync(string name, long size)
@@ -231,6 +257,18 @@ public sealed class QemuImgDiskImagesTests : IDisposable
         var parts = p.StandardOutput.ReadToEnd().Split(' ');
         p.WaitForExit();
         return long.Parse(parts[0], System.Globalization.CultureInfo.InvariantCulture) * long.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    private static bool HasArgument(Process process, string argument)
+    {
+        try
+        {
+            return File.ReadAllText($"/proc/{process.Id}/cmdline").Split('\0').Contains(argument);
+        }
+        catch (IOException)
+        {
+            return false;
+        }
     }
 
     private static Task QemuIoWriteAsync(string image, string pattern, long offset, long length) =>

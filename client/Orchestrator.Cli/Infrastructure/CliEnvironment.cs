@@ -19,16 +19,29 @@ internal sealed record CliEnvironment
     /// <summary>True when table output may use ANSI styles.</summary>
     public bool Color { get; init; }
 
-    /// <summary>The real environment, with colors only when <paramref name="stdout"/> is an interactive console.</summary>
-    public static CliEnvironment ForProcess(TextWriter stdout) => new()
+    /// <summary>True when stdout is an interactive terminal, where live views may redraw in place.</summary>
+    public bool Interactive { get; init; }
+
+    /// <summary>The clock for elapsed times and live-view ticks.</summary>
+    public TimeProvider Clock { get; init; } = TimeProvider.System;
+
+    /// <summary>
+    /// The real environment: live views only when <paramref name="stdout"/> is an interactive console (not
+    /// TERM=dumb), and colors only then and without NO_COLOR.
+    /// </summary>
+    public static CliEnvironment ForProcess(TextWriter stdout)
     {
-        Connect = OpenGrpcChannel,
-        GetVariable = Environment.GetEnvironmentVariable,
-        Color = ReferenceEquals(stdout, Console.Out)
+        bool terminal = ReferenceEquals(stdout, Console.Out)
             && !Console.IsOutputRedirected
-            && string.IsNullOrEmpty(Environment.GetEnvironmentVariable("NO_COLOR"))
-            && Environment.GetEnvironmentVariable("TERM") != "dumb",
-    };
+            && Environment.GetEnvironmentVariable("TERM") != "dumb";
+        return new CliEnvironment
+        {
+            Connect = OpenGrpcChannel,
+            GetVariable = Environment.GetEnvironmentVariable,
+            Color = terminal && string.IsNullOrEmpty(Environment.GetEnvironmentVariable("NO_COLOR")),
+            Interactive = terminal,
+        };
+    }
 
     /// <summary>Plain http:// is HTTP/2 without TLS (h2c), which is how the silo serves gRPC on its port.</summary>
     public static ChannelBase OpenGrpcChannel(Uri endpoint) => GrpcChannel.ForAddress(endpoint, new GrpcChannelOptions

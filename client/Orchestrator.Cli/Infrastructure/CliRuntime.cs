@@ -30,7 +30,8 @@ internal sealed class CliRuntime(GlobalOptions globals, CliEnvironment environme
             ChannelBase channel = Environment.Connect(settings.Endpoint);
             try
             {
-                var context = new CommandContext(settings, channel.CreateCallInvoker(), stdout, stderr, Environment.Color);
+                var context = new CommandContext(
+                    settings, channel.CreateCallInvoker(), stdout, stderr, Environment.Color, Environment.Interactive, Environment.Clock);
                 await body(parseResult, context, cancellationToken);
                 return ExitCodes.Ok;
             }

@@ -5,7 +5,8 @@ using Orchestrator.Cli.Output;
 namespace Orchestrator.Cli.Infrastructure;
 
 /// <summary>Everything a command body needs for one invocation: the connection, the settings and the output.</summary>
-internal sealed class CommandContext(GlobalSettings settings, CallInvoker callInvoker, TextWriter stdout, TextWriter stderr, bool color)
+internal sealed class CommandContext(
+    GlobalSettings settings, CallInvoker callInvoker, TextWriter stdout, TextWriter stderr, bool color, bool interactive, TimeProvider clock)
 {
     public GlobalSettings Settings { get; } = settings;
 
@@ -16,6 +17,11 @@ internal sealed class CommandContext(GlobalSettings settings, CallInvoker callIn
     public TextWriter Error { get; } = stderr;
 
     public bool Color { get; } = color;
+
+    /// <summary>stdout is a terminal: a live view may redraw in place (only with table output).</summary>
+    public bool Interactive { get; } = interactive;
+
+    public TimeProvider Clock { get; } = clock;
 
     /// <summary>Options for one call: the --timeout deadline, counted from now, and cancellation.</summary>
     public CallOptions CallOptions(CancellationToken cancellationToken) =>

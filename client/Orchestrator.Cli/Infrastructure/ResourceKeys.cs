@@ -15,6 +15,12 @@ internal readonly record struct DiskKey(string Host, string Vm, string Disk)
     public override string ToString() => $"{Host}/{Vm}/{Disk}";
 }
 
+/// <summary>A backup run key, "host/vm/run", as the server spells it; the run id starts with "b-".</summary>
+internal readonly record struct RunKey(string Host, string Vm, string Run)
+{
+    public override string ToString() => $"{Host}/{Vm}/{Run}";
+}
+
 /// <summary>
 /// Client-side checks of the keys in arguments, so a malformed key is a usage error (exit 2) with a message
 /// that names the argument, and no call is made.
@@ -23,6 +29,11 @@ internal static class ResourceKeys
 {
     public const string VmKeyName = "HOST/VM";
     public const string DiskKeyName = "HOST/VM/DISK";
+    public const string RunKeyName = "HOST/VM/RUN";
+    public const string RunKeyExample = "kvm-01/web-1/b-20261126-210000-3f9a1c";
+
+    /// <summary>The longest run id the server accepts.</summary>
+    private const int MaxRunIdLength = 64;
 
     public static bool TryParseVmKey(string text, out VmKey key, out string error)
     {
@@ -45,6 +56,51 @@ internal static class ResourceKeys
         }
 
         key = new DiskKey(parts[0], parts[1], parts[2]);
+        return true;
+    }
+
+    /// <summary>
+    /// A run key: 3 parts like a disk key, and a run id as the server makes them ("b-", then ASCII letters,
+    /// digits and '-', at most 64 characters).
+    /// </summary>
+    public static bool TryParseRunKey(string text, out RunKey key, out string error)
+    {
+        key = default;
+        if (!TrySplit(text, 3, RunKeyName, RunKeyExample, out string[] parts, out error))
+        {
+            return false;
+        }
+
+        string run = parts[2];
+        if (!run.StartsWith("b-", StringComparison.Ordinal)
+            || run.Length > MaxRunIdLength
+            || !run.All(c => char.IsAsciiLetterOrDigit(c) || c == '-'))
+        {
+            error = $"argument {RunKeyName}: '{run}' is not a backup run id (b- then letters, digits and '-', "
+                + $"at most {MaxRunIdLength} characters), e.g. {RunKeyExample}";
+            return false;
+        }
+
+        key = new RunKey(parts[0], parts[1], run);
+        return true;
+    }
+
+    /// <summary>A name for a new VM (restore --as): not empty, no '/', no surrounding spaces.</summary>
+    public static bool TryParseVmName(string text, string optionName, out string error)
+    {
+        if (string.IsNullOrWhiteSpace(text))
+        {
+            error = $"{optionName}: the VM name is empty";
+            return false;
+        }
+
+        if (text.Contains('/', StringComparison.Ordinal) || text.Trim().Length != text.Length)
+        {
+            error = $"{optionName}: '{text}' is not a VM name (no '/', no leading or trailing spaces), e.g. web-1-restored";
+            return false;
+        }
+
+        error = "";
         return true;
     }
 
@@ -77,6 +133,12 @@ internal static class ResourceKeys
     {
         Description = description,
         CustomParser = result => Parse<DiskKey>(result, TryParseDiskKey),
+    };
+
+    public static Argument<RunKey> RunKeyArgument(string description) => new(RunKeyName)
+    {
+        Description = description,
+        CustomParser = result => Parse<RunKey>(result, TryParseRunKey),
     };
 
     private delegate bool TryParse<T>(string text, out T key, out string error);

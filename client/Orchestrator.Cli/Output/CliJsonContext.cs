@@ -24,18 +24,26 @@ namespace Orchestrator.Cli.Output;
 [JsonSerializable(typeof(CheckpointDeletedView))]
 [JsonSerializable(typeof(CheckpointScheduleView))]
 [JsonSerializable(typeof(IReadOnlyList<CheckpointScheduleView>))]
+[JsonSerializable(typeof(IReadOnlyList<BackupRunView>))]
+[JsonSerializable(typeof(BackupRunView))]
+[JsonSerializable(typeof(RestoreView))]
 internal sealed partial class CliJsonContext : JsonSerializerContext
 {
     /// <summary>
     /// The context the CLI writes with: the options above plus relaxed escaping, so paths and labels
     /// keep '+', '&amp;' and non-ASCII letters readable (the output is never embedded in HTML).
     /// </summary>
-    public static CliJsonContext Output { get; } = new(new JsonSerializerOptions
+    public static CliJsonContext Output { get; } = new(CreateOptions(indented: true));
+
+    /// <summary>The same, one line per document: JSON Lines for streams (<c>backup watch --format json</c>).</summary>
+    public static CliJsonContext Compact { get; } = new(CreateOptions(indented: false));
+
+    private static JsonSerializerOptions CreateOptions(bool indented) => new()
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-        WriteIndented = true,
+        WriteIndented = indented,
         DefaultIgnoreCondition = JsonIgnoreCondition.Never,
         Converters = { new UtcTimestampConverter() },
         Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
-    });
+    };
 }

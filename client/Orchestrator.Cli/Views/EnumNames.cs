@@ -41,4 +41,20 @@ internal static class EnumNames
         PauseSource.Unknown => "unknown",
         _ => Unknown,
     };
+
+    public static string Of(BackupStep step) => step switch
+    {
+        BackupStep.Unspecified => "unspecified",
+        BackupStep.Admitted => "admitted",
+        BackupStep.Preflight => "preflight",
+        BackupStep.Quiesce => "quiesce",
+        BackupStep.OverlayActive => "overlay_active",
+        BackupStep.Copying => "copying",
+        BackupStep.Committing => "committing",
+        BackupStep.Cleaning => "cleaning",
+        BackupStep.Verifying => "verifying",
+        BackupStep.Completed => "completed",
+        BackupStep.Failed => "failed",
+        _ => Unknown,
+    };
 }

@@ -1,4 +1,6 @@
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orchestrator.Grains.Backups;
 using Orchestrator.Grains.Checkpoints;
 using Orchestrator.Grains.Placement;
 using Orchestrator.Hypervisor;
@@ -10,18 +12,39 @@ internal sealed partial class VirtualMachineGrain(
     [PersistentState("vm", StorageNames.Default)] IPersistentState<VirtualMachineState> state,
     IHypervisor hypervisor,
     HostVmLocks fence,
+    IOptions<BackupOptions> backupOptions,
     TimeProvider time,
     CheckpointSchedulePlanner planner,
     ILogger<VirtualMachineGrain> logger) : Grain, IVirtualMachineGrain
 {
     private DateTimeOffset _lastSync;
 
+    private (string Host, string Vm) Key => GrainKeys.ParseVm(this.GetPrimaryKeyString());
+
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
+        // Recovery: an interrupted backup resumes from its persisted step, and a periodic reconcile keeps trying.
+        this.RegisterGrainTimer(
+            ct => ReconcileBackupsAsync(ct),
+            new GrainTimerCreationOptions(TimeSpan.Zero, backupOptions.Value.ReconcileInterval) { KeepAlive = false });
+
+        // A checkpoint operation cut short is recovered, and a schedule due while the grain was away runs once.
         await ActivateCheckpointsAsync(cancellationToken);
     }
 
-    private (string Host, string Vm) Key => GrainKeys.ParseVm(this.GetPrimaryKeyString());
+    public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        if (_backupCancellation is { } cts)
+        {
+            await cts.CancelAsync();
+            if (_backupTask is { } task)
+            {
+                await task.WaitAsync(cancellationToken).ContinueWith(_ => { }, TaskScheduler.Current);
+            }
+
+            cts.Dispose();
+        }
+    }
 
     public Task<VmView> GetAsync(CancellationToken cancellationToken = default)
     {

@@ -65,6 +65,16 @@ public sealed record class VirtualMachineState
     [Id(21)]
     [Key(21)]
     public CheckpointScheduleState? CheckpointSchedule { get; set; }
+
+    /// <summary>The live-backup run in progress (not Completed or Failed), or null.</summary>
+    [Id(40)]
+    [Key(40)]
+    public Backups.BackupRunState? ActiveBackup { get; set; }
+
+    /// <summary>Finished runs, oldest first.</summary>
+    [Id(41)]
+    [Key(41)]
+    public List<Backups.BackupRunState> BackupHistory { get; set; } = [];
 }
 
 /// <summary>What holds a VM's one-operation-at-a-time lock.</summary>

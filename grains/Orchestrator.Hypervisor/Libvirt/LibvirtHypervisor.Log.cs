@@ -33,6 +33,9 @@ public sealed partial class LibvirtHypervisor
         [LoggerMessage(EventId = 1023, Level = LogLevel.Information, Message = "Block job on {Domain}/{Target} ended by {How} in {ElapsedMs:F1} ms")]
         public static partial void BlockJobEnded(ILogger logger, string domain, string target, string how, double elapsedMs);
 
+        [LoggerMessage(EventId = 1024, Level = LogLevel.Warning, Message = "Block job on {Domain}/{Target} is gone but no end event arrived; treating it as ended")]
+        public static partial void BlockJobEndedWithoutEvent(ILogger logger, string domain, string target);
+
         [LoggerMessage(EventId = 1030, Level = LogLevel.Information, Message = "Internal snapshot {Name} of {Domain} created (memory: {HasMemory}) in {ElapsedMs:F1} ms")]
         public static partial void InternalSnapshotCreated(ILogger logger, string domain, string name, bool hasMemory, double elapsedMs);
 

@@ -17,6 +17,9 @@ namespace Orchestrator.Hypervisor.Libvirt;
 /// </summary>
 public sealed partial class LibvirtHypervisor : IHypervisor
 {
+    /// <summary>How long to wait for a block-job event before looking whether the job is gone anyway.</summary>
+    private static readonly TimeSpan EventSafetyNet = TimeSpan.FromSeconds(10);
+
     private readonly ConnectHandle _conn;
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<(string Domain, string Target), BlockJobWatch> _watches = new();
@@ -462,48 +465,72 @@ public sealed partial class LibvirtHypervisor : IHypervisor
     public Task<int> ThawFileSystemsAsync(string domain, CancellationToken cancellationToken = default) =>
         AgentCallAsync(domain, "virDomainFSThaw", dom => LibvirtNative.virDomainFSThaw(dom, IntPtr.Zero, 0, 0), cancellationToken);
 
+    /// <summary>
+    /// Ends a block job with VIR_DOMAIN_BLOCK_JOB_ABORT_ASYNC and awaits its end by event: libvirt's synchronous abort
+    /// holds the domain's job while it waits, which would serialise the pivots of several disks.
+    /// </summary>
     private async Task EndBlockJobAsync(string domain, string target, bool pivot, CancellationToken cancellationToken)
     {
         var sw = Stopwatch.StartNew();
+        var key = (domain, target);
+
+        // Watch before asking: the COMPLETED event may come before the abort call even returns.
         var watch = CurrentWatch(domain, target);
-        var gone = await RunAsync(
-            () =>
-            {
-                using var dom = Lookup(domain);
-                var job = TryGetBlockJob(dom, domain, target)
-                    ?? throw new HypervisorException(HypervisorErrorKind.NoBlockJob, $"disk {target} of {domain} has no block job to {(pivot ? "pivot" : "abort")}");
-                if (pivot && !job.Ready)
-                {
-                    throw new HypervisorException(HypervisorErrorKind.InvalidDomainState, $"the {job.Kind} job on {domain}/{target} is not ready for pivot ({job.Current}/{job.End})");
-                }
-
-                // Without VIR_DOMAIN_BLOCK_JOB_ABORT_ASYNC libvirt returns once the job has ended.
-                if (LibvirtNative.virDomainBlockJobAbort(dom, target, pivot ? BlockJobAbortPivot : 0) < 0)
-                {
-                    throw LibvirtErrors.Last($"virDomainBlockJobAbort({domain}, {target}{(pivot ? ", pivot" : string.Empty)})");
-                }
-
-                return TryGetBlockJob(dom, domain, target) is null;
-            },
-            cancellationToken).ConfigureAwait(false);
-
         try
         {
-            if (!gone || watch.Ended.Task.IsCompleted)
-            {
-                var status = await watch.Ended.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
-                if (pivot && status != BlockJobEventStatus.Completed)
+            await RunAsync(
+                () =>
                 {
-                    throw new HypervisorException(HypervisorErrorKind.BlockJobFailed, $"pivot of {domain}/{target} ended with {status}");
-                }
+                    using var dom = Lookup(domain);
+                    var job = TryGetBlockJob(dom, domain, target)
+                        ?? throw new HypervisorException(HypervisorErrorKind.NoBlockJob, $"disk {target} of {domain} has no block job to {(pivot ? "pivot" : "abort")}");
+                    if (pivot && !job.Ready)
+                    {
+                        throw new HypervisorException(HypervisorErrorKind.InvalidDomainState, $"the {job.Kind} job on {domain}/{target} is not ready for pivot ({job.Current}/{job.End})");
+                    }
+
+                    if (LibvirtNative.virDomainBlockJobAbort(dom, target, BlockJobAbortAsync | (pivot ? BlockJobAbortPivot : 0)) < 0)
+                    {
+                        throw LibvirtErrors.Last($"virDomainBlockJobAbort({domain}, {target}{(pivot ? ", pivot" : string.Empty)})");
+                    }
+                },
+                cancellationToken).ConfigureAwait(false);
+
+            var status = await WaitForEndAsync(domain, target, watch, cancellationToken).ConfigureAwait(false);
+            if (pivot && status is not BlockJobEventStatus.Completed)
+            {
+                throw new HypervisorException(HypervisorErrorKind.BlockJobFailed, $"pivot of {domain}/{target} ended with {status}");
             }
         }
         finally
         {
-            _watches.TryRemove(KeyValuePair.Create((domain, target), watch));
+            _watches.TryRemove(KeyValuePair.Create(key, watch));
         }
 
         Log.BlockJobEnded(_logger, domain, target, pivot ? "pivot" : "abort", sw.Elapsed.TotalMilliseconds);
+    }
+
+    /// <summary>
+    /// The job's end status from its event. As a safety net only (events are the mechanism), a job that has vanished
+    /// without an event after <see cref="EventSafetyNet"/> counts as ended (null status).
+    /// </summary>
+    private async Task<BlockJobEventStatus?> WaitForEndAsync(string domain, string target, BlockJobWatch watch, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            try
+            {
+                return await watch.Ended.Task.WaitAsync(EventSafetyNet, cancellationToken).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                if (await GetBlockJobAsync(domain, target, cancellationToken).ConfigureAwait(false) is null && !watch.Ended.Task.IsCompleted)
+                {
+                    Log.BlockJobEndedWithoutEvent(_logger, domain, target);
+                    return null;
+                }
+            }
+        }
     }
 
     private Task DomainCallAsync(string domain, string operation, Func<DomainHandle, int> call, CancellationToken cancellationToken) =>

@@ -1,6 +1,8 @@
+using System.Buffers;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
+using System.Threading.Channels;
 using Microsoft.Win32.SafeHandles;
 
 namespace Orchestrator.Hypervisor.QemuImg;
@@ -19,6 +21,9 @@ internal static partial class SparseFile
     private const int SeekHole = 4;
     private const int Enxio = 6;
     private static readonly TimeSpan ProgressInterval = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>Block buffers, shared by copies in flight (a few per copy: one being read, one being written, the hasher's queue).</summary>
+    private static readonly ArrayPool<byte> Buffers = ArrayPool<byte>.Create(DefaultBlockSize, 32);
 
     /// <summary>Copies <paramref name="source"/> to a new file; refuses an existing destination; fsyncs at the end.</summary>
     internal static async Task<CopyResult> CopyAsync(
@@ -47,14 +52,14 @@ internal static partial class SparseFile
             using (dst)
             {
                 var length = RandomAccess.GetLength(src);
-                using var hash = computeSha256 ? IncrementalHash.CreateHash(HashAlgorithmName.SHA256) : null;
+                await using var hasher = computeSha256 ? new Hasher() : null;
                 var pacer = new Pacer(bandwidthBytesPerSecond);
                 var reporter = new Reporter(progress, length);
                 await WalkAsync(
                     src,
                     length,
                     blockSize,
-                    hash,
+                    hasher,
                     async (offset, data, ct) =>
                     {
                         if (data.Span.IndexOfAnyExcept((byte)0) >= 0)
@@ -67,12 +72,15 @@ internal static partial class SparseFile
                     reporter,
                     cancellationToken).ConfigureAwait(false);
 
-                // Trailing holes: the destination must have the full logical size.
+                // Trailing holes: the destination must have the full logical size. The fsync runs while the hasher
+                // works through what is still queued (often long runs of zeros).
                 RandomAccess.SetLength(dst, length);
-                Fsync(dst);
+                var flushed = Task.Run(() => Fsync(dst), CancellationToken.None);
+                var sha = hasher is null ? null : await hasher.FinishAsync().ConfigureAwait(false);
+                await flushed.ConfigureAwait(false);
                 reporter.Done();
                 FsyncDirectory(Path.GetDirectoryName(Path.GetFullPath(destination)));
-                return new CopyResult(length, hash is null ? null : Convert.ToHexStringLower(hash.GetHashAndReset()), sw.Elapsed);
+                return new CopyResult(length, sha, sw.Elapsed);
             }
         }
         catch
@@ -87,27 +95,25 @@ internal static partial class SparseFile
     internal static async Task<string> Sha256Async(string path, CancellationToken cancellationToken, int blockSize = DefaultBlockSize)
     {
         using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, FileOptions.SequentialScan);
-        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        await WalkAsync(handle, RandomAccess.GetLength(handle), blockSize, hash, null, null, cancellationToken).ConfigureAwait(false);
-        return Convert.ToHexStringLower(hash.GetHashAndReset());
+        await using var hasher = new Hasher();
+        await WalkAsync(handle, RandomAccess.GetLength(handle), blockSize, hasher, null, null, cancellationToken).ConfigureAwait(false);
+        return await hasher.FinishAsync().ConfigureAwait(false);
     }
 
     /// <summary>
-    /// Walks a file in order: holes are hashed as zeros without reading; data is read in blocks (the next block is read
-    /// while the current one is hashed and handed to <paramref name="onData"/>).
+    /// Walks a file in order: holes go to the hasher as zero runs without reading; data is read in blocks, the next
+    /// block is read while the current one is handed to <paramref name="onData"/>, and the hasher digests blocks on its
+    /// own thread.
     /// </summary>
     private static async Task WalkAsync(
         SafeFileHandle src,
         long length,
         int blockSize,
-        IncrementalHash? hash,
+        Hasher? hasher,
         Func<long, ReadOnlyMemory<byte>, CancellationToken, ValueTask>? onData,
         Reporter? reporter,
         CancellationToken cancellationToken)
     {
-        var zeros = hash is null ? null : new byte[Math.Min(blockSize, 1024 * 1024)];
-        var current = new byte[blockSize];
-        var next = new byte[blockSize];
         var position = 0L;
         while (position < length)
         {
@@ -115,14 +121,9 @@ internal static partial class SparseFile
             var dataStart = Math.Min(Seek(src, position, SeekData, length), length);
             if (dataStart > position)
             {
-                if (hash is not null)
+                if (hasher is not null)
                 {
-                    for (var left = dataStart - position; left > 0;)
-                    {
-                        var n = (int)Math.Min(left, zeros!.Length);
-                        hash.AppendData(zeros, 0, n);
-                        left -= n;
-                    }
+                    await hasher.AddZerosAsync(dataStart - position, cancellationToken).ConfigureAwait(false);
                 }
 
                 position = dataStart;
@@ -139,7 +140,8 @@ internal static partial class SparseFile
                 dataEnd = length;
             }
 
-            var pending = ReadFullAsync(src, current, position, (int)Math.Min(blockSize, dataEnd - position), cancellationToken);
+            var buffer = Buffers.Rent(blockSize);
+            var pending = ReadFullAsync(src, buffer, position, (int)Math.Min(blockSize, dataEnd - position), cancellationToken);
             while (position < dataEnd)
             {
                 var count = await pending.ConfigureAwait(false);
@@ -150,21 +152,31 @@ internal static partial class SparseFile
                 }
 
                 var nextPosition = position + count;
+                byte[]? nextBuffer = null;
                 if (nextPosition < dataEnd)
                 {
-                    pending = ReadFullAsync(src, next, nextPosition, (int)Math.Min(blockSize, dataEnd - nextPosition), cancellationToken);
+                    nextBuffer = Buffers.Rent(blockSize);
+                    pending = ReadFullAsync(src, nextBuffer, nextPosition, (int)Math.Min(blockSize, dataEnd - nextPosition), cancellationToken);
                 }
 
-                var data = current.AsMemory(0, count);
-                hash?.AppendData(data.Span);
                 if (onData is not null)
                 {
-                    await onData(position, data, cancellationToken).ConfigureAwait(false);
+                    await onData(position, buffer.AsMemory(0, count), cancellationToken).ConfigureAwait(false);
+                }
+
+                if (hasher is not null)
+                {
+                    // The hasher returns the buffer to the pool once digested.
+                    await hasher.AddDataAsync(buffer, count, cancellationToken).ConfigureAwait(false);
+                }
+                else
+                {
+                    Buffers.Return(buffer);
                 }
 
                 position = nextPosition;
                 reporter?.Advance(position);
-                (current, next) = (next, current);
+                buffer = nextBuffer!;
             }
         }
     }
@@ -260,6 +272,79 @@ internal static partial class SparseFile
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int close(int fd);
+
+    /// <summary>
+    /// SHA-256 on its own task, fed in order through a small bounded queue: hashing (CPU) overlaps the reads, writes
+    /// and the final fsync (I/O) instead of adding to them.
+    /// </summary>
+    private sealed class Hasher : IAsyncDisposable
+    {
+        private static readonly byte[] Zeros = new byte[1024 * 1024];
+        private readonly Channel<(byte[]? Buffer, int Count, long Zeros)> _queue =
+            Channel.CreateBounded<(byte[]?, int, long)>(new BoundedChannelOptions(3) { SingleReader = true, SingleWriter = true });
+
+        private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        private readonly Task _worker;
+
+        public Hasher() => _worker = Task.Run(DigestAsync);
+
+        public ValueTask AddDataAsync(byte[] buffer, int count, CancellationToken cancellationToken) =>
+            _queue.Writer.WriteAsync((buffer, count, 0), cancellationToken);
+
+        public ValueTask AddZerosAsync(long count, CancellationToken cancellationToken) =>
+            _queue.Writer.WriteAsync((null, 0, count), cancellationToken);
+
+        public async Task<string> FinishAsync()
+        {
+            _queue.Writer.TryComplete();
+            await _worker.ConfigureAwait(false);
+            return Convert.ToHexStringLower(_hash.GetHashAndReset());
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            _queue.Writer.TryComplete();
+            try
+            {
+                await _worker.ConfigureAwait(false);
+            }
+            catch (Exception)
+            {
+                // Already reported by FinishAsync, or irrelevant after a failed copy.
+            }
+
+            _hash.Dispose();
+        }
+
+        private async Task DigestAsync()
+        {
+            try
+            {
+                await foreach (var (buffer, count, zeros) in _queue.Reader.ReadAllAsync().ConfigureAwait(false))
+                {
+                    if (buffer is not null)
+                    {
+                        _hash.AppendData(buffer, 0, count);
+                        Buffers.Return(buffer);
+                        continue;
+                    }
+
+                    for (var left = zeros; left > 0;)
+                    {
+                        var n = (int)Math.Min(left, Zeros.Length);
+                        _hash.AppendData(Zeros, 0, n);
+                        left -= n;
+                    }
+                }
+            }
+            catch (Exception ex)
+            {
+                // Writers waiting on a full queue must not hang.
+                _queue.Writer.TryComplete(ex);
+                throw;
+            }
+        }
+    }
 
     /// <summary>Keeps the average rate at or below the limit by sleeping when ahead of schedule.</summary>
     private sealed class Pacer(long bytesPerSecond)

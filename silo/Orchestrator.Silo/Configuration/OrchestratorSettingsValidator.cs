@@ -89,6 +89,49 @@ public static class OrchestratorSettingsValidator
         return errors;
     }
 
+    /// <summary>Problems with the backup settings (section Orchestrator:Backup).</summary>
+    public static IReadOnlyList<string> Validate(Grains.Backups.BackupOptions backup)
+    {
+        var errors = new List<string>();
+        const string P = OrchestratorSettings.Section + ":Backup";
+        for (var i = 0; i < backup.Roots.Count; i++)
+        {
+            if (!Path.IsPathFullyQualified(backup.Roots[i]))
+            {
+                errors.Add($"{P}:Roots:{i}: '{backup.Roots[i]}' is not an absolute path");
+            }
+        }
+
+        if (backup.DefaultTarget is { Length: > 0 } target && errors.Count == 0)
+        {
+            try
+            {
+                Grains.Backups.BackupTargets.Resolve(target, backup, $"{P}:DefaultTarget");
+            }
+            catch (OrchestratorException e)
+            {
+                errors.Add(e.Message);
+            }
+        }
+
+        if (backup.HistoryLimit < 1)
+        {
+            errors.Add($"{P}:HistoryLimit must be at least 1");
+        }
+
+        if (backup.ReconcileInterval < TimeSpan.FromSeconds(1))
+        {
+            errors.Add($"{P}:ReconcileInterval must be at least 00:00:01");
+        }
+
+        if (backup.KillAt is { Length: > 0 } kill && kill is not ("OverlayActive" or "Copying" or "Committing"))
+        {
+            errors.Add($"{P}:KillAt: '{kill}' is not a crash-test point (OverlayActive, Copying, Committing)");
+        }
+
+        return errors;
+    }
+
     private static void CheckPort(List<string> errors, string name, int port)
     {
         if (port is < 1 or > 65535)

@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Orchestrator.Grains;
+using Orchestrator.Grains.Backups;
 using Orchestrator.Hypervisor;
 using Orchestrator.Silo.Configuration;
 using Orchestrator.Silo.Persistence;
@@ -26,7 +27,8 @@ public static class SiloHostingExtensions
             throw new SettingsException([$"{OrchestratorSettings.Section}: {e.Message}"]);
         }
 
-        var errors = OrchestratorSettingsValidator.Validate(settings);
+        var backup = builder.Configuration.GetSection($"{OrchestratorSettings.Section}:Backup").Get<BackupOptions>() ?? new BackupOptions();
+        var errors = OrchestratorSettingsValidator.Validate(settings).Concat(OrchestratorSettingsValidator.Validate(backup)).ToList();
         if (errors.Count > 0)
         {
             throw new SettingsException(errors);
@@ -52,6 +54,7 @@ public static class SiloHostingExtensions
             }
         });
         builder.Services.AddHostedService<HostAgent>();
+        builder.Services.Configure<BackupOptions>(builder.Configuration.GetSection($"{OrchestratorSettings.Section}:Backup"));
         return builder;
     }
 
@@ -77,6 +80,7 @@ public static class SiloHostingExtensions
         var httpPort = $"*:{settings.Endpoints.HttpPort}";
         app.MapGrpcService<FleetService>().RequireHost(grpcPort);
         app.MapGrpcService<CheckpointService>().RequireHost(grpcPort);
+        app.MapGrpcService<BackupService>().RequireHost(grpcPort);
         app.MapGrpcReflectionService().RequireHost(grpcPort);
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false }).RequireHost(httpPort);
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") }).RequireHost(httpPort);

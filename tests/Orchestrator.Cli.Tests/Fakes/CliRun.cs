@@ -10,8 +10,20 @@ internal sealed record CliRun(int ExitCode, string Stdout, string Stderr, IReadO
         FakeCallInvoker invoker, IReadOnlyDictionary<string, string>? variables, params string[] args) =>
         RunAsync(invoker, variables, CancellationToken.None, args);
 
-    public static async Task<CliRun> RunAsync(
-        FakeCallInvoker invoker, IReadOnlyDictionary<string, string>? variables, CancellationToken cancellationToken, params string[] args)
+    public static Task<CliRun> RunAsync(
+        FakeCallInvoker invoker, IReadOnlyDictionary<string, string>? variables, CancellationToken cancellationToken, params string[] args) =>
+        RunAsync(invoker, variables, configure: null, cancellationToken, args);
+
+    /// <summary>Runs the CLI with an environment changed by <paramref name="configure"/> (a terminal, a clock...).</summary>
+    public static Task<CliRun> RunWithAsync(FakeCallInvoker invoker, Func<CliEnvironment, CliEnvironment> configure, params string[] args) =>
+        RunAsync(invoker, null, configure, CancellationToken.None, args);
+
+    private static async Task<CliRun> RunAsync(
+        FakeCallInvoker invoker,
+        IReadOnlyDictionary<string, string>? variables,
+        Func<CliEnvironment, CliEnvironment>? configure,
+        CancellationToken cancellationToken,
+        string[] args)
     {
         var stdout = new StringWriter();
         var stderr = new StringWriter();
@@ -25,6 +37,11 @@ internal sealed record CliRun(int ExitCode, string Stdout, string Stderr, IReadO
             },
             GetVariable = name => variables is not null && variables.TryGetValue(name, out string? value) ? value : null,
         };
+        if (configure is not null)
+        {
+            environment = configure(environment);
+        }
+
         int exitCode = await CliApp.RunAsync(args, stdout, stderr, environment, cancellationToken);
         return new CliRun(exitCode, stdout.ToString(), stderr.ToString(), connections);
     }

@@ -9,7 +9,7 @@ using Microsoft.Extensions.Logging;
 
 namespace Orchestrator.Cli.Tests.Fakes;
 
-/// <summary>Kestrel serving <see cref="FakeFleetService"/> over h2c on a random loopback port, like a silo.</summary>
+/// <summary>Kestrel serving <see cref="FakeFleetService"/> and <see cref="FakeBackupService"/> over h2c on a random loopback port, like a silo.</summary>
 internal sealed class FakeFleetServer : IAsyncDisposable
 {
     private readonly WebApplication _app;
@@ -30,8 +30,10 @@ internal sealed class FakeFleetServer : IAsyncDisposable
             kestrel.Listen(IPAddress.Loopback, 0, listen => listen.Protocols = HttpProtocols.Http2));
         builder.Services.AddGrpc();
         builder.Services.AddSingleton<FakeFleetService>();
+        builder.Services.AddSingleton<FakeBackupService>();
         WebApplication app = builder.Build();
         app.MapGrpcService<FakeFleetService>();
+        app.MapGrpcService<FakeBackupService>();
         await app.StartAsync();
         string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
         return new FakeFleetServer(app, new Uri(address));

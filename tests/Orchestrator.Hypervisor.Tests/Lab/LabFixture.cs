@@ -92,6 +92,18 @@ public sealed class LabFixture : IAsyncLifetime
         await RunScriptAsync("host.sh", "clean", HostName);
     }
 
+    /// <summary>Restarts only libvirtd on the lab host (guests keep running) and reconnects <see cref="Hypervisor"/>.</summary>
+    public async Task RestartLibvirtdAsync()
+    {
+        await RunScriptAsync("host.sh", "restart-libvirtd", HostName);
+        var old = _hypervisor;
+        _hypervisor = await LibvirtHypervisor.ConnectAsync(Uri);
+        if (old is not null)
+        {
+            await old.DisposeAsync();
+        }
+    }
+
     /// <summary>Waits until the guest has written counter record <paramref name="seq"/>; returns the last seq seen.</summary>
     public async Task<long> WaitForGuestAsync(string vm, long seq, int timeoutSeconds = 240)
     {

@@ -104,7 +104,7 @@ public sealed class CheckpointLabTests(CheckpointLabFixture fixture) : IClassFix
         // What the checkpoint holds on disk: a consistent run of records up to the checkpoint's counter.
         var atCheckpoint = await Lab.CounterCheckSnapshotAsync(disk, "cp1");
         Assert.True(atCheckpoint.Consistent, atCheckpoint.Json);
-        var checkpointSeq = atCheckpoint.Max;
+        var checkpointSeq = atCheckpoint.MaxSeq;
 
         // The guest writes on.
         var later = await Lab.WaitForSeqAsync(vm, checkpointSeq + 30);
@@ -115,7 +115,7 @@ public sealed class CheckpointLabTests(CheckpointLabFixture fixture) : IClassFix
         Assert.StartsWith("paused", await Lab.DomainStateAsync(vm), StringComparison.Ordinal);
         var afterRevert = await Lab.CounterCheckAsync(disk);
         Assert.True(afterRevert.Consistent, afterRevert.Json);
-        Assert.Equal(checkpointSeq, afterRevert.Max);
+        Assert.Equal(checkpointSeq, afterRevert.MaxSeq);
 
         // Revert, running: the guest resumes from the checkpoint's memory. It counts on from the checkpoint's
         // counter (not from where it had got to) and it does not boot again (no "init start" on its console).
@@ -133,7 +133,7 @@ public sealed class CheckpointLabTests(CheckpointLabFixture fixture) : IClassFix
         var continued = await Lab.CounterCheckAsync(disk);
         await Lab.VirshAsync("resume", vm);
         Assert.True(continued.Consistent, continued.Json);
-        Assert.True(continued.Max >= seqs.Lines[^1].Seq, continued.Json);
+        Assert.True(continued.MaxSeq >= seqs.Lines[^1].Seq, continued.Json);
 
         // Delete removes it from the image.
         await Client.DeleteCheckpointAsync(new DeleteCheckpointRequest { Key = key, Name = "cp1" }, deadline: Deadline());
@@ -162,17 +162,17 @@ public sealed class CheckpointLabTests(CheckpointLabFixture fixture) : IClassFix
 
         // The guest runs again and writes on, then is shut off.
         await Lab.StartVmAsync(vm);
-        await Lab.WaitForSeqAsync(vm, before.Max + 15);
+        await Lab.WaitForSeqAsync(vm, before.MaxSeq + 15);
         await Lab.DestroyVmAsync(vm);
         var moved = await Lab.CounterCheckAsync(disk);
-        Assert.True(moved.Max >= before.Max + 15, moved.Json);
+        Assert.True(moved.MaxSeq >= before.MaxSeq + 15, moved.Json);
 
         var reverted = await Client.RevertCheckpointAsync(new RevertCheckpointRequest { Key = key, Name = "cold" }, deadline: Deadline());
 
         Assert.Equal(PowerState.ShutOff, reverted.PowerState);
         var after = await Lab.CounterCheckAsync(disk);
         Assert.True(after.Consistent, after.Json);
-        Assert.Equal(before.Max, after.Max);
+        Assert.Equal(before.MaxSeq, after.MaxSeq);
 
         await Client.DeleteCheckpointAsync(new DeleteCheckpointRequest { Key = key, Name = "cold" }, deadline: Deadline());
         Assert.DoesNotContain("cold", await Lab.QemuImgSnapshotsAsync(disk));

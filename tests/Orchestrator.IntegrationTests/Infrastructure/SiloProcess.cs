@@ -63,6 +63,19 @@ public sealed class SiloProcess : IAsyncDisposable
 
     public bool HasExited => _process is null || _process.HasExited;
 
+    /// <summary>Changes a setting for the next <see cref="Start"/> (null removes it); ports stay the same.</summary>
+    public void Set(string key, string? value)
+    {
+        if (value is null)
+        {
+            _environment.Remove(key);
+        }
+        else
+        {
+            _environment[key] = value;
+        }
+    }
+
     public int? ExitCode => _process is { HasExited: true } p ? p.ExitCode : null;
 
     public void Start()

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.DependencyInjection;
 using Orchestrator.Grains;
+using Orchestrator.Grains.Backups;
 using Orchestrator.Hypervisor;
 using Orchestrator.Hypervisor.Simulated;
 using Orleans.TestingHost;
@@ -19,6 +20,9 @@ public sealed class ThreeHostClusterFixture : IAsyncLifetime
 
     public InProcessTestCluster Cluster { get; private set; } = null!;
 
+    /// <summary>The only directory backups may go to in this cluster.</summary>
+    public string BackupRoot { get; } = Path.Combine(Path.GetTempPath(), $"orchestrator-unit-{Guid.NewGuid():N}");
+
     public ConcurrentDictionary<string, SimulatedHypervisor> Hypervisors { get; } = new();
 
     public IGrainFactory Grains => Cluster.Client;
@@ -32,6 +36,11 @@ public sealed class ThreeHostClusterFixture : IAsyncLifetime
             var hypervisor = Hypervisors.GetOrAdd(host, h => Seed(new SimulatedHypervisor(new SimulatedOptions { HostName = h }), h));
             silo.AddMemoryGrainStorage(StorageNames.Default);
             silo.AddOrchestratorGrains(host);
+            silo.Services.Configure<BackupOptions>(o =>
+            {
+                o.Roots = [BackupRoot];
+                o.DefaultTarget = Path.Combine(BackupRoot, host);
+            });
             silo.Services.AddSingleton<IHypervisor>(hypervisor);
         });
         Cluster = builder.Build();
@@ -43,6 +52,10 @@ public sealed class ThreeHostClusterFixture : IAsyncLifetime
     {
         await Cluster.StopAllSilosAsync();
         await Cluster.DisposeAsync();
+        if (Directory.Exists(BackupRoot))
+        {
+            Directory.Delete(BackupRoot, recursive: true);
+        }
     }
 
     /// <summary>The silo serving a host, as the test cluster named it.</summary>

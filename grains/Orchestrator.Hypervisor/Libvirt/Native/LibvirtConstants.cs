@@ -11,6 +11,7 @@ internal static class LibvirtConstants
 
     internal const uint BlockCommitActive = 1 << 2;
     internal const uint BlockCommitBandwidthBytes = 1 << 4;
+    internal const uint BlockJobAbortAsync = 1 << 0;
     internal const uint BlockJobAbortPivot = 1 << 1;
 
     internal const int EventIdLifecycle = 0;

@@ -1,0 +1,54 @@
+using System.CommandLine;
+using Orchestrator.Api.V1;
+using Orchestrator.Cli.Infrastructure;
+using Orchestrator.Cli.Output;
+using Orchestrator.Cli.Views;
+
+namespace Orchestrator.Cli.Commands;
+
+/// <summary><c>orchestrator restore ...</c>: a completed backup set becomes new disk images, and on request a new VM.</summary>
+internal static class RestoreCommands
+{
+    public static Command Create(CliRuntime runtime)
+    {
+        Argument<RunKey> key = ResourceKeys.RunKeyArgument($"The completed run, as host/vm/run (e.g. {ResourceKeys.RunKeyExample})");
+        var name = new Option<string>("--as")
+        {
+            Description = "Name of the new VM, also the prefix of its images (no '/')",
+            HelpName = "NAME",
+            Required = true,
+        };
+        name.Validators.Add(result =>
+        {
+            if (!ResourceKeys.TryParseVmName(result.GetValueOrDefault<string?>() ?? "", "--as", out string error))
+            {
+                result.AddError(error);
+            }
+        });
+        var define = new Option<bool>("--define")
+        {
+            Description = "Also define the new VM (new UUID) from the backed-up definition; it is not started",
+        };
+
+        var restore = new Command("restore", "Restore a completed backup as new disk images on the run's host, "
+            + "and with --define as a new VM. The original VM is not touched. The images are copied before the "
+            + "answer: raise --timeout for big disks.")
+        {
+            key, name, define,
+        };
+        runtime.SetAction(restore, async (parseResult, context, cancellationToken) =>
+        {
+            var client = new BackupService.BackupServiceClient(context.CallInvoker);
+            RestoreResponse response = await client.RestoreAsync(
+                new RestoreRequest
+                {
+                    Key = parseResult.GetRequiredValue(key).ToString(),
+                    NewName = parseResult.GetRequiredValue(name),
+                    Define = parseResult.GetValue(define),
+                },
+                context.CallOptions(cancellationToken));
+            context.Render(RestoreView.From(response), CliJsonContext.Output.RestoreView, RestoreView.WriteDetails);
+        });
+        return restore;
+    }
+}

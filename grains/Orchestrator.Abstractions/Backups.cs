@@ -1,0 +1,195 @@
+using Orleans.Concurrency;
+
+namespace Orchestrator;
+
+/// <summary>Filesystem freeze through the QEMU guest agent before the overlays are created.</summary>
+public enum QuiesceMode
+{
+    /// <summary>No freeze: a crash-consistent backup.</summary>
+    Off = 0,
+
+    /// <summary>Freeze when the guest agent answers; otherwise go on crash-consistent and record why.</summary>
+    Try = 1,
+
+    /// <summary>Freeze or fail before touching the disks.</summary>
+    Required = 2,
+}
+
+/// <summary>Steps of the live-backup state machine, in order.</summary>
+public enum BackupStep
+{
+    Admitted = 0,
+    Preflight = 1,
+
+    /// <summary>Intent persisted: freeze (optional) and create the overlays with their deterministic names.</summary>
+    Quiesce = 2,
+    OverlayActive = 3,
+    Copying = 4,
+    Committing = 5,
+    Cleaning = 6,
+    Verifying = 7,
+    Completed = 8,
+    Failed = 9,
+}
+
+[GenerateSerializer]
+[Alias("orchestrator.BackupRetention")]
+public sealed record BackupRetention(
+    [property: Id(0)] int KeepLast,
+    [property: Id(1)] int KeepDaily = 0,
+    [property: Id(2)] int KeepWeekly = 0,
+    [property: Id(3)] int KeepMonthly = 0);
+
+[GenerateSerializer]
+[Alias("orchestrator.BackupRequest")]
+public sealed record BackupRequest
+{
+    /// <summary>Directory that receives the backup set (must lie under a configured backup root); null = the default target.</summary>
+    [Id(0)]
+    public string? Target { get; init; }
+
+    [Id(1)]
+    public QuiesceMode Quiesce { get; init; } = QuiesceMode.Off;
+
+    /// <summary>Check the copies (qemu-img check + checksum re-read) before calling the run completed.</summary>
+    [Id(2)]
+    public bool Verify { get; init; } = true;
+
+    /// <summary>Copy bandwidth limit in bytes per second; 0 is unlimited.</summary>
+    [Id(3)]
+    public long BandwidthBytesPerSecond { get; init; }
+
+    [Id(4)]
+    public BackupRetention? Retention { get; init; }
+
+    /// <summary>Longest a guest may stay frozen.</summary>
+    [Id(5)]
+    public TimeSpan FreezeBudget { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Policy that asked for the run and its version, when a policy did.</summary>
+    [Id(6)]
+    public string? Policy { get; init; }
+
+    [Id(7)]
+    public int PolicyVersion { get; init; }
+}
+
+[GenerateSerializer]
+[Alias("orchestrator.BackupDiskView")]
+public sealed record BackupDiskView(
+    [property: Id(0)] string Target,
+    [property: Id(1)] string BasePath,
+    [property: Id(2)] string Format,
+    [property: Id(3)] string OverlayPath,
+    [property: Id(4)] string BackupPath,
+    [property: Id(5)] long BytesTotal,
+    [property: Id(6)] long BytesCopied,
+    [property: Id(7)] string? Sha256,
+    [property: Id(8)] bool Committed,
+    [property: Id(9)] bool Verified);
+
+[GenerateSerializer]
+[Alias("orchestrator.BackupStepRecord")]
+public sealed record BackupStepRecord(
+    [property: Id(0)] BackupStep Step,
+    [property: Id(1)] DateTimeOffset At,
+    [property: Id(2)] string? Note);
+
+/// <summary>A live-backup run as clients see it. <see cref="Version"/> grows with every change (for watching).</summary>
+[GenerateSerializer]
+[Alias("orchestrator.BackupRunView")]
+public sealed record BackupRunView(
+    [property: Id(0)] string RunKey,
+    [property: Id(1)] string Host,
+    [property: Id(2)] string Vm,
+    [property: Id(3)] BackupStep Step,
+    [property: Id(4)] bool RollingBack,
+    [property: Id(5)] string? Error,
+    [property: Id(6)] DateTimeOffset StartedAt,
+    [property: Id(7)] DateTimeOffset? EndedAt,
+    [property: Id(8)] string BackupSetPath,
+    [property: Id(9)] IReadOnlyList<BackupDiskView> Disks,
+    [property: Id(10)] IReadOnlyList<BackupStepRecord> Steps,
+    [property: Id(11)] string QuiesceOutcome,
+    [property: Id(12)] double FreezeMilliseconds,
+    [property: Id(13)] string? TraceId,
+    [property: Id(14)] long Version,
+    [property: Id(15)] string? Policy,
+    [property: Id(16)] int PolicyVersion)
+{
+    public bool IsTerminal => Step is BackupStep.Completed or BackupStep.Failed;
+}
+
+[GenerateSerializer]
+[Alias("orchestrator.RestoreRequest")]
+public sealed record RestoreRequest(
+    [property: Id(0)] string RunKey,
+    [property: Id(1)] string NewName,
+    [property: Id(2)] bool Define,
+    [property: Id(3)] string? ImageDirectory = null);
+
+[GenerateSerializer]
+[Alias("orchestrator.RestoreResult")]
+public sealed record RestoreResult(
+    [property: Id(0)] string NewName,
+    [property: Id(1)] IReadOnlyList<string> Images,
+    [property: Id(2)] bool Defined,
+    [property: Id(3)] Guid? Uuid);
+
+/// <summary>Live backups of one VM (implemented by the VM grain).</summary>
+[Alias("orchestrator.IBackupOperations")]
+public interface IBackupOperations : IGrainWithStringKey
+{
+    /// <summary>Admits a backup run (persisted) and starts it in the background; returns the admitted run.</summary>
+    [Alias("StartBackup")]
+    Task<BackupRunView> StartBackupAsync(BackupRequest request, CancellationToken cancellationToken = default);
+
+    [AlwaysInterleave]
+    [Alias("GetBackup")]
+    Task<BackupRunView> GetBackupAsync(string runId, CancellationToken cancellationToken = default);
+
+    [AlwaysInterleave]
+    [Alias("ListBackups")]
+    Task<IReadOnlyList<BackupRunView>> ListBackupsAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>Returns the run once its version is above <paramref name="afterVersion"/>, or after <paramref name="maxWait"/>.</summary>
+    [AlwaysInterleave]
+    [Alias("WaitBackup")]
+    Task<BackupRunView> WaitBackupAsync(string runId, long afterVersion, TimeSpan maxWait, CancellationToken cancellationToken = default);
+
+    /// <summary>Compares persisted workflow state with the real chain and finishes or rolls back (also runs on activation and periodically).</summary>
+    [Alias("ReconcileBackups")]
+    Task ReconcileBackupsAsync(CancellationToken cancellationToken = default);
+
+    [Alias("Restore")]
+    Task<RestoreResult> RestoreAsync(RestoreRequest request, CancellationToken cancellationToken = default);
+}
+
+/// <summary>Run keys: <c>host/vm/runId</c>.</summary>
+public static class BackupRunKeys
+{
+    public static string Of(string host, string vm, string runId) => $"{host}/{vm}/{runId}";
+
+    public static (string Host, string Vm, string RunId) Parse(string? key, string field = "run")
+    {
+        if (string.IsNullOrWhiteSpace(key))
+        {
+            throw OrchestratorException.InvalidArgument(field, "a run key of the form HOST/VM/RUN is required");
+        }
+
+        var slash = key.LastIndexOf('/');
+        if (slash <= 0 || slash == key.Length - 1)
+        {
+            throw OrchestratorException.InvalidArgument(field, $"'{key}' is not of the form HOST/VM/RUN");
+        }
+
+        var (host, vm) = GrainKeys.ParseVm(key[..slash], field);
+        var run = key[(slash + 1)..];
+        if (!run.StartsWith("b-", StringComparison.Ordinal) || run.Length > 64 || !run.All(c => char.IsAsciiLetterOrDigit(c) || c == '-'))
+        {
+            throw OrchestratorException.InvalidArgument(field, $"'{run}' is not a backup run id (b-...)");
+        }
+
+        return (host, vm, run);
+    }
+}

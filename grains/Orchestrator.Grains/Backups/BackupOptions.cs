@@ -1,0 +1,26 @@
+namespace Orchestrator.Grains.Backups;
+
+/// <summary>Where backups may go and how the workflow behaves (section Orchestrator:Backup).</summary>
+public sealed class BackupOptions
+{
+    /// <summary>Backup targets must lie under one of these directories (no path traversal out of them).</summary>
+    public List<string> Roots { get; set; } = [];
+
+    /// <summary>Target used when a request names none; must lie under a root.</summary>
+    public string? DefaultTarget { get; set; }
+
+    /// <summary>How many finished runs each VM keeps in its history.</summary>
+    public int HistoryLimit { get; set; } = 50;
+
+    /// <summary>Attempts to pivot a READY commit before the run gives up on that try (with backoff).</summary>
+    public int PivotAttempts { get; set; } = 5;
+
+    /// <summary>Period of the reconcile that finishes or rolls back interrupted runs.</summary>
+    public TimeSpan ReconcileInterval { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Crash testing only: SIGKILL this silo process right after the run persists this point
+    /// ("OverlayActive", "Copying" = after the first disk's copy, "Committing" = a commit READY, not pivoted).
+    /// </summary>
+    public string? KillAt { get; set; }
+}

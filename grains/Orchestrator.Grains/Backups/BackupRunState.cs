@@ -1,0 +1,186 @@
+using MessagePack;
+
+namespace Orchestrator.Grains.Backups;
+
+/// <summary>One live-backup run, persisted before and after every side effect.</summary>
+[GenerateSerializer]
+[Alias("orchestrator.BackupRunState")]
+[MessagePackObject]
+public sealed record class BackupRunState
+{
+    [Id(0)]
+    [Key(0)]
+    public string RunId { get; set; } = "";
+
+    [Id(1)]
+    [Key(1)]
+    public BackupStep Step { get; set; }
+
+    /// <summary>A failure after the overlays existed: the run commits back and cleans up, then ends Failed.</summary>
+    [Id(2)]
+    [Key(2)]
+    public bool RollingBack { get; set; }
+
+    [Id(3)]
+    [Key(3)]
+    public string? Error { get; set; }
+
+    [Id(4)]
+    [Key(4)]
+    public DateTimeOffset StartedAt { get; set; }
+
+    [Id(5)]
+    [Key(5)]
+    public DateTimeOffset? EndedAt { get; set; }
+
+    /// <summary>Directory of this run's backup set (images + manifest).</summary>
+    [Id(6)]
+    [Key(6)]
+    public string BackupSetPath { get; set; } = "";
+
+    [Id(7)]
+    [Key(7)]
+    public List<BackupDiskState> Disks { get; set; } = [];
+
+    [Id(8)]
+    [Key(8)]
+    public List<BackupStepEntry> Steps { get; set; } = [];
+
+    [Id(9)]
+    [Key(9)]
+    public QuiesceMode Quiesce { get; set; }
+
+    [Id(10)]
+    [Key(10)]
+    public bool Verify { get; set; }
+
+    [Id(11)]
+    [Key(11)]
+    public long BandwidthBytesPerSecond { get; set; }
+
+    [Id(12)]
+    [Key(12)]
+    public double FreezeBudgetMilliseconds { get; set; }
+
+    [Id(13)]
+    [Key(13)]
+    public int[]? Retention { get; set; }
+
+    /// <summary>"off", "frozen", "agent unavailable: ... (crash-consistent)".</summary>
+    [Id(14)]
+    [Key(14)]
+    public string QuiesceOutcome { get; set; } = "off";
+
+    [Id(15)]
+    [Key(15)]
+    public double FreezeMilliseconds { get; set; }
+
+    /// <summary>W3C traceparent of the span that admitted the run, so a resumed run links to its trace.</summary>
+    [Id(16)]
+    [Key(16)]
+    public string? TraceParent { get; set; }
+
+    /// <summary>Grows with every persisted change (clients watch it).</summary>
+    [Id(17)]
+    [Key(17)]
+    public long Version { get; set; }
+
+    [Id(18)]
+    [Key(18)]
+    public string? Policy { get; set; }
+
+    [Id(19)]
+    [Key(19)]
+    public int PolicyVersion { get; set; }
+
+    /// <summary>The domain XML when the run was admitted (goes into the manifest; restore defines from it).</summary>
+    [Id(20)]
+    [Key(20)]
+    public string DomainXml { get; set; } = "";
+
+    /// <summary>How often the overlay creation was retried after a crash.</summary>
+    [Id(21)]
+    [Key(21)]
+    public int OverlayAttempts { get; set; }
+
+    [Id(22)]
+    [Key(22)]
+    public Guid VmUuid { get; set; }
+
+    [IgnoreMember]
+    public bool IsTerminal => Step is BackupStep.Completed or BackupStep.Failed;
+}
+
+[GenerateSerializer]
+[Alias("orchestrator.BackupDiskState")]
+[MessagePackObject]
+public sealed record class BackupDiskState
+{
+    [Id(0)]
+    [Key(0)]
+    public string Target { get; set; } = "";
+
+    /// <summary>The image that becomes read-only under the overlay, and is copied.</summary>
+    [Id(1)]
+    [Key(1)]
+    public string BasePath { get; set; } = "";
+
+    [Id(2)]
+    [Key(2)]
+    public string Format { get; set; } = "";
+
+    /// <summary>Deterministic: <c>&lt;base dir&gt;/&lt;base name&gt;.orch-&lt;runId&gt;.qcow2</c>.</summary>
+    [Id(3)]
+    [Key(3)]
+    public string OverlayPath { get; set; } = "";
+
+    [Id(4)]
+    [Key(4)]
+    public string BackupPath { get; set; } = "";
+
+    [Id(5)]
+    [Key(5)]
+    public long BytesTotal { get; set; }
+
+    [Id(6)]
+    [Key(6)]
+    public long BytesCopied { get; set; }
+
+    [Id(7)]
+    [Key(7)]
+    public string? Sha256 { get; set; }
+
+    [Id(8)]
+    [Key(8)]
+    public bool Copied { get; set; }
+
+    [Id(9)]
+    [Key(9)]
+    public bool Committed { get; set; }
+
+    [Id(10)]
+    [Key(10)]
+    public bool Verified { get; set; }
+
+    [Id(11)]
+    [Key(11)]
+    public long VirtualSize { get; set; }
+}
+
+[GenerateSerializer]
+[Alias("orchestrator.BackupStepEntry")]
+[MessagePackObject]
+public sealed record class BackupStepEntry
+{
+    [Id(0)]
+    [Key(0)]
+    public BackupStep Step { get; set; }
+
+    [Id(1)]
+    [Key(1)]
+    public DateTimeOffset At { get; set; }
+
+    [Id(2)]
+    [Key(2)]
+    public string? Note { get; set; }
+}

@@ -1,0 +1,330 @@
+using System.Diagnostics;
+using Orchestrator.Grains.Backups;
+using Orchestrator.Hypervisor;
+
+namespace Orchestrator.Grains.VirtualMachines;
+
+/// <summary>
+/// The live-backup workflow of this VM: an explicit persisted state machine run by a task the activation owns.
+/// Every step persists its intent before its side effect and its result after, and checks the real chain
+/// first, so running the machine again from any persisted step (after a crash) finishes or rolls back.
+/// </summary>
+internal sealed partial class VirtualMachineGrain
+{
+    private const string BackupKind = "backup";
+    private Task? _backupTask;
+    private CancellationTokenSource? _backupCancellation;
+    private TaskCompletionSource _backupChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public async Task<BackupRunView> StartBackupAsync(BackupRequest request, CancellationToken cancellationToken = default)
+    {
+        RequireKnown();
+        var target = BackupTargets.Resolve(request.Target, backupOptions.Value);
+        if (request.BandwidthBytesPerSecond < 0)
+        {
+            throw OrchestratorException.InvalidArgument("bandwidth", "cannot be negative");
+        }
+
+        if (request.FreezeBudget <= TimeSpan.Zero || request.FreezeBudget > TimeSpan.FromMinutes(10))
+        {
+            throw OrchestratorException.InvalidArgument("freeze_budget", "must be between 1 ms and 10 minutes");
+        }
+
+        if (request.Retention is { } r && (r.KeepLast < 0 || r.KeepDaily < 0 || r.KeepWeekly < 0 || r.KeepMonthly < 0))
+        {
+            throw OrchestratorException.InvalidArgument("retention", "counts cannot be negative");
+        }
+
+        var now = time.GetUtcNow();
+        var runId = $"b-{now:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..6]}";
+        using var activity = Telemetry.Source.StartActivity("backup.admit");
+        Tag(activity, runId);
+        await BeginOperationAsync(BackupKind, runId, cancellationToken);
+        BackupRunState run;
+        try
+        {
+            run = await PreflightAsync(runId, target, request, now, cancellationToken);
+        }
+        catch
+        {
+            await EndOperationAsync(runId, cancellationToken);
+            throw;
+        }
+
+        run.TraceParent = activity?.Id ?? Activity.Current?.Id;
+        state.State.ActiveBackup = run;
+        await PersistBackupAsync(run, BackupStep.Quiesce, "preflight passed; creating overlays", cancellationToken);
+        Telemetry.ActiveBackups.Add(1);
+        StartBackupTask();
+        return View(run);
+    }
+
+    public Task<BackupRunView> GetBackupAsync(string runId, CancellationToken cancellationToken = default) =>
+        Task.FromResult(View(FindRun(runId)));
+
+    public Task<IReadOnlyList<BackupRunView>> ListBackupsAsync(CancellationToken cancellationToken = default)
+    {
+        var runs = state.State.BackupHistory.AsEnumerable();
+        if (state.State.ActiveBackup is { } active)
+        {
+            runs = runs.Append(active);
+        }
+
+        return Task.FromResult<IReadOnlyList<BackupRunView>>([.. runs.OrderByDescending(r => r.StartedAt).Select(View)]);
+    }
+
+    public async Task<BackupRunView> WaitBackupAsync(string runId, long afterVersion, TimeSpan maxWait, CancellationToken cancellationToken = default)
+    {
+        var deadline = time.GetUtcNow() + maxWait;
+        while (true)
+        {
+            var run = FindRun(runId);
+            var remaining = deadline - time.GetUtcNow();
+            if (run.Version > afterVersion || run.IsTerminal || remaining <= TimeSpan.Zero)
+            {
+                return View(run);
+            }
+
+            try
+            {
+                await _backupChanged.Task.WaitAsync(remaining, time, cancellationToken);
+            }
+            catch (TimeoutException)
+            {
+            }
+        }
+    }
+
+    public Task ReconcileBackupsAsync(CancellationToken cancellationToken = default)
+    {
+        if (state.State.ActiveBackup is { IsTerminal: false } && _backupTask is null or { IsCompleted: true })
+        {
+            LogBackupResumed(logger, VmKey, state.State.ActiveBackup.RunId, state.State.ActiveBackup.Step);
+            StartBackupTask();
+        }
+
+        return Task.CompletedTask;
+    }
+
+    private void StartBackupTask()
+    {
+        _backupCancellation ??= new CancellationTokenSource();
+        _backupTask = RunBackupAsync(_backupCancellation.Token);
+        this.DelayDeactivation(TimeSpan.FromHours(12));
+    }
+
+    /// <summary>Drives the persisted run from its current step to Completed or Failed.</summary>
+    private async Task RunBackupAsync(CancellationToken cancellationToken)
+    {
+        var run = state.State.ActiveBackup!;
+        var parent = ActivityContext.TryParse(run.TraceParent, null, out var context) ? context : default;
+        using var activity = Telemetry.Source.StartActivity("backup.run", ActivityKind.Internal, parent);
+        Tag(activity, run.RunId);
+        var started = Stopwatch.GetTimestamp();
+        while (!run.IsTerminal && !cancellationToken.IsCancellationRequested)
+        {
+            var step = run.Step;
+            using var stepActivity = Telemetry.Source.StartActivity($"backup.{step.ToString().ToLowerInvariant()}");
+            Tag(stepActivity, run.RunId);
+            try
+            {
+                switch (step)
+                {
+                    case BackupStep.Admitted or BackupStep.Preflight:
+                        // Crashed before the intent to create overlays was persisted: nothing was touched.
+                        await PersistBackupAsync(run, BackupStep.Quiesce, "resumed after restart", cancellationToken);
+                        break;
+                    case BackupStep.Quiesce:
+                        await CreateOverlaysAsync(run, cancellationToken);
+                        await PersistBackupAsync(run, BackupStep.OverlayActive, null, cancellationToken);
+                        KillIfAsked("OverlayActive");
+                        break;
+                    case BackupStep.OverlayActive:
+                        await PersistBackupAsync(run, run.RollingBack ? BackupStep.Committing : BackupStep.Copying, null, cancellationToken);
+                        break;
+                    case BackupStep.Copying:
+                        await CopyDisksAsync(run, cancellationToken);
+                        await PersistBackupAsync(run, BackupStep.Committing, null, cancellationToken);
+                        break;
+                    case BackupStep.Committing:
+                        await CommitDisksAsync(run, cancellationToken);
+                        await PersistBackupAsync(run, BackupStep.Cleaning, null, cancellationToken);
+                        break;
+                    case BackupStep.Cleaning:
+                        await CleanOverlaysAsync(run, cancellationToken);
+                        if (run.RollingBack)
+                        {
+                            DeleteBackupSet(run);
+                            await FinishBackupAsync(run, BackupStep.Failed, cancellationToken);
+                        }
+                        else
+                        {
+                            await PersistBackupAsync(run, BackupStep.Verifying, null, cancellationToken);
+                        }
+
+                        break;
+                    case BackupStep.Verifying:
+                        await VerifyAsync(run, cancellationToken);
+                        await FinishBackupAsync(run, BackupStep.Completed, cancellationToken);
+                        break;
+                }
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e)
+            {
+                stepActivity?.SetStatus(ActivityStatusCode.Error, e.Message);
+                LogBackupStepFailed(logger, VmKey, run.RunId, step, e.Message);
+                if (!await HandleBackupFailureAsync(run, step, e, cancellationToken))
+                {
+                    return;
+                }
+            }
+        }
+
+        activity?.SetTag("outcome", run.Step.ToString());
+        Telemetry.BackupDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds, new KeyValuePair<string, object?>("outcome", run.Step.ToString()));
+    }
+
+    /// <summary>Decides what a failed step means; false stops the task (the periodic reconcile tries again).</summary>
+    private async Task<bool> HandleBackupFailureAsync(BackupRunState run, BackupStep step, Exception e, CancellationToken cancellationToken)
+    {
+        run.Error ??= Describe(e);
+        switch (step)
+        {
+            case BackupStep.Quiesce:
+                // The snapshot is atomic: either every overlay is active (roll back) or none is (clean strays, fail).
+                if (await AnyOverlayActiveAsync(run, cancellationToken))
+                {
+                    run.RollingBack = true;
+                    await PersistBackupAsync(run, BackupStep.Committing, "overlay creation failed after the overlays appeared: committing back", cancellationToken);
+                    return true;
+                }
+
+                await DeleteStrayOverlaysAsync(run, cancellationToken);
+                DeleteBackupSet(run);
+                await FinishBackupAsync(run, BackupStep.Failed, cancellationToken);
+                return false;
+            case BackupStep.OverlayActive or BackupStep.Copying:
+                run.RollingBack = true;
+                await PersistBackupAsync(run, BackupStep.Committing, "copy failed: committing the overlays back", cancellationToken);
+                return true;
+            case BackupStep.Verifying:
+                // The VM is already back on its bases; a set that failed verification is no backup.
+                DeleteBackupSet(run);
+                await FinishBackupAsync(run, BackupStep.Failed, cancellationToken);
+                return false;
+            default:
+                // Commit or clean-up failed: the VM may still run on an overlay. Keep the run open; retry shortly.
+                run.Version++;
+                state.State.ActiveBackup = run;
+                await state.WriteStateAsync(cancellationToken);
+                SignalBackupChanged();
+                await Task.Delay(TimeSpan.FromSeconds(2), time, cancellationToken);
+                return true;
+        }
+    }
+
+    private async Task PersistBackupAsync(BackupRunState run, BackupStep step, string? note, CancellationToken cancellationToken)
+    {
+        run.Step = step;
+        run.Steps.Add(new BackupStepEntry { Step = step, At = time.GetUtcNow(), Note = note });
+        run.Version++;
+        state.State.ActiveBackup = run;
+        await state.WriteStateAsync(cancellationToken);
+        SignalBackupChanged();
+    }
+
+    private async Task FinishBackupAsync(BackupRunState run, BackupStep outcome, CancellationToken cancellationToken)
+    {
+        run.EndedAt = time.GetUtcNow();
+        run.Step = outcome;
+        run.Steps.Add(new BackupStepEntry { Step = outcome, At = run.EndedAt.Value, Note = outcome == BackupStep.Failed ? run.Error : null });
+        run.Version++;
+        state.State.ActiveBackup = null;
+        state.State.BackupHistory.Add(run);
+        if (outcome == BackupStep.Completed && run.Retention is { Length: 4 } retention)
+        {
+            ApplyRetention(run, retention);
+        }
+
+        var limit = Math.Max(1, backupOptions.Value.HistoryLimit);
+        if (state.State.BackupHistory.Count > limit)
+        {
+            state.State.BackupHistory.RemoveRange(0, state.State.BackupHistory.Count - limit);
+        }
+
+        if (state.State.Operation?.Id == run.RunId)
+        {
+            state.State.Operation = null;
+        }
+
+        await state.WriteStateAsync(cancellationToken);
+        SignalBackupChanged();
+        Telemetry.ActiveBackups.Add(-1);
+        Telemetry.Backups.Add(1, new KeyValuePair<string, object?>("outcome", outcome.ToString()));
+        LogBackupFinished(logger, VmKey, run.RunId, outcome, run.Error);
+    }
+
+    private void SignalBackupChanged()
+    {
+        var previous = _backupChanged;
+        _backupChanged = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        previous.TrySetResult();
+    }
+
+    private BackupRunState FindRun(string runId)
+    {
+        if (state.State.ActiveBackup is { } active && active.RunId == runId)
+        {
+            return active;
+        }
+
+        return state.State.BackupHistory.LastOrDefault(r => r.RunId == runId)
+            ?? throw OrchestratorException.NotFound($"backup run '{BackupRunKeys.Of(Key.Host, Key.Vm, runId)}' does not exist");
+    }
+
+    private BackupRunView View(BackupRunState run) => new(
+        BackupRunKeys.Of(Key.Host, Key.Vm, run.RunId),
+        Key.Host,
+        Key.Vm,
+        run.Step,
+        run.RollingBack,
+        run.Error,
+        run.StartedAt,
+        run.EndedAt,
+        run.BackupSetPath,
+        [.. run.Disks.Select(d => new BackupDiskView(d.Target, d.BasePath, d.Format, d.OverlayPath, d.BackupPath, d.BytesTotal, d.BytesCopied, d.Sha256, d.Committed, d.Verified))],
+        [.. run.Steps.Select(s => new BackupStepRecord(s.Step, s.At, s.Note))],
+        run.QuiesceOutcome,
+        run.FreezeMilliseconds,
+        ActivityContext.TryParse(run.TraceParent, null, out var c) ? c.TraceId.ToString() : null,
+        run.Version,
+        run.Policy,
+        run.PolicyVersion);
+
+    private void Tag(Activity? activity, string runId)
+    {
+        activity?.SetTag("host", Key.Host);
+        activity?.SetTag("vm", Key.Vm);
+        activity?.SetTag("run", runId);
+    }
+
+    private void KillIfAsked(string point)
+    {
+        if (string.Equals(backupOptions.Value.KillAt, point, StringComparison.Ordinal))
+        {
+            LogKilling(logger, point);
+            Process.GetCurrentProcess().Kill();
+        }
+    }
+
+    private static string Describe(Exception e) => e switch
+    {
+        HypervisorException { Kind: HypervisorErrorKind.NoSpace } => $"target out of space: {e.Message}",
+        IOException io when io.HResult == 28 || io.Message.Contains("No space left", StringComparison.OrdinalIgnoreCase) => $"target out of space: {e.Message}",
+        _ => e.Message,
+    };
+}

@@ -1,0 +1,506 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Orchestrator.Grains.Backups;
+using Orchestrator.Hypervisor;
+
+namespace Orchestrator.Grains.VirtualMachines;
+
+/// <summary>The steps of the live-backup workflow. Each checks the real chain first, so each can run again.</summary>
+internal sealed partial class VirtualMachineGrain
+{
+    /// <summary>Refuses, before touching the VM, anything that would make the backup unsafe or doomed.</summary>
+    private async Task<BackupRunState> PreflightAsync(string runId, string target, BackupRequest request, DateTimeOffset now, CancellationToken cancellationToken)
+    {
+        using var activity = Telemetry.Source.StartActivity("backup.preflight");
+        var domain = await hypervisor.GetDomainAsync(DomainName, cancellationToken);
+        if (domain.State != DomainPowerState.Running)
+        {
+            throw new OrchestratorException(
+                ErrorCode.FailedPrecondition,
+                $"VM '{VmKey}' is {domain.State}: a live backup needs a running VM; for a VM that is not running, an offline copy of its disks is safe instead");
+        }
+
+        if (domain.Disks.Count == 0)
+        {
+            throw new OrchestratorException(ErrorCode.FailedPrecondition, $"VM '{VmKey}' has no file-backed disks to back up");
+        }
+
+        foreach (var disk in domain.Disks)
+        {
+            if (Path.GetFileName(disk.SourcePath).Contains(".orch-", StringComparison.Ordinal))
+            {
+                throw new OrchestratorException(ErrorCode.FailedPrecondition, $"disk '{disk.Target}' of '{VmKey}' runs on a leftover backup overlay ({disk.SourcePath}); the reconcile must commit it first");
+            }
+
+            var known = state.State.Disks.FirstOrDefault(d => d.Target == disk.Target);
+            if (known is null)
+            {
+                throw new OrchestratorException(ErrorCode.FailedPrecondition, $"disk '{disk.Target}' of '{VmKey}' is not in the inventory yet; try again after the next sync");
+            }
+
+            if (known.ChainDepth != disk.ChainDepth)
+            {
+                throw new OrchestratorException(ErrorCode.FailedPrecondition, $"disk '{disk.Target}' of '{VmKey}' has a chain of {disk.ChainDepth} images, expected {known.ChainDepth}: a foreign overlay?");
+            }
+
+            if (await hypervisor.GetBlockJobAsync(DomainName, disk.Target, cancellationToken) is { } job)
+            {
+                throw new OrchestratorException(ErrorCode.FailedPrecondition, $"disk '{disk.Target}' of '{VmKey}' already has a {job.Kind} block job running");
+            }
+        }
+
+        var setPath = Path.Combine(target, Key.Vm, runId);
+        long needed = 0;
+        var disks = new List<BackupDiskState>();
+        foreach (var disk in domain.Disks)
+        {
+            var info = await hypervisor.Images.InfoAsync(disk.SourcePath, cancellationToken);
+            needed += info.ActualSize;
+            disks.Add(new BackupDiskState
+            {
+                Target = disk.Target,
+                BasePath = disk.SourcePath,
+                Format = disk.Format,
+                OverlayPath = Path.Combine(Path.GetDirectoryName(disk.SourcePath)!, $"{Path.GetFileName(disk.SourcePath)}.orch-{runId}.qcow2"),
+                BackupPath = Path.Combine(setPath, $"{disk.Target}.{disk.Format}"),
+                BytesTotal = info.ActualSize,
+                VirtualSize = info.VirtualSize,
+            });
+        }
+
+        try
+        {
+            Directory.CreateDirectory(setPath);
+            var probe = Path.Combine(setPath, ".write-probe");
+            await File.WriteAllTextAsync(probe, runId, cancellationToken);
+            File.Delete(probe);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new OrchestratorException(ErrorCode.FailedPrecondition, $"target '{target}' is not writable: {e.Message}", field: "target");
+        }
+
+        var free = await hypervisor.Images.FreeSpaceAsync(setPath, cancellationToken);
+        if (free < needed)
+        {
+            TryDeleteDirectory(setPath);
+            throw new OrchestratorException(ErrorCode.FailedPrecondition, $"target '{target}' has {free} bytes free; the disks need {needed} bytes", field: "target");
+        }
+
+        var now2 = time.GetUtcNow();
+        return new BackupRunState
+        {
+            RunId = runId,
+            StartedAt = now,
+            BackupSetPath = setPath,
+            Disks = disks,
+            Quiesce = request.Quiesce,
+            Verify = request.Verify,
+            BandwidthBytesPerSecond = request.BandwidthBytesPerSecond,
+            FreezeBudgetMilliseconds = request.FreezeBudget.TotalMilliseconds,
+            Retention = request.Retention is { } r ? [r.KeepLast, r.KeepDaily, r.KeepWeekly, r.KeepMonthly] : null,
+            Policy = request.Policy,
+            PolicyVersion = request.PolicyVersion,
+            DomainXml = await hypervisor.GetDomainXmlAsync(DomainName, inactive: true, cancellationToken),
+            VmUuid = domain.Uuid,
+            Steps =
+            [
+                new BackupStepEntry { Step = BackupStep.Admitted, At = now },
+                new BackupStepEntry { Step = BackupStep.Preflight, At = now2, Note = $"{disks.Count} disks, {needed} bytes allocated, {free} bytes free on target" },
+            ],
+        };
+    }
+
+    /// <summary>Optional freeze, then overlays on every disk at once; the guest never pauses.</summary>
+    private async Task CreateOverlaysAsync(BackupRunState run, CancellationToken cancellationToken)
+    {
+        var domain = await hypervisor.GetDomainAsync(DomainName, cancellationToken);
+        if (run.Disks.All(d => domain.Disks.FirstOrDefault(x => x.Target == d.Target)?.SourcePath == d.OverlayPath))
+        {
+            return; // a crash after the snapshot but before its result was persisted
+        }
+
+        if (domain.State != DomainPowerState.Running)
+        {
+            throw new OrchestratorException(ErrorCode.FailedPrecondition, $"VM '{VmKey}' is {domain.State}; no overlays were created");
+        }
+
+        run.OverlayAttempts++;
+        await DeleteStrayOverlaysAsync(run, cancellationToken);
+        var frozen = await FreezeAsync(run, cancellationToken);
+        var freezeStart = Stopwatch.GetTimestamp();
+        try
+        {
+            using var budget = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            if (frozen)
+            {
+                budget.CancelAfter(TimeSpan.FromMilliseconds(run.FreezeBudgetMilliseconds));
+            }
+
+            using var call = Telemetry.Source.StartActivity("libvirt.snapshot-create-external");
+            call?.SetTag("disks", run.Disks.Count);
+            await FencedAsync(h => h.CreateExternalSnapshotAsync(DomainName, [.. run.Disks.Select(d => new OverlaySpec(d.Target, d.OverlayPath))], budget.Token), cancellationToken);
+        }
+        finally
+        {
+            if (frozen)
+            {
+                // Thaw always runs, whatever happened to the snapshot.
+                try
+                {
+                    await hypervisor.ThawFileSystemsAsync(DomainName, CancellationToken.None);
+                }
+                catch (HypervisorException e)
+                {
+                    LogThawFailed(logger, VmKey, e.Message);
+                }
+
+                run.FreezeMilliseconds = Stopwatch.GetElapsedTime(freezeStart).TotalMilliseconds;
+            }
+        }
+
+        Telemetry.OverlaysAlive.Add(run.Disks.Count);
+    }
+
+    private async Task<bool> FreezeAsync(BackupRunState run, CancellationToken cancellationToken)
+    {
+        if (run.Quiesce == QuiesceMode.Off)
+        {
+            run.QuiesceOutcome = "off";
+            return false;
+        }
+
+        try
+        {
+            using var call = Telemetry.Source.StartActivity("libvirt.fsfreeze");
+            var count = await hypervisor.FreezeFileSystemsAsync(DomainName, cancellationToken);
+            run.QuiesceOutcome = $"frozen ({count} file systems)";
+            return true;
+        }
+        catch (HypervisorException e) when (run.Quiesce == QuiesceMode.Try)
+        {
+            run.QuiesceOutcome = $"not frozen, crash-consistent: {e.Message}";
+            return false;
+        }
+        catch (HypervisorException e)
+        {
+            run.QuiesceOutcome = $"freeze failed: {e.Message}";
+            throw new OrchestratorException(ErrorCode.FailedPrecondition, $"quiesce is required but the guest could not be frozen: {e.Message}");
+        }
+    }
+
+    /// <summary>Copies every frozen base to the backup set, with a SHA-256 computed while copying.</summary>
+    private async Task CopyDisksAsync(BackupRunState run, CancellationToken cancellationToken)
+    {
+        await RequireOverlaysActiveAsync(run, cancellationToken);
+        for (var i = 0; i < run.Disks.Count; i++)
+        {
+            var disk = run.Disks[i];
+            if (disk.Copied)
+            {
+                continue;
+            }
+
+            // Restart an interrupted copy from the start: the base is immutable under the overlay.
+            if (await hypervisor.Images.ExistsAsync(disk.BackupPath, cancellationToken))
+            {
+                await hypervisor.Images.DeleteAsync(disk.BackupPath, cancellationToken);
+            }
+
+            using var activity = Telemetry.Source.StartActivity("qemu-img.copy");
+            activity?.SetTag("disk", disk.Target);
+            var progress = new CopyProgressHolder();
+            var copy = hypervisor.Images.CopyAsync(
+                disk.BasePath,
+                disk.BackupPath,
+                new CopyOptions { ComputeSha256 = true, BandwidthBytesPerSecond = run.BandwidthBytesPerSecond },
+                progress,
+                cancellationToken);
+            while (!copy.IsCompleted)
+            {
+                await Task.WhenAny(copy, Task.Delay(TimeSpan.FromSeconds(1), time, cancellationToken));
+                if (progress.BytesDone != disk.BytesCopied)
+                {
+                    disk.BytesCopied = progress.BytesDone;
+                    run.Version++;
+                    await state.WriteStateAsync(cancellationToken);
+                    SignalBackupChanged();
+                }
+            }
+
+            var result = await copy;
+            disk.BytesCopied = result.BytesCopied;
+            disk.BytesTotal = Math.Max(disk.BytesTotal, result.BytesCopied);
+            disk.Sha256 = result.Sha256;
+            disk.Copied = true;
+            activity?.SetTag("bytes", result.BytesCopied);
+            Telemetry.BytesCopied.Add(result.BytesCopied);
+            await PersistBackupAsync(run, BackupStep.Copying, $"{disk.Target}: {result.BytesCopied} bytes in {result.Duration.TotalMilliseconds:F0} ms", cancellationToken);
+            if (i < run.Disks.Count - 1 || run.Disks.Count == 1)
+            {
+                KillIfAsked("Copying");
+            }
+        }
+    }
+
+    /// <summary>Active commit of each overlay, awaited by event, pivoted, confirmed in the domain definition.</summary>
+    private async Task CommitDisksAsync(BackupRunState run, CancellationToken cancellationToken)
+    {
+        foreach (var disk in run.Disks.Where(d => !d.Committed))
+        {
+            using var activity = Telemetry.Source.StartActivity("libvirt.block-commit");
+            activity?.SetTag("disk", disk.Target);
+            var domain = await hypervisor.GetDomainAsync(DomainName, cancellationToken);
+            var live = domain.Disks.FirstOrDefault(d => d.Target == disk.Target)
+                ?? throw new OrchestratorException(ErrorCode.Internal, $"disk '{disk.Target}' disappeared from '{VmKey}'");
+            if (live.SourcePath == disk.BasePath)
+            {
+                disk.Committed = true; // the base is active again: committed (or never overlaid)
+            }
+            else if (live.SourcePath != disk.OverlayPath)
+            {
+                throw new OrchestratorException(ErrorCode.Internal, $"disk '{disk.Target}' of '{VmKey}' runs on '{live.SourcePath}', neither its base nor this run's overlay");
+            }
+            else if (!domain.IsActive)
+            {
+                await CommitOfflineAsync(disk, cancellationToken);
+            }
+            else
+            {
+                await CommitLiveAsync(disk, cancellationToken);
+            }
+
+            run.Version++;
+            await state.WriteStateAsync(cancellationToken);
+            SignalBackupChanged();
+        }
+    }
+
+    private async Task CommitLiveAsync(BackupDiskState disk, CancellationToken cancellationToken)
+    {
+        using var _ = await fence.AcquireAsync(VmKey, cancellationToken);
+        if (await hypervisor.GetBlockJobAsync(DomainName, disk.Target, cancellationToken) is null)
+        {
+            await hypervisor.StartActiveCommitAsync(DomainName, disk.Target, 0, cancellationToken);
+        }
+
+        using (var ready = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
+        {
+            ready.CancelAfter(TimeSpan.FromMinutes(30));
+            await hypervisor.WaitForBlockJobReadyAsync(DomainName, disk.Target, ready.Token);
+        }
+
+        KillIfAsked("Committing");
+        var delay = TimeSpan.FromMilliseconds(100);
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                await hypervisor.PivotAsync(DomainName, disk.Target, cancellationToken);
+                break;
+            }
+            catch (HypervisorException e) when (attempt < backupOptions.Value.PivotAttempts && e.Kind != HypervisorErrorKind.NoBlockJob)
+            {
+                LogPivotRetry(logger, VmKey, disk.Target, attempt, e.Message);
+                await Task.Delay(delay, time, cancellationToken);
+                delay *= 2;
+            }
+        }
+
+        // Never clean up before the definition shows the base active again.
+        var after = await hypervisor.GetDomainAsync(DomainName, cancellationToken);
+        var active = after.Disks.First(d => d.Target == disk.Target).SourcePath;
+        if (active != disk.BasePath)
+        {
+            throw new OrchestratorException(ErrorCode.Internal, $"after the pivot '{disk.Target}' still runs on '{active}'");
+        }
+
+        disk.Committed = true;
+        Telemetry.OverlaysAlive.Add(-1);
+    }
+
+    /// <summary>The VM stopped with our overlay in its chain: qemu-img commit, and the definition points back at the base.</summary>
+    private async Task CommitOfflineAsync(BackupDiskState disk, CancellationToken cancellationToken)
+    {
+        using var _ = await fence.AcquireAsync(VmKey, cancellationToken);
+        using var activity = Telemetry.Source.StartActivity("qemu-img.commit");
+        activity?.SetTag("disk", disk.Target);
+        await hypervisor.Images.CommitAsync(disk.OverlayPath, cancellationToken);
+        var xml = await hypervisor.GetDomainXmlAsync(DomainName, inactive: true, cancellationToken);
+        await hypervisor.DefineDomainAsync(DomainXmlEditor.PointDiskAt(xml, disk.Target, disk.BasePath, disk.Format), cancellationToken);
+        disk.Committed = true;
+        Telemetry.OverlaysAlive.Add(-1);
+        LogCommittedOffline(logger, VmKey, disk.Target);
+    }
+
+    private async Task CleanOverlaysAsync(BackupRunState run, CancellationToken cancellationToken)
+    {
+        var domain = await hypervisor.GetDomainAsync(DomainName, cancellationToken);
+        foreach (var disk in run.Disks)
+        {
+            if (domain.Disks.Any(d => d.SourcePath == disk.OverlayPath || d.BackingChain.Any(l => l.Path == disk.OverlayPath)))
+            {
+                throw new OrchestratorException(ErrorCode.Internal, $"overlay '{disk.OverlayPath}' is still in use; not deleting it");
+            }
+
+            if (await hypervisor.Images.ExistsAsync(disk.OverlayPath, cancellationToken))
+            {
+                await hypervisor.Images.DeleteAsync(disk.OverlayPath, cancellationToken);
+            }
+        }
+    }
+
+    /// <summary>qemu-img check and a checksum re-read of every copy; then the manifest beside them.</summary>
+    private async Task VerifyAsync(BackupRunState run, CancellationToken cancellationToken)
+    {
+        foreach (var disk in run.Disks)
+        {
+            if (run.Verify && !disk.Verified)
+            {
+                using var activity = Telemetry.Source.StartActivity("qemu-img.check");
+                activity?.SetTag("disk", disk.Target);
+                var check = await hypervisor.Images.CheckAsync(disk.BackupPath, cancellationToken);
+                if (!check.Clean)
+                {
+                    throw new OrchestratorException(ErrorCode.Internal, $"copy of '{disk.Target}' failed qemu-img check: {check.Errors} errors, {check.Leaks} leaks");
+                }
+
+                var sha = await hypervisor.Images.ComputeSha256Async(disk.BackupPath, cancellationToken);
+                if (disk.Sha256 is not null && !string.Equals(sha, disk.Sha256, StringComparison.OrdinalIgnoreCase))
+                {
+                    throw new OrchestratorException(ErrorCode.Internal, $"copy of '{disk.Target}' does not match its checksum: {sha} read back, {disk.Sha256} written");
+                }
+
+                disk.Verified = true;
+            }
+        }
+
+        await WriteManifestAsync(run, cancellationToken);
+    }
+
+    private async Task WriteManifestAsync(BackupRunState run, CancellationToken cancellationToken)
+    {
+        var manifest = new
+        {
+            format = "orchestrator-backup/1",
+            orchestrator_version = typeof(VirtualMachineGrain).Assembly.GetName().Version?.ToString(),
+            run = BackupRunKeys.Of(Key.Host, Key.Vm, run.RunId),
+            host = Key.Host,
+            vm = Key.Vm,
+            vm_uuid = run.VmUuid,
+            started_at = run.StartedAt,
+            finished_at = time.GetUtcNow(),
+            quiesce = run.QuiesceOutcome,
+            freeze_ms = run.FreezeMilliseconds,
+            guest_paused_ms = 0,
+            disks = run.Disks.Select(d => new
+            {
+                target = d.Target,
+                file = Path.GetFileName(d.BackupPath),
+                format = d.Format,
+                source = d.BasePath,
+                virtual_size = d.VirtualSize,
+                bytes = d.BytesCopied,
+                sha256 = d.Sha256,
+                verified = d.Verified,
+            }),
+            domain_xml = run.DomainXml,
+        };
+        Directory.CreateDirectory(run.BackupSetPath);
+        var path = Path.Combine(run.BackupSetPath, "manifest.json");
+        var temp = path + ".tmp";
+        await File.WriteAllTextAsync(temp, JsonSerializer.Serialize(manifest, ManifestJson), cancellationToken);
+        File.Move(temp, path, overwrite: true);
+    }
+
+    private static readonly JsonSerializerOptions ManifestJson = new() { WriteIndented = true };
+
+    private async Task<bool> AnyOverlayActiveAsync(BackupRunState run, CancellationToken cancellationToken)
+    {
+        var domain = await hypervisor.GetDomainAsync(DomainName, cancellationToken);
+        return run.Disks.Any(d => domain.Disks.Any(x => x.SourcePath == d.OverlayPath));
+    }
+
+    private async Task RequireOverlaysActiveAsync(BackupRunState run, CancellationToken cancellationToken)
+    {
+        var domain = await hypervisor.GetDomainAsync(DomainName, cancellationToken);
+        var missing = run.Disks.Where(d => domain.Disks.FirstOrDefault(x => x.Target == d.Target)?.SourcePath != d.OverlayPath).Select(d => d.Target).ToList();
+        if (missing.Count > 0)
+        {
+            throw new OrchestratorException(ErrorCode.Internal, $"overlays of {string.Join(", ", missing)} are not active: the bases are not frozen, copying would be unsafe");
+        }
+    }
+
+    private async Task DeleteStrayOverlaysAsync(BackupRunState run, CancellationToken cancellationToken)
+    {
+        var domain = await hypervisor.GetDomainAsync(DomainName, cancellationToken);
+        foreach (var disk in run.Disks)
+        {
+            var inUse = domain.Disks.Any(d => d.SourcePath == disk.OverlayPath || d.BackingChain.Any(l => l.Path == disk.OverlayPath));
+            if (!inUse && await hypervisor.Images.ExistsAsync(disk.OverlayPath, cancellationToken))
+            {
+                await hypervisor.Images.DeleteAsync(disk.OverlayPath, cancellationToken);
+            }
+        }
+    }
+
+    private void DeleteBackupSet(BackupRunState run)
+    {
+        foreach (var disk in run.Disks)
+        {
+            try
+            {
+                if (File.Exists(disk.BackupPath))
+                {
+                    File.Delete(disk.BackupPath);
+                }
+            }
+            catch (IOException)
+            {
+            }
+        }
+
+        TryDeleteDirectory(run.BackupSetPath);
+    }
+
+    private void ApplyRetention(BackupRunState finished, int[] retention)
+    {
+        var candidates = state.State.BackupHistory
+            .Where(r => r.Step == BackupStep.Completed && r.Policy == finished.Policy && Directory.Exists(r.BackupSetPath))
+            .ToList();
+        var keep = RetentionPlanner.Keep(candidates.Select(r => (r.RunId, r.StartedAt)), retention[0], retention[1], retention[2], retention[3]);
+        foreach (var run in candidates.Where(r => !keep.Contains(r.RunId)))
+        {
+            DeleteBackupSet(run);
+            run.Steps.Add(new BackupStepEntry { Step = BackupStep.Completed, At = time.GetUtcNow(), Note = $"pruned by retention after {finished.RunId}" });
+            LogPruned(logger, VmKey, run.RunId);
+        }
+    }
+
+    private static void TryDeleteDirectory(string path)
+    {
+        try
+        {
+            if (Directory.Exists(path))
+            {
+                Directory.Delete(path, recursive: true);
+            }
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+    }
+
+    /// <summary>Progress from the copy, read by the grain between awaits (the copy reports from another thread).</summary>
+    private sealed class CopyProgressHolder : IProgress<CopyProgress>
+    {
+        private long _bytesDone;
+
+        public long BytesDone => Interlocked.Read(ref _bytesDone);
+
+        public void Report(CopyProgress value) => Interlocked.Exchange(ref _bytesDone, value.BytesDone);
+    }
+}

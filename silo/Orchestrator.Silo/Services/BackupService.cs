@@ -1,0 +1,155 @@
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
+using Orchestrator.Api.V1;
+using Orchestrator.Grains.Placement;
+
+namespace Orchestrator.Silo.Services;
+
+/// <summary>orchestrator.v1.BackupService: runs on the VM grains of each host.</summary>
+internal sealed class BackupService(IGrainFactory grains, IHostDirectory directory) : Api.V1.BackupService.BackupServiceBase
+{
+    public override async Task<StartBackupResponse> StartBackup(StartBackupRequest request, ServerCallContext context)
+    {
+        var (host, vm) = GrainKeys.ParseVm(request.Vm, "vm");
+        var run = await grains.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(host, vm)).StartBackupAsync(
+            new BackupRequest
+            {
+                Target = request.Target.Length > 0 ? request.Target : null,
+                Quiesce = request.Quiesce switch
+                {
+                    Api.V1.QuiesceMode.Try => Orchestrator.QuiesceMode.Try,
+                    Api.V1.QuiesceMode.Required => Orchestrator.QuiesceMode.Required,
+                    _ => Orchestrator.QuiesceMode.Off,
+                },
+                Verify = !request.SkipVerify,
+                BandwidthBytesPerSecond = request.BandwidthBytesPerSecond,
+                Retention = request.Retention is { } r ? new BackupRetention(r.KeepLast, r.KeepDaily, r.KeepWeekly, r.KeepMonthly) : null,
+            },
+            context.CancellationToken);
+        return new StartBackupResponse { Run = ToProto(run) };
+    }
+
+    public override async Task<GetBackupResponse> GetBackup(GetBackupRequest request, ServerCallContext context)
+    {
+        var (host, vm, runId) = BackupRunKeys.Parse(request.Key, "key");
+        var run = await grains.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(host, vm)).GetBackupAsync(runId, context.CancellationToken);
+        return new GetBackupResponse { Run = ToProto(run) };
+    }
+
+    public override async Task<ListBackupsResponse> ListBackups(ListBackupsRequest request, ServerCallContext context)
+    {
+        var ct = context.CancellationToken;
+        var response = new ListBackupsResponse();
+        if (request.Vm.Length > 0)
+        {
+            var (host, vm) = GrainKeys.ParseVm(request.Vm, "vm");
+            response.Runs.AddRange((await grains.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(host, vm)).ListBackupsAsync(ct)).Select(ToProto));
+            return response;
+        }
+
+        IEnumerable<string> hosts;
+        if (request.Host.Length > 0)
+        {
+            GrainKeys.ValidateHost(request.Host);
+            hosts = [request.Host];
+        }
+        else
+        {
+            var registered = await grains.GetGrain<IFleetGrain>(GrainKeys.Fleet).ListHostsAsync(ct);
+            hosts = registered.Select(r => r.Name).Union(directory.ServedHosts().Keys).Order(StringComparer.Ordinal);
+        }
+
+        var runs = new List<BackupRunView>();
+        foreach (var host in hosts)
+        {
+            if (directory.FindSilo(host) is null)
+            {
+                if (request.Host.Length > 0)
+                {
+                    throw OrchestratorException.HostUnavailable(host);
+                }
+
+                response.UnavailableHosts.Add(host);
+                continue;
+            }
+
+            foreach (var vm in await grains.GetGrain<IHostGrain>(host).ListVmsAsync(ct))
+            {
+                runs.AddRange(await grains.GetGrain<IVirtualMachineGrain>(vm.Key).ListBackupsAsync(ct));
+            }
+        }
+
+        response.Runs.AddRange(runs.OrderByDescending(r => r.StartedAt).Select(ToProto));
+        return response;
+    }
+
+    public override async Task WatchBackup(WatchBackupRequest request, IServerStreamWriter<WatchBackupResponse> responseStream, ServerCallContext context)
+    {
+        var (host, vm, runId) = BackupRunKeys.Parse(request.Key, "key");
+        var grain = grains.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(host, vm));
+        var run = await grain.GetBackupAsync(runId, context.CancellationToken);
+        await responseStream.WriteAsync(new WatchBackupResponse { Run = ToProto(run) }, context.CancellationToken);
+        while (!run.IsTerminal && !context.CancellationToken.IsCancellationRequested)
+        {
+            var next = await grain.WaitBackupAsync(runId, run.Version, TimeSpan.FromSeconds(15), context.CancellationToken);
+            if (next.Version != run.Version || next.IsTerminal)
+            {
+                await responseStream.WriteAsync(new WatchBackupResponse { Run = ToProto(next) }, context.CancellationToken);
+            }
+
+            run = next;
+        }
+    }
+
+    public override async Task<RestoreResponse> Restore(Api.V1.RestoreRequest request, ServerCallContext context)
+    {
+        var (host, vm, _) = BackupRunKeys.Parse(request.Key, "key");
+        var result = await grains.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(host, vm)).RestoreAsync(
+            new Orchestrator.RestoreRequest(request.Key, request.NewName, request.Define),
+            context.CancellationToken);
+        var response = new RestoreResponse { NewName = result.NewName, Defined = result.Defined, Uuid = result.Uuid?.ToString() ?? "" };
+        response.Images.AddRange(result.Images);
+        return response;
+    }
+
+    internal static BackupRun ToProto(BackupRunView view)
+    {
+        var run = new BackupRun
+        {
+            Key = view.RunKey,
+            Host = view.Host,
+            Vm = view.Vm,
+            Step = (Api.V1.BackupStep)((int)view.Step + 1),
+            RollingBack = view.RollingBack,
+            Error = view.Error ?? "",
+            StartedAt = Timestamp.FromDateTimeOffset(view.StartedAt),
+            BackupSetPath = view.BackupSetPath,
+            QuiesceOutcome = view.QuiesceOutcome,
+            FreezeMs = view.FreezeMilliseconds,
+            TraceId = view.TraceId ?? "",
+            Version = view.Version,
+            Policy = view.Policy ?? "",
+            PolicyVersion = view.PolicyVersion,
+        };
+        if (view.EndedAt is { } ended)
+        {
+            run.EndedAt = Timestamp.FromDateTimeOffset(ended);
+        }
+
+        run.Disks.AddRange(view.Disks.Select(d => new BackupDisk
+        {
+            Target = d.Target,
+            BasePath = d.BasePath,
+            Format = d.Format,
+            OverlayPath = d.OverlayPath,
+            BackupPath = d.BackupPath,
+            BytesTotal = d.BytesTotal,
+            BytesCopied = d.BytesCopied,
+            Sha256 = d.Sha256 ?? "",
+            Committed = d.Committed,
+            Verified = d.Verified,
+        }));
+        run.Steps.AddRange(view.Steps.Select(s => new Api.V1.BackupStepRecord { Step = (Api.V1.BackupStep)((int)s.Step + 1), At = Timestamp.FromDateTimeOffset(s.At), Note = s.Note ?? "" }));
+        return run;
+    }
+}

@@ -1,0 +1,49 @@
+using System.Diagnostics;
+using Orchestrator.Hypervisor.Libvirt;
+using Orchestrator.Hypervisor.Tests.Lab;
+using Xunit.Abstractions;
+
+namespace Orchestrator.Hypervisor.Tests;
+
+[Collection(LabCollection.Name)]
+public sealed class ConnectionTests(LabFixture lab, ITestOutputHelper output)
+{
+    [Fact]
+    public async Task LibvirtdRestart_OpenConnection_FailsFastAndANewConnectionSeesTheGuestStillRunning()
+    {
+        await using var hv = await LibvirtHypervisor.ConnectAsync(lab.Uri);
+        var before = await hv.GetDomainAsync(LabFixture.BackupVm);
+
+        await lab.RestartLibvirtdAsync();
+        var sw = Stopwatch.StartNew();
+        var ex = await Assert.ThrowsAsync<HypervisorException>(() => hv.GetDomainAsync(LabFixture.BackupVm));
+        output.WriteLine($"old connection failed after {sw.Elapsed.TotalMilliseconds:F0} ms: {ex.Message}");
+
+        Assert.Equal(HypervisorErrorKind.ConnectionFailed, ex.Kind);
+        var after = await lab.Hypervisor.GetDomainAsync(LabFixture.BackupVm);
+        Assert.Equal(DomainPowerState.Running, after.State);
+        Assert.Equal(before.Uuid, after.Uuid);
+    }
+
+    [Fact]
+    public async Task ConnectAsync_LabHostTwice_BothConnectionsGetEvents()
+    {
+        await using var second = await LibvirtHypervisor.ConnectAsync(lab.Uri);
+        using var first = new EventRecorder(lab.Hypervisor);
+        using var other = new EventRecorder(second);
+
+        await lab.Hypervisor.StartDomainAsync(LabFixture.OfflineVm, paused: true);
+        try
+        {
+            await first.WaitForAsync(e => e.Domain == LabFixture.OfflineVm && e.Lifecycle == LifecycleEventType.Started, TimeSpan.FromSeconds(30));
+            await other.WaitForAsync(e => e.Domain == LabFixture.OfflineVm && e.Lifecycle == LifecycleEventType.Started, TimeSpan.FromSeconds(30));
+            Assert.Equal(DomainPowerState.Paused, (await second.GetDomainAsync(LabFixture.OfflineVm)).State);
+        }
+        finally
+        {
+            await lab.Hypervisor.DestroyDomainAsync(LabFixture.OfflineVm);
+        }
+
+        await other.WaitForAsync(e => e.Domain == LabFixture.OfflineVm && e.Lifecycle == LifecycleEventType.Stopped, TimeSpan.FromSeconds(30));
+    }
+}

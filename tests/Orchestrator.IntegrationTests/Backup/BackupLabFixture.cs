@@ -1,0 +1,81 @@
+using Grpc.Core;
+using Orchestrator.Api.V1;
+using Orchestrator.IntegrationTests.Infrastructure;
+
+namespace Orchestrator.IntegrationTests.Backup;
+
+/// <summary>
+/// A real lab host and a real PostgreSQL for the live-backup tests; each test makes its own guest and silo
+/// process (cluster mode: membership and grain state in PostgreSQL, one cluster id per test).
+/// </summary>
+public sealed class BackupLabFixture : IAsyncLifetime
+{
+    public LabHost Lab { get; } = new("ib");
+
+    public PostgresFixture Postgres { get; } = new();
+
+    public string BackupRoot => Path.Combine(Lab.HostDir, "backups");
+
+    public async Task InitializeAsync()
+    {
+        await Postgres.InitializeAsync();
+        await Lab.InitializeAsync();
+    }
+
+    public async Task DisposeAsync()
+    {
+        await Lab.DisposeAsync();
+        await Postgres.DisposeAsync();
+    }
+
+    /// <summary>A silo process serving the lab host, backing up under <see cref="BackupRoot"/>.</summary>
+    public SiloProcess NewSilo(string workDir, string clusterId, IDictionary<string, string>? extra = null)
+    {
+        Directory.CreateDirectory(BackupRoot);
+        var settings = new Dictionary<string, string>
+        {
+            ["Orchestrator__Persistence__Mode"] = "Cluster",
+            ["Orchestrator__Persistence__PostgresConnectionString"] = Postgres.ConnectionString,
+            ["Orchestrator__Cluster__ClusterId"] = clusterId,
+            ["Orchestrator__Host__Uri"] = Lab.Uri,
+            ["Orchestrator__Host__SeedDemo"] = "false",
+            ["Orchestrator__Backup__Roots__0"] = BackupRoot,
+            ["Orchestrator__Backup__DefaultTarget"] = BackupRoot,
+            ["Orchestrator__Backup__ReconcileInterval"] = "00:00:05",
+        };
+        foreach (var (k, v) in extra ?? new Dictionary<string, string>())
+        {
+            settings[k] = v;
+        }
+
+        return new SiloProcess(Lab.Name, workDir, settings);
+    }
+
+    public static async Task<BackupRun> WaitForRunAsync(BackupService.BackupServiceClient client, string key, TimeSpan? timeout = null)
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromMinutes(3));
+        while (true)
+        {
+            try
+            {
+                var run = (await client.GetBackupAsync(new GetBackupRequest { Key = key })).Run;
+                if (run.Step is BackupStep.Completed or BackupStep.Failed)
+                {
+                    return run;
+                }
+            }
+            catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.NotFound)
+            {
+            }
+
+            Assert.True(DateTime.UtcNow < deadline, $"run {key} did not finish in time");
+            await Task.Delay(300);
+        }
+    }
+}
+
+[CollectionDefinition(Name)]
+public sealed class BackupLabCollection : ICollectionFixture<BackupLabFixture>
+{
+    public const string Name = "backup lab";
+}

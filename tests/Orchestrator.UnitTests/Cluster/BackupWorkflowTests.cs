@@ -1,0 +1,202 @@
+using Orchestrator.Hypervisor;
+using Orchestrator.Hypervisor.Simulated;
+
+namespace Orchestrator.UnitTests.Cluster;
+
+/// <summary>The live-backup state machine against the simulated hypervisor in the three-host cluster.</summary>
+[Collection(ThreeHostClusterCollection.Name)]
+public sealed class BackupWorkflowTests(ThreeHostClusterFixture fixture)
+{
+    private static async Task<BackupRunView> WaitDoneAsync(IVirtualMachineGrain vm, BackupRunView run)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (!run.IsTerminal)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"run stuck at {run.Step}");
+            run = await vm.WaitBackupAsync(run.RunKey.Split('/')[^1], run.Version, TimeSpan.FromSeconds(5));
+        }
+
+        return run;
+    }
+
+    private async Task<(IVirtualMachineGrain Vm, SimulatedHypervisor Hypervisor)> NewVmAsync(string host, string name, params (string, string, long)[] disks)
+    {
+        var hypervisor = fixture.Hypervisors[host];
+        hypervisor.AddDomain(name, DomainPowerState.Running, disks);
+        await fixture.Grains.GetGrain<IHostGrain>(host).SyncInventoryAsync();
+        return (fixture.Grains.GetGrain<IVirtualMachineGrain>($"{host}/{name}"), hypervisor);
+    }
+
+    [Fact]
+    public async Task StartBackup_RunningTwoDiskVm_CompletesAndLeavesTheBasesActive()
+    {
+        var (vm, hypervisor) = await NewVmAsync("kvm-01", "bk-ok", ("vda", "qcow2", 1L << 30), ("vdb", "raw", 1L << 29));
+        var before = await hypervisor.GetDomainAsync("bk-ok");
+
+        var run = await WaitDoneAsync(vm, await vm.StartBackupAsync(new BackupRequest()));
+
+        Assert.Equal(BackupStep.Completed, run.Step);
+        Assert.Null(run.Error);
+        Assert.Equal(
+            [BackupStep.Admitted, BackupStep.Preflight, BackupStep.Quiesce, BackupStep.OverlayActive, BackupStep.Copying, BackupStep.Copying, BackupStep.Copying, BackupStep.Committing, BackupStep.Cleaning, BackupStep.Verifying, BackupStep.Completed],
+            run.Steps.Select(s => s.Step));
+        var after = await hypervisor.GetDomainAsync("bk-ok");
+        Assert.Equal(before.Disks.Select(d => d.SourcePath), after.Disks.Select(d => d.SourcePath));
+        Assert.All(after.Disks, d => Assert.Empty(d.BackingChain));
+        Assert.All(run.Disks, d => Assert.True(d.Committed && d.Verified && d.Sha256 is { Length: 64 }));
+        foreach (var disk in run.Disks)
+        {
+            Assert.False(await hypervisor.Images.ExistsAsync(disk.OverlayPath));
+            Assert.True(await hypervisor.Images.ExistsAsync(disk.BackupPath));
+        }
+
+        Assert.True(File.Exists(Path.Combine(run.BackupSetPath, "manifest.json")));
+        Assert.Equal(DomainPowerState.Running, after.State);
+    }
+
+    [Fact]
+    public async Task StartBackup_CopyFails_CommitsBackAndFails()
+    {
+        var (vm, hypervisor) = await NewVmAsync("kvm-02", "bk-copyfail", ("vda", "qcow2", 1L << 30));
+        hypervisor.InjectFault(SimulatedOperation.Copy, new IOException("No space left on device"));
+
+        var run = await WaitDoneAsync(vm, await vm.StartBackupAsync(new BackupRequest()));
+
+        Assert.Equal(BackupStep.Failed, run.Step);
+        Assert.True(run.RollingBack);
+        Assert.Contains("target out of space", run.Error, StringComparison.Ordinal);
+        var domain = await hypervisor.GetDomainAsync("bk-copyfail");
+        Assert.Equal(run.Disks[0].BasePath, domain.Disks[0].SourcePath);
+        Assert.False(await hypervisor.Images.ExistsAsync(run.Disks[0].OverlayPath));
+        Assert.False(Directory.Exists(run.BackupSetPath));
+    }
+
+    [Fact]
+    public async Task StartBackup_PivotFailsOnce_RetriesAndCompletes()
+    {
+        var (vm, hypervisor) = await NewVmAsync("kvm-03", "bk-pivot", ("vda", "qcow2", 1L << 30));
+        hypervisor.InjectFault(SimulatedOperation.Pivot, new HypervisorException(HypervisorErrorKind.OperationFailed, "block job not ready for pivot yet"));
+
+        var run = await WaitDoneAsync(vm, await vm.StartBackupAsync(new BackupRequest()));
+
+        Assert.Equal(BackupStep.Completed, run.Step);
+    }
+
+    [Fact]
+    public async Task StartBackup_WhileAnotherRuns_Conflict()
+    {
+        var (vm, hypervisor) = await NewVmAsync("kvm-01", "bk-busy", ("vda", "qcow2", 1L << 30));
+        hypervisor.Options.CopyBytesPerSecond = 1L << 30;
+        try
+        {
+            var first = await vm.StartBackupAsync(new BackupRequest());
+            var e = await Assert.ThrowsAsync<OrchestratorException>(() => vm.StartBackupAsync(new BackupRequest()));
+            Assert.Equal(ErrorCode.Conflict, e.Code);
+            Assert.Contains("busy", e.Message, StringComparison.Ordinal);
+            Assert.Equal(BackupStep.Completed, (await WaitDoneAsync(vm, first)).Step);
+        }
+        finally
+        {
+            hypervisor.Options.CopyBytesPerSecond = 0;
+        }
+    }
+
+    [Fact]
+    public async Task StartBackup_ShutOffVm_RefusedBeforeTouchingIt()
+    {
+        var vm = fixture.Grains.GetGrain<IVirtualMachineGrain>("kvm-02/db-2");
+        var e = await Assert.ThrowsAsync<OrchestratorException>(() => vm.StartBackupAsync(new BackupRequest()));
+        Assert.Equal(ErrorCode.FailedPrecondition, e.Code);
+        Assert.Contains("offline copy", e.Message, StringComparison.Ordinal);
+        Assert.Empty(await vm.ListBackupsAsync());
+        // The lock was released: nothing is left running.
+        await Assert.ThrowsAsync<OrchestratorException>(() => vm.StartBackupAsync(new BackupRequest()));
+    }
+
+    [Theory]
+    [InlineData("/etc/backups")]
+    [InlineData("relative/dir")]
+    public async Task StartBackup_TargetOutsideRoots_InvalidArgumentNamingTarget(string target)
+    {
+        var vm = fixture.Grains.GetGrain<IVirtualMachineGrain>("kvm-01/web-1");
+        var e = await Assert.ThrowsAsync<OrchestratorException>(() => vm.StartBackupAsync(new BackupRequest { Target = target }));
+        Assert.Equal(ErrorCode.InvalidArgument, e.Code);
+        Assert.Equal("target", e.Field);
+    }
+
+    [Fact]
+    public async Task StartBackup_TraversalOutOfTheRoot_Refused()
+    {
+        var vm = fixture.Grains.GetGrain<IVirtualMachineGrain>("kvm-01/web-1");
+        var escape = Path.Combine(fixture.BackupRoot, "..", "..", "etc");
+        var e = await Assert.ThrowsAsync<OrchestratorException>(() => vm.StartBackupAsync(new BackupRequest { Target = escape }));
+        Assert.Equal("target", e.Field);
+        Assert.Contains("outside the configured backup roots", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task QuiesceRequired_NoAgent_FailsCleanlyWithoutOverlays()
+    {
+        var (vm, hypervisor) = await NewVmAsync("kvm-03", "bk-noagent", ("vda", "qcow2", 1L << 30));
+        var run = await WaitDoneAsync(vm, await vm.StartBackupAsync(new BackupRequest { Quiesce = QuiesceMode.Required }));
+        Assert.Equal(BackupStep.Failed, run.Step);
+        Assert.False(run.RollingBack);
+        Assert.Contains("quiesce is required", run.Error, StringComparison.Ordinal);
+        var domain = await hypervisor.GetDomainAsync("bk-noagent");
+        Assert.Empty(domain.Disks[0].BackingChain);
+        Assert.False(await hypervisor.Images.ExistsAsync(run.Disks[0].OverlayPath));
+    }
+
+    [Fact]
+    public async Task QuiesceTry_NoAgent_FallsBackAndRecordsIt()
+    {
+        var (vm, _) = await NewVmAsync("kvm-03", "bk-try", ("vda", "qcow2", 1L << 30));
+        var run = await WaitDoneAsync(vm, await vm.StartBackupAsync(new BackupRequest { Quiesce = QuiesceMode.Try }));
+        Assert.Equal(BackupStep.Completed, run.Step);
+        Assert.StartsWith("not frozen, crash-consistent", run.QuiesceOutcome, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task QuiesceTry_WithAgent_FreezesAndRecordsTheDuration()
+    {
+        var (vm, hypervisor) = await NewVmAsync("kvm-02", "bk-agent", ("vda", "qcow2", 1L << 30));
+        hypervisor.SetGuestAgent("bk-agent", true);
+        var run = await WaitDoneAsync(vm, await vm.StartBackupAsync(new BackupRequest { Quiesce = QuiesceMode.Try }));
+        Assert.Equal(BackupStep.Completed, run.Step);
+        Assert.StartsWith("frozen", run.QuiesceOutcome, StringComparison.Ordinal);
+        Assert.True(run.FreezeMilliseconds > 0);
+    }
+
+    [Fact]
+    public async Task Retention_KeepLastTwo_PrunesTheOldestSet()
+    {
+        var (vm, _) = await NewVmAsync("kvm-01", "bk-retain", ("vda", "qcow2", 1L << 30));
+        var runs = new List<BackupRunView>();
+        for (var i = 0; i < 3; i++)
+        {
+            runs.Add(await WaitDoneAsync(vm, await vm.StartBackupAsync(new BackupRequest { Retention = new BackupRetention(KeepLast: 2) })));
+            await Task.Delay(1100); // run ids and set directories are per second
+        }
+
+        Assert.All(runs, r => Assert.Equal(BackupStep.Completed, r.Step));
+        Assert.False(Directory.Exists(runs[0].BackupSetPath));
+        Assert.True(Directory.Exists(runs[1].BackupSetPath));
+        Assert.True(Directory.Exists(runs[2].BackupSetPath));
+    }
+
+    [Fact]
+    public async Task Restore_CompletedRun_DefinesANewVmWithNewUuid()
+    {
+        var (vm, hypervisor) = await NewVmAsync("kvm-02", "bk-restore", ("vda", "qcow2", 1L << 30), ("vdb", "raw", 1L << 28));
+        var run = await WaitDoneAsync(vm, await vm.StartBackupAsync(new BackupRequest()));
+
+        var restored = await vm.RestoreAsync(new RestoreRequest(run.RunKey, "bk-restored", Define: true));
+
+        Assert.True(restored.Defined);
+        var domain = await hypervisor.GetDomainAsync("bk-restored");
+        Assert.NotEqual((await hypervisor.GetDomainAsync("bk-restore")).Uuid, domain.Uuid);
+        Assert.Equal(restored.Images, domain.Disks.Select(d => d.SourcePath));
+        var again = await Assert.ThrowsAsync<OrchestratorException>(() => vm.RestoreAsync(new RestoreRequest(run.RunKey, "bk-restored", Define: true)));
+        Assert.Equal(ErrorCode.AlreadyExists, again.Code);
+    }
+}
