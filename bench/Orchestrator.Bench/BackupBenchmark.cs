@@ -421,7 +421,7 @@ internal static class BackupBenchmark
     }
 
     /// <summary>The built silo: this benchmark's configuration first, then Release, then Debug.</summary>
-    private static string SiloDll()
+    internal static string SiloDll()
     {
         var repo = new DirectoryInfo(new LabScripts().ScriptsDir).Parent!.Parent!.FullName;
         var own = new DirectoryInfo(AppContext.BaseDirectory).Parent?.Name;
@@ -438,7 +438,7 @@ internal static class BackupBenchmark
     }
 
     /// <summary>A silo process serving one lab host (libvirt), backing up under one root; SQLite in its work dir.</summary>
-    private sealed class BenchSilo(string dll, string host, string uri, string workDir, string backupRoot) : IAsyncDisposable
+    internal sealed class BenchSilo(string dll, string host, string uri, string workDir, string backupRoot) : IAsyncDisposable
     {
         private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(5) };
         private readonly StringBuilder _log = new();

@@ -5,9 +5,10 @@ using Orchestrator.Bench;
 //   dotnet run -c Release --project bench/Orchestrator.Bench -- driver --uri URI --domain DOM   (an existing guest)
 //   dotnet run -c Release --project bench/Orchestrator.Bench -- copy [--rounds 5]
 //   dotnet run -c Release --project bench/Orchestrator.Bench -- backup [--rounds 5] [--host NAME] [--keep]   (builds and starts a silo)
+//   dotnet run -c Release --project bench/Orchestrator.Bench -- checkpoint [--rounds 5] [--host NAME] [--keep]   (starts a silo too)
 if (args.Length == 0 || args[0] is "-h" or "--help")
 {
-    Console.WriteLine("usage: Orchestrator.Bench driver [--rounds N] [--host NAME] [--keep] [--uri URI --domain DOM] | copy [--rounds N] | backup [--rounds N] [--host NAME] [--keep]");
+    Console.WriteLine("usage: Orchestrator.Bench driver [--rounds N] [--host NAME] [--keep] [--uri URI --domain DOM] | copy [--rounds N] | backup [--rounds N] [--host NAME] [--keep] | checkpoint [--rounds N] [--host NAME] [--keep]");
     return 2;
 }
 
@@ -16,17 +17,18 @@ return args[0] switch
     "driver" => await DriverBenchmark.RunAsync(BenchOptions.Parse(args[1..])),
     "copy" => await CopyBenchmark.RunAsync(BenchOptions.Parse(args[1..])),
     "backup" => await BackupBenchmark.RunAsync(BackupOptions(args[1..])),
+    "checkpoint" => await CheckpointBenchmark.RunAsync(BackupOptions(args[1..])),
     _ => Usage(args[0]),
 };
 
 static int Usage(string mode)
 {
-    Console.Error.WriteLine($"unknown mode '{mode}'; modes: driver, copy, backup");
+    Console.Error.WriteLine($"unknown mode '{mode}'; modes: driver, copy, backup, checkpoint");
     return 2;
 }
 
 static BenchOptions BackupOptions(string[] args)
 {
     var options = BenchOptions.Parse(args);
-    return options.Uri is null ? options : throw new ArgumentException("backup makes its own guest: --uri/--domain do not apply");
+    return options.Uri is null ? options : throw new ArgumentException("backup and checkpoint make their own guest: --uri/--domain do not apply");
 }
