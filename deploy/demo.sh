@@ -42,6 +42,10 @@ if "${cli[@]}" backup --help >/dev/null 2>&1; then
   run backup start demo-01/web-1 --wait
   run backup list
 fi
+run checkpoint create demo-01/web-2
+run checkpoint list demo-01/web-2
+run checkpoint create demo-01/legacy-1 || true   # refused: its disk is raw
+run checkpoint schedule set demo-01/web-2 --cron '@hourly' --keep-last 24 --keep-daily 7
 echo
 echo "state is in $data/orchestrator.db; the silo log in $data/silo.log"
 if [ "$once" = 1 ]; then exit 0; fi

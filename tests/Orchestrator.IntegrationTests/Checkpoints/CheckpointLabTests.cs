@@ -100,6 +100,12 @@ public sealed class CheckpointLabTests(CheckpointLabFixture fixture) : IClassFix
         Assert.Equal(PauseSource.Events, created.PauseSource);
         Assert.InRange(created.PauseMs, 1, 10_000);
         Assert.Contains("cp1", await Lab.QemuImgSnapshotsAsync(disk));
+        var listed = Assert.Single((await Client.ListCheckpointsAsync(new ListCheckpointsRequest { Key = key })).Checkpoints);
+        Assert.Equal(created.PauseMs, listed.PauseMs);
+        Assert.Equal(CheckpointOrigin.Manual, listed.Origin);
+
+        // The guest's memory (128 MiB, much of it untouched) is saved inside the qcow2.
+        Assert.InRange(listed.SizeBytes, 8L << 20, 128L << 20);
 
         // What the checkpoint holds on disk: a consistent run of records up to the checkpoint's counter.
         var atCheckpoint = await Lab.CounterCheckSnapshotAsync(disk, "cp1");
