@@ -47,36 +47,12 @@ internal sealed class BackupService(IGrainFactory grains, IHostDirectory directo
             return response;
         }
 
-        IEnumerable<string> hosts;
-        if (request.Host.Length > 0)
-        {
-            GrainKeys.ValidateHost(request.Host);
-            hosts = [request.Host];
-        }
-        else
-        {
-            var registered = await grains.GetGrain<IFleetGrain>(GrainKeys.Fleet).ListHostsAsync(ct);
-            hosts = registered.Select(r => r.Name).Union(directory.ServedHosts().Keys).Order(StringComparer.Ordinal);
-        }
-
+        var scope = await FleetScope.ResolveAsync(grains, directory, request.Host, ct);
+        response.UnavailableHosts.AddRange(scope.Unavailable);
         var runs = new List<BackupRunView>();
-        foreach (var host in hosts)
+        foreach (var vm in await scope.VmsAsync(grains, ct))
         {
-            if (directory.FindSilo(host) is null)
-            {
-                if (request.Host.Length > 0)
-                {
-                    throw OrchestratorException.HostUnavailable(host);
-                }
-
-                response.UnavailableHosts.Add(host);
-                continue;
-            }
-
-            foreach (var vm in await grains.GetGrain<IHostGrain>(host).ListVmsAsync(ct))
-            {
-                runs.AddRange(await grains.GetGrain<IVirtualMachineGrain>(vm.Key).ListBackupsAsync(ct));
-            }
+            runs.AddRange(await grains.GetGrain<IVirtualMachineGrain>(vm.Key).ListBackupsAsync(ct));
         }
 
         response.Runs.AddRange(runs.OrderByDescending(r => r.StartedAt).Select(ToProto));

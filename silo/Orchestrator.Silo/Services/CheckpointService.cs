@@ -82,37 +82,12 @@ internal sealed class CheckpointService(IGrainFactory grains, IHostDirectory dir
     public override async Task<ListCheckpointSchedulesResponse> ListCheckpointSchedules(ListCheckpointSchedulesRequest request, ServerCallContext context)
     {
         var ct = context.CancellationToken;
-        IEnumerable<string> hosts;
-        if (request.Host.Length > 0)
-        {
-            GrainKeys.ValidateHost(request.Host);
-            hosts = [request.Host];
-        }
-        else
-        {
-            var registered = await grains.GetGrain<IFleetGrain>(GrainKeys.Fleet).ListHostsAsync(ct);
-            hosts = registered.Select(r => r.Name).Union(directory.ServedHosts().Keys).Order(StringComparer.Ordinal);
-        }
-
+        var scope = await FleetScope.ResolveAsync(grains, directory, request.Host, ct);
         var response = new ListCheckpointSchedulesResponse();
-        foreach (var host in hosts)
-        {
-            if (directory.FindSilo(host) is null)
-            {
-                if (request.Host.Length > 0)
-                {
-                    throw OrchestratorException.HostUnavailable(host);
-                }
-
-                response.UnavailableHosts.Add(host);
-                continue;
-            }
-
-            var vms = await grains.GetGrain<IHostGrain>(host).ListVmsAsync(ct);
-            var views = await Task.WhenAll(vms.OrderBy(v => v.Name, StringComparer.Ordinal)
-                .Select(v => grains.GetGrain<IVirtualMachineGrain>(v.Key).GetCheckpointScheduleAsync(ct)));
-            response.Schedules.AddRange(views.OfType<CheckpointScheduleView>().Select(ToProto));
-        }
+        response.UnavailableHosts.AddRange(scope.Unavailable);
+        var views = await Task.WhenAll((await scope.VmsAsync(grains, ct))
+            .Select(v => grains.GetGrain<IVirtualMachineGrain>(v.Key).GetCheckpointScheduleAsync(ct)));
+        response.Schedules.AddRange(views.OfType<CheckpointScheduleView>().Select(ToProto));
 
         return response;
     }

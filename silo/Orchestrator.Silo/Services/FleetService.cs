@@ -43,37 +43,10 @@ internal sealed class FleetService(IGrainFactory grains, IHostDirectory director
 
     public override async Task<ListVmsResponse> ListVms(ListVmsRequest request, ServerCallContext context)
     {
-        var ct = context.CancellationToken;
+        var scope = await FleetScope.ResolveAsync(grains, directory, request.Host, context.CancellationToken);
         var response = new ListVmsResponse();
-        IEnumerable<string> hosts;
-        if (request.Host.Length > 0)
-        {
-            GrainKeys.ValidateHost(request.Host);
-            hosts = [request.Host];
-        }
-        else
-        {
-            var registered = await grains.GetGrain<IFleetGrain>(GrainKeys.Fleet).ListHostsAsync(ct);
-            hosts = registered.Select(r => r.Name).Union(directory.ServedHosts().Keys).Order(StringComparer.Ordinal);
-        }
-
-        foreach (var host in hosts)
-        {
-            if (directory.FindSilo(host) is null)
-            {
-                if (request.Host.Length > 0)
-                {
-                    throw OrchestratorException.HostUnavailable(host);
-                }
-
-                response.UnavailableHosts.Add(host);
-                continue;
-            }
-
-            var vms = await grains.GetGrain<IHostGrain>(host).ListVmsAsync(ct);
-            response.Vms.AddRange(vms.OrderBy(v => v.Name, StringComparer.Ordinal).Select(ToProto));
-        }
-
+        response.UnavailableHosts.AddRange(scope.Unavailable);
+        response.Vms.AddRange((await scope.VmsAsync(grains, context.CancellationToken)).Select(ToProto));
         return response;
     }
 
