@@ -153,6 +153,9 @@ public sealed class PostgresScheduleRestartTests(PostgresFixture postgres, ITest
                 ["Orchestrator__Persistence__Mode"] = "Cluster",
                 ["Orchestrator__Persistence__PostgresConnectionString"] = postgres.ConnectionString,
                 ["Orchestrator__Cluster__ClusterId"] = $"cks-{Guid.NewGuid():N}"[..16],
+
+                // Its own service id: grain state (the fleet's host registry too) is not shared with other tests of this database.
+                ["Orchestrator__Cluster__ServiceId"] = $"cks-{Guid.NewGuid():N}"[..16],
             });
             silo.Start();
             await silo.WaitReadyAsync(TimeSpan.FromMinutes(3));
