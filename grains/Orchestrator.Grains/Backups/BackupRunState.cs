@@ -107,6 +107,11 @@ public sealed record class BackupRunState
     [Key(22)]
     public Guid VmUuid { get; set; }
 
+    /// <summary>Total time the guest was paused during the run, from its own Suspended/Resumed events (0 = never).</summary>
+    [Id(23)]
+    [Key(23)]
+    public double PausedMilliseconds { get; set; }
+
     [IgnoreMember]
     public bool IsTerminal => Step is BackupStep.Completed or BackupStep.Failed;
 }

@@ -121,8 +121,10 @@ internal sealed partial class VirtualMachineGrain
         using var activity = Telemetry.Source.StartActivity("backup.run", ActivityKind.Internal, parent);
         Tag(activity, run.RunId);
         var started = Stopwatch.GetTimestamp();
+        using var pauses = new PauseTotals(hypervisor, DomainName);
         while (!run.IsTerminal && !cancellationToken.IsCancellationRequested)
         {
+            run.PausedMilliseconds = Math.Max(run.PausedMilliseconds, pauses.TotalMilliseconds);
             var step = run.Step;
             using var stepActivity = Telemetry.Source.StartActivity($"backup.{step.ToString().ToLowerInvariant()}");
             Tag(stepActivity, run.RunId);
@@ -318,6 +320,57 @@ internal sealed partial class VirtualMachineGrain
         {
             LogKilling(logger, point);
             Process.GetCurrentProcess().Kill();
+        }
+    }
+
+    /// <summary>Sums the guest's pauses from its lifecycle events (raised on the driver's event thread).</summary>
+    private sealed class PauseTotals : IDisposable
+    {
+        private readonly IHypervisor _hypervisor;
+        private readonly string _domain;
+        private readonly Lock _gate = new();
+        private DateTimeOffset? _suspendedAt;
+        private double _total;
+
+        public PauseTotals(IHypervisor hypervisor, string domain)
+        {
+            _hypervisor = hypervisor;
+            _domain = domain;
+            hypervisor.DomainEvent += OnEvent;
+        }
+
+        public double TotalMilliseconds
+        {
+            get
+            {
+                lock (_gate)
+                {
+                    return _total;
+                }
+            }
+        }
+
+        public void Dispose() => _hypervisor.DomainEvent -= OnEvent;
+
+        private void OnEvent(object? sender, DomainEvent e)
+        {
+            if (e.Kind != DomainEventKind.Lifecycle || e.Domain != _domain)
+            {
+                return;
+            }
+
+            lock (_gate)
+            {
+                if (e.Lifecycle == LifecycleEventType.Suspended)
+                {
+                    _suspendedAt ??= e.At;
+                }
+                else if (e.Lifecycle is LifecycleEventType.Resumed or LifecycleEventType.Stopped && _suspendedAt is { } at)
+                {
+                    _total += (e.At - at).TotalMilliseconds;
+                    _suspendedAt = null;
+                }
+            }
         }
     }
 

@@ -392,7 +392,7 @@ internal sealed partial class VirtualMachineGrain
             finished_at = time.GetUtcNow(),
             quiesce = run.QuiesceOutcome,
             freeze_ms = run.FreezeMilliseconds,
-            guest_paused_ms = 0,
+            guest_paused_ms = run.PausedMilliseconds,
             disks = run.Disks.Select(d => new
             {
                 target = d.Target,

@@ -112,7 +112,13 @@ public sealed class LiveBackupLabTests(BackupLabFixture fixture) : IAsyncLifetim
             }
         }
 
-        Assert.True(File.Exists(Path.Combine(run.BackupSetPath, "manifest.json")));
+        using (var manifest = System.Text.Json.JsonDocument.Parse(await File.ReadAllTextAsync(Path.Combine(run.BackupSetPath, "manifest.json"))))
+        {
+            // Measured from the guest's own lifecycle events by the silo: never paused.
+            Assert.Equal(0, manifest.RootElement.GetProperty("guest_paused_ms").GetDouble());
+            Assert.Equal(2, manifest.RootElement.GetProperty("disks").GetArrayLength());
+        }
+
         var counter = await Lab.CounterCheckAsync([.. run.Disks.Select(d => d.BackupPath)]);
         Assert.True(counter.Consistent, counter.Json);
 

@@ -200,3 +200,44 @@ public sealed class BackupWorkflowTests(ThreeHostClusterFixture fixture)
         Assert.Equal(ErrorCode.AlreadyExists, again.Code);
     }
 }
+
+/// <summary>The manifest records guest pauses measured from the VM's own lifecycle events.</summary>
+[Collection(ThreeHostClusterCollection.Name)]
+public sealed class BackupPauseTests(ThreeHostClusterFixture fixture)
+{
+    [Fact]
+    public async Task Manifest_GuestPausedDuringCopy_RecordsThePauseFromEvents()
+    {
+        var hypervisor = fixture.Hypervisors["kvm-03"];
+        hypervisor.AddDomain("bk-paused", DomainPowerState.Running, [("vda", "qcow2", 4L << 30)]);
+        await fixture.Grains.GetGrain<IHostGrain>("kvm-03").SyncInventoryAsync();
+        var vm = fixture.Grains.GetGrain<IVirtualMachineGrain>("kvm-03/bk-paused");
+        hypervisor.Options.CopyBytesPerSecond = 512L << 20; // 1 GiB allocated: about 2 s of copying
+        try
+        {
+            var run = await vm.StartBackupAsync(new BackupRequest());
+            var runId = run.RunKey.Split('/')[^1];
+            while (run.Step != BackupStep.Copying)
+            {
+                run = await vm.WaitBackupAsync(runId, run.Version, TimeSpan.FromSeconds(5));
+            }
+
+            await hypervisor.SuspendDomainAsync("bk-paused");
+            await Task.Delay(300);
+            await hypervisor.ResumeDomainAsync("bk-paused");
+            while (!run.IsTerminal)
+            {
+                run = await vm.WaitBackupAsync(runId, run.Version, TimeSpan.FromSeconds(5));
+            }
+
+            Assert.Equal(BackupStep.Completed, run.Step);
+            using var manifest = System.Text.Json.JsonDocument.Parse(await File.ReadAllTextAsync(Path.Combine(run.BackupSetPath, "manifest.json")));
+            var paused = manifest.RootElement.GetProperty("guest_paused_ms").GetDouble();
+            Assert.InRange(paused, 250, 5000);
+        }
+        finally
+        {
+            hypervisor.Options.CopyBytesPerSecond = 0;
+        }
+    }
+}
