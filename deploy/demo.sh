@@ -38,10 +38,8 @@ run vm list
 run vm show demo-01/web-1
 run chain show demo-01/web-1/vdb
 run vm list --host demo-01 --format json
-if "${cli[@]}" backup --help >/dev/null 2>&1; then
-  run backup start demo-01/web-1 --wait
-  run backup list
-fi
+run backup start demo-01/web-1 --wait
+run backup list
 run checkpoint create demo-01/web-2
 run checkpoint list demo-01/web-2
 run checkpoint create demo-01/legacy-1 || true   # refused: its disk is raw

@@ -238,16 +238,7 @@ internal static class BackupCommands
             ListBackupsResponse response = await client.ListBackupsAsync(
                 new ListBackupsRequest { Vm = parseResult.GetValue(vm) ?? "", Host = hostName },
                 context.CallOptions(cancellationToken));
-            if (hostName.Length > 0 && response.UnavailableHosts.Contains(hostName))
-            {
-                // The one host asked for could not answer: an error, not an empty list.
-                throw new CliException(ExitCodes.Unavailable, $"host {hostName} is unavailable: its silo is down");
-            }
-
-            foreach (string unavailable in response.UnavailableHosts.Order(StringComparer.Ordinal))
-            {
-                context.Warn($"host {unavailable} is unavailable (its silo is down); its backups are not listed");
-            }
+            context.ReportUnavailableHosts(response.UnavailableHosts, hostName, "backups");
 
             context.Render(BackupRunView.FromList(response.Runs), CliJsonContext.Output.IReadOnlyListBackupRunView, BackupRunView.WriteTable);
         });

@@ -232,10 +232,7 @@ internal static partial class CheckpointCommands
             string hostName = parseResult.GetValue(host) ?? "";
             ListCheckpointSchedulesResponse all = await client.ListCheckpointSchedulesAsync(
                 new ListCheckpointSchedulesRequest { Host = hostName }, context.CallOptions(cancellationToken));
-            foreach (string unavailable in all.UnavailableHosts.Order(StringComparer.Ordinal))
-            {
-                context.Warn($"host {unavailable} is unavailable (its silo is down); its schedules are not listed");
-            }
+            context.ReportUnavailableHosts(all.UnavailableHosts, hostName, "schedules");
 
             context.Render(CheckpointScheduleView.FromList(all.Schedules), CliJsonContext.Output.IReadOnlyListCheckpointScheduleView, CheckpointScheduleView.WriteTable);
         });

@@ -40,16 +40,7 @@ internal static class VmCommands
             var client = new FleetService.FleetServiceClient(context.CallInvoker);
             ListVmsResponse response = await client.ListVmsAsync(
                 new ListVmsRequest { Host = hostName }, context.CallOptions(cancellationToken));
-            if (hostName.Length > 0 && response.UnavailableHosts.Contains(hostName))
-            {
-                // The one host asked for could not answer: an error, not an empty list.
-                throw new CliException(ExitCodes.Unavailable, $"host {hostName} is unavailable: its silo is down");
-            }
-
-            foreach (string unavailable in response.UnavailableHosts.Order(StringComparer.Ordinal))
-            {
-                context.Warn($"host {unavailable} is unavailable (its silo is down); its VMs are not listed");
-            }
+            context.ReportUnavailableHosts(response.UnavailableHosts, hostName, "VMs");
 
             context.Render(VmView.FromList(response.Vms), CliJsonContext.Output.IReadOnlyListVmView, VmView.WriteTable);
         });

@@ -1,5 +1,6 @@
 using System.Text.Json.Serialization.Metadata;
 using Grpc.Core;
+using Orchestrator.Cli.Errors;
 using Orchestrator.Cli.Output;
 
 namespace Orchestrator.Cli.Infrastructure;
@@ -29,6 +30,25 @@ internal sealed class CommandContext(
 
     /// <summary>A note for people on stderr; never mixed into stdout, so JSON stays one document.</summary>
     public void Warn(string message) => Error.WriteLine($"warning: {message}");
+
+    /// <summary>
+    /// Hosts a fleet-wide listing could not reach: an error when it is the one host asked for
+    /// (<paramref name="requestedHost"/>), else a warning per host saying which <paramref name="what"/> are missing.
+    /// </summary>
+    public void ReportUnavailableHosts(IEnumerable<string> unavailableHosts, string requestedHost, string what)
+    {
+        var hosts = unavailableHosts.Order(StringComparer.Ordinal).ToList();
+        if (requestedHost.Length > 0 && hosts.Contains(requestedHost))
+        {
+            // The one host asked for could not answer: an error, not an empty list.
+            throw new CliException(ExitCodes.Unavailable, $"host {requestedHost} is unavailable: its silo is down");
+        }
+
+        foreach (var host in hosts)
+        {
+            Warn($"host {host} is unavailable (its silo is down); its {what} are not listed");
+        }
+    }
 
     /// <summary>Writes the result in the chosen format: one JSON document, or a table.</summary>
     public void Render<T>(T value, JsonTypeInfo<T> json, Action<T, TextWriter, bool> table)
