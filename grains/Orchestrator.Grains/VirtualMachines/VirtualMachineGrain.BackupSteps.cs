@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using Orchestrator.Grains.Backups;
+using Orchestrator.Grains.Checkpoints;
 using Orchestrator.Hypervisor;
 
 namespace Orchestrator.Grains.VirtualMachines;
@@ -468,8 +469,14 @@ internal sealed partial class VirtualMachineGrain
         var candidates = state.State.BackupHistory
             .Where(r => r.Step == BackupStep.Completed && r.Policy == finished.Policy && Directory.Exists(r.BackupSetPath))
             .ToList();
-        var keep = RetentionPlanner.Keep(candidates.Select(r => (r.RunId, r.StartedAt)), retention[0], retention[1], retention[2], retention[3]);
-        foreach (var run in candidates.Where(r => !keep.Contains(r.RunId)))
+        // One retention rule set for checkpoints and backups: newest N plus the newest per day / ISO week / month.
+        var prune = CheckpointSchedulePlanner.SelectForPruning(
+                candidates.Select(r => new RetainedCheckpoint(r.RunId, r.StartedAt)),
+                new RetentionPolicy(KeepLast: retention[0], Daily: retention[1], Weekly: retention[2], Monthly: retention[3]),
+                TimeZoneInfo.Utc)
+            .Select(c => c.Name)
+            .ToHashSet(StringComparer.Ordinal);
+        foreach (var run in candidates.Where(r => prune.Contains(r.RunId)))
         {
             DeleteBackupSet(run);
             run.Steps.Add(new BackupStepEntry { Step = BackupStep.Completed, At = time.GetUtcNow(), Note = $"pruned by retention after {finished.RunId}" });
