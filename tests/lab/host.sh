@@ -151,7 +151,7 @@ ns_pids() {
         ns="$(readlink "$p/ns/mnt" 2>/dev/null)" || continue
         [ -n "$ns" ] && [ "$ns" != "$self" ] || continue
         if [ -z "${verdict[$ns]:-}" ]; then
-            if [ "$(stat -c '%d:%i' "$p/root/run/libvirt" 2>/dev/null)" = "$want" ]; then verdict[$ns]=yes; else verdict[$ns]=no; fi
+            if [ "$(stat -c '%d:%i' "$p/root"/run/libvirt 2>/dev/null)" = "$want" ]; then verdict[$ns]=yes; else verdict[$ns]=no; fi
         fi
         [ "${verdict[$ns]}" = yes ] && echo "$pid"
     done
