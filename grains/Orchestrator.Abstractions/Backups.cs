@@ -72,6 +72,10 @@ public sealed record BackupRequest
 
     [Id(7)]
     public int PolicyVersion { get; init; }
+
+    /// <summary>The policy run that dispatched this backup, when one did (lets a resumed policy run find it).</summary>
+    [Id(8)]
+    public string? PolicyRun { get; init; }
 }
 
 [GenerateSerializer]

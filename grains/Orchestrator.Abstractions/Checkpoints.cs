@@ -42,7 +42,29 @@ public interface ICheckpointOperations : IGrainWithStringKey
     /// <summary>Removes the schedule (its checkpoints stay). Returns false when there was none.</summary>
     [Alias("DeleteCheckpointSchedule")]
     Task<bool> DeleteCheckpointScheduleAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// A checkpoint for a policy run: named <c>pol-POLICY-yyyyMMdd-HHmmss</c> (UTC), origin Policy, then the
+    /// policy's own checkpoints of this VM are pruned by <see cref="PolicyCheckpointRequest.Retention"/>.
+    /// Same refusals as <see cref="CreateCheckpointAsync"/>.
+    /// </summary>
+    [Alias("CreatePolicyCheckpoint")]
+    Task<PolicyCheckpointResult> CreatePolicyCheckpointAsync(PolicyCheckpointRequest request, CancellationToken cancellationToken = default);
 }
+
+[GenerateSerializer]
+[Alias("orchestrator.PolicyCheckpointRequest")]
+public sealed record PolicyCheckpointRequest(
+    [property: Id(0)] string Policy,
+    [property: Id(1)] int PolicyVersion,
+    [property: Id(2)] string RunId,
+    [property: Id(3)] RetentionPolicy Retention);
+
+[GenerateSerializer]
+[Alias("orchestrator.PolicyCheckpointResult")]
+public sealed record PolicyCheckpointResult(
+    [property: Id(0)] CheckpointView Checkpoint,
+    [property: Id(1)] IReadOnlyList<string> Pruned);
 
 /// <summary>Who made a checkpoint.</summary>
 public enum CheckpointOrigin
@@ -51,6 +73,9 @@ public enum CheckpointOrigin
     External = 0,
     Manual = 1,
     Schedule = 2,
+
+    /// <summary>Made by a fleet policy of kind checkpoint (named pol-POLICY-...).</summary>
+    Policy = 3,
 }
 
 /// <summary>Where a recorded pause duration comes from.</summary>

@@ -43,7 +43,7 @@ public interface IDiskChainGrain : IGrainWithStringKey
     Task ReconcileAsync(DiskInventory inventory, DateTimeOffset at, CancellationToken cancellationToken = default);
 }
 
-/// <summary>The fleet singleton (key: "fleet"): registry of hosts.</summary>
+/// <summary>The fleet singleton (key: "fleet"): registry of hosts and policies, the VM index, admission budgets, compliance.</summary>
 [Alias("orchestrator.IFleetGrain")]
 public interface IFleetGrain : IGrainWithStringKey
 {
@@ -52,4 +52,48 @@ public interface IFleetGrain : IGrainWithStringKey
 
     [Alias("ListHosts")]
     Task<IReadOnlyList<HostRegistration>> ListHostsAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>A host's inventory sync: replaces the index entries of that host (VMs not listed are marked absent).</summary>
+    [Alias("ReportInventory")]
+    Task ReportInventoryAsync(string host, IReadOnlyList<VmIndexEntry> vms, CancellationToken cancellationToken = default);
+
+    /// <summary>A VM finished a good backup (LiveBackup) or checkpoint (Checkpoint) at <paramref name="at"/>.</summary>
+    [Alias("RecordProtection")]
+    Task RecordProtectionAsync(string host, string vm, PolicyKind kind, DateTimeOffset at, CancellationToken cancellationToken = default);
+
+    /// <summary>The fleet's VM index, ordered by host then name.</summary>
+    [Alias("ListVms")]
+    Task<IReadOnlyList<VmIndexEntry>> ListVmsAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>Present VMs of the index that the selector matches (also VMs of hosts whose silo is down now).</summary>
+    [Alias("Select")]
+    Task<IReadOnlyList<VmIndexEntry>> SelectAsync(PolicySelector selector, CancellationToken cancellationToken = default);
+
+    [Alias("RegisterPolicy")]
+    Task RegisterPolicyAsync(PolicyRegistration policy, CancellationToken cancellationToken = default);
+
+    [Alias("UnregisterPolicy")]
+    Task UnregisterPolicyAsync(string name, CancellationToken cancellationToken = default);
+
+    [Alias("ListPolicies")]
+    Task<IReadOnlyList<PolicyRegistration>> ListPoliciesAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Takes an admission slot for one VM of a policy run: refused while the VM holds a slot of any run, or the
+    /// policy's runs already hold <c>Limits.PerHost</c> slots on the host or <c>Limits.Fleet</c> slots in all.
+    /// Slots are persisted; the same (run, VM) asking again is granted (idempotent).
+    /// </summary>
+    [Alias("TryAdmit")]
+    Task<AdmissionResult> TryAdmitAsync(AdmissionRequest request, CancellationToken cancellationToken = default);
+
+    [Alias("Release")]
+    Task ReleaseAsync(string runId, string host, string vm, CancellationToken cancellationToken = default);
+
+    /// <summary>Releases every slot a run still holds (a run that ended or was abandoned).</summary>
+    [Alias("ReleaseRun")]
+    Task ReleaseRunAsync(string runId, CancellationToken cancellationToken = default);
+
+    /// <summary>Every VM in the index with the policies that select it, its newest good backup/checkpoint and RPO status.</summary>
+    [Alias("GetCompliance")]
+    Task<IReadOnlyList<VmCompliance>> GetComplianceAsync(CancellationToken cancellationToken = default);
 }

@@ -1,6 +1,6 @@
 namespace Orchestrator.Grains.Fleet;
 
-internal sealed class FleetGrain(
+internal sealed partial class FleetGrain(
     [PersistentState("fleet", StorageNames.Default)] IPersistentState<FleetState> state,
     TimeProvider time) : Grain, IFleetGrain
 {
