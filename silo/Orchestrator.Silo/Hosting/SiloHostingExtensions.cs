@@ -81,6 +81,7 @@ public static class SiloHostingExtensions
         app.MapGrpcService<FleetService>().RequireHost(grpcPort);
         app.MapGrpcService<CheckpointService>().RequireHost(grpcPort);
         app.MapGrpcService<BackupService>().RequireHost(grpcPort);
+        app.MapGrpcService<PolicyService>().RequireHost(grpcPort);
         app.MapGrpcReflectionService().RequireHost(grpcPort);
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false }).RequireHost(httpPort);
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") }).RequireHost(httpPort);
