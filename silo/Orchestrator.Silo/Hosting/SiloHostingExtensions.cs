@@ -55,6 +55,7 @@ public static class SiloHostingExtensions
         });
         builder.Services.AddHostedService<HostAgent>();
         builder.Services.Configure<BackupOptions>(builder.Configuration.GetSection($"{OrchestratorSettings.Section}:Backup"));
+        builder.Services.Configure<Grains.Policies.PolicyOptions>(builder.Configuration.GetSection($"{OrchestratorSettings.Section}:Policies"));
         return builder;
     }
 
