@@ -249,6 +249,37 @@ public sealed class PolicyRunTests(PolicyClusterFixture fixture) : IDisposable
     }
 
     [Fact]
+    public async Task RunNow_PolicyGrainDeactivatedMidRun_NewActivationResumesWithoutStartingABackupTwice()
+    {
+        await AddVmAsync("kvm-01", "pr-1", "pr", size: 1024 * MiB);
+        await AddVmAsync("kvm-02", "pr-2", "pr", size: 1024 * MiB);
+        await AddVmAsync("kvm-03", "pr-3", "pr", size: 1024 * MiB);
+        var policy = Policy("resumes");
+        await policy.ApplyAsync(BackupPolicy("resumes", "pr", perHost: 1, fleet: 2, bandwidth: 128 * MiB));
+        var run = await policy.RunNowAsync();
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (!run.Targets.Any(t => t.BackupRun is not null))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "no backup was dispatched");
+            run = await policy.WaitRunAsync(run.RunId, run.Version, TimeSpan.FromSeconds(5));
+        }
+
+        // The activation (and the task driving the run) goes away mid-run, as when its silo dies.
+        Assert.False(run.IsTerminal);
+        await fixture.Cluster.DeactivateAsync((Orleans.Runtime.IAddressable)policy);
+        var final = await WaitEndAsync(policy, await policy.GetRunAsync(run.RunId));
+
+        Assert.Equal(PolicyRunState.Completed, final.State);
+        foreach (var target in final.Targets)
+        {
+            var backups = await fixture.Grains.GetGrain<IVirtualMachineGrain>(target.Key).ListBackupsAsync();
+            var own = Assert.Single(backups, b => b.PolicyRun == run.RunId);
+            Assert.Equal(BackupStep.Completed, own.Step);
+            Assert.Equal(own.RunKey, target.BackupRun);
+        }
+    }
+
+    [Fact]
     public async Task Delete_WhileARunIsInProgress_ConflictThenDeletedAfterIt()
     {
         await AddVmAsync("kvm-02", "pd-1", "pd", size: 256 * MiB);
