@@ -42,4 +42,7 @@ internal sealed partial class BackupPolicyGrain
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Policy {Policy}: reminder registration failed: {Reason}")]
     private static partial void LogReminderFailed(ILogger logger, string policy, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Policy {Policy}: run {Run}: admission failed, trying again: {Reason}")]
+    private static partial void LogAdmissionFailed(ILogger logger, string policy, string run, string reason);
 }

@@ -116,7 +116,16 @@ internal sealed partial class BackupPolicyGrain
 
             while (!cancellationToken.IsCancellationRequested)
             {
-                await AdmitAsync(run, inflight, cancellationToken);
+                try
+                {
+                    await AdmitAsync(run, inflight, cancellationToken);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    // The fleet grain or storage is unreachable for a moment (e.g. its silo just died): keep the
+                    // dispatched VMs going and try admission again on the next turn.
+                    LogAdmissionFailed(logger, Name, run.RunId, e.Message);
+                }
                 foreach (var done in inflight.Where(i => i.Value.IsCompleted).Select(i => i.Key).ToList())
                 {
                     inflight.Remove(done);
@@ -471,7 +480,16 @@ internal sealed partial class BackupPolicyGrain
         }
 
         run.EndedAt = time.GetUtcNow();
-        await Fleet.ReleaseRunAsync(run.RunId, cancellationToken);
+        try
+        {
+            await Fleet.ReleaseRunAsync(run.RunId, cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // Each target released its own slot already; a leftover expires in the fleet grain.
+            LogReleaseFailed(logger, Name, run.RunId, "*", e.Message);
+        }
+
         await PersistRunAsync(run, cancellationToken);
         LogRunFinished(logger, Name, run.RunId, run.State, succeeded, run.Targets.Count);
         if (state.State.PendingRetries.Count > 0)
