@@ -28,7 +28,11 @@ public static class SiloHostingExtensions
         }
 
         var backup = builder.Configuration.GetSection($"{OrchestratorSettings.Section}:Backup").Get<BackupOptions>() ?? new BackupOptions();
-        var errors = OrchestratorSettingsValidator.Validate(settings).Concat(OrchestratorSettingsValidator.Validate(backup)).ToList();
+        var policies = builder.Configuration.GetSection($"{OrchestratorSettings.Section}:Policies").Get<Grains.Policies.PolicyOptions>() ?? new Grains.Policies.PolicyOptions();
+        var errors = OrchestratorSettingsValidator.Validate(settings)
+            .Concat(OrchestratorSettingsValidator.Validate(backup))
+            .Concat(OrchestratorSettingsValidator.Validate(policies))
+            .ToList();
         if (errors.Count > 0)
         {
             throw new SettingsException(errors);
@@ -55,6 +59,7 @@ public static class SiloHostingExtensions
         });
         builder.Services.AddHostedService<HostAgent>();
         builder.Services.Configure<BackupOptions>(builder.Configuration.GetSection($"{OrchestratorSettings.Section}:Backup"));
+        builder.Services.Configure<Grains.Policies.PolicyOptions>(builder.Configuration.GetSection($"{OrchestratorSettings.Section}:Policies"));
         return builder;
     }
 
