@@ -39,7 +39,7 @@ public sealed class PolicyCommandTests : IDisposable
         "  cron: \"0 2 * * *\"",                      // 9
         "  time_zone: Europe/Berlin",                 // 10
         "retention: {keep_last: 7, daily: 7, weekly: 4, monthly: 6}", // 11
-        "target: /backups/{host}/{vm}",               // 12
+        "target: /backups/{host}",               // 12
         "quiesce: try",                               // 13
         "verify: true",                               // 14
         "bandwidth: 100MiB",                          // 15
@@ -313,7 +313,7 @@ public sealed class PolicyCommandTests : IDisposable
                 "Schedule:         0 2 * * * (Europe/Berlin)",
                 "Next run:         2026-11-27T02:00:00Z",
                 "Retention:        last 7, daily 7, weekly 4, monthly 6",
-                "Target:           /backups/{host}/{vm}",
+                "Target:           /backups/{host}",
                 "Quiesce:          try",
                 "Verify:           yes",
                 "Bandwidth:        100 MiB/s",
