@@ -269,9 +269,11 @@ internal sealed partial class BackupPolicyGrain
             activity?.SetTag("backup_run", target.BackupRun);
             await EndTargetAsync(run, target, outcome.Step == BackupStep.Completed ? PolicyTargetStatus.Succeeded : PolicyTargetStatus.Failed, outcome.Note, cancellationToken);
         }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        catch (Exception) when (cancellationToken.IsCancellationRequested)
         {
-            throw;
+            // Deactivation cut the call short (whatever it surfaced as): nothing is recorded, the resumed run finds
+            // the VM's state again.
+            return;
         }
         catch (OrchestratorException e) when (e.Code == ErrorCode.Conflict)
         {
@@ -483,6 +485,17 @@ internal sealed partial class BackupPolicyGrain
 
     private async Task FinishRunAsync(PolicyRunRecord run, CancellationToken cancellationToken)
     {
+        try
+        {
+            await Fleet.ReleaseRunAsync(run.RunId, cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // Each target released its own slot already; a leftover expires in the fleet grain.
+            LogReleaseFailed(logger, Name, run.RunId, "*", e.Message);
+        }
+
+        // The outcome and its version change together (no await between): a watcher never sees one without the other.
         var succeeded = run.Targets.Count(t => t.Status == PolicyTargetStatus.Succeeded);
         run.State = succeeded == run.Targets.Count ? PolicyRunState.Completed
             : succeeded == 0 ? PolicyRunState.Failed
@@ -495,16 +508,6 @@ internal sealed partial class BackupPolicyGrain
         }
 
         run.EndedAt = time.GetUtcNow();
-        try
-        {
-            await Fleet.ReleaseRunAsync(run.RunId, cancellationToken);
-        }
-        catch (Exception e) when (e is not OperationCanceledException)
-        {
-            // Each target released its own slot already; a leftover expires in the fleet grain.
-            LogReleaseFailed(logger, Name, run.RunId, "*", e.Message);
-        }
-
         run.Version++;
         await ArchiveRunAsync(run, cancellationToken);
         SignalRunChanged();
