@@ -46,6 +46,7 @@ public sealed class FleetFixture : IAsyncLifetime
     private readonly string _work = Path.Combine(Path.GetTempPath(), $"orchestrator-fleet-{Guid.NewGuid():N}");
     private readonly Dictionary<string, LabHost> _labs = HostNames.ToDictionary(h => h, h => new LabHost(h));
     private readonly Dictionary<string, SiloProcess> _silos = [];
+    private Task<FirstPolicyRun>? _firstRun;
     private bool _disposed;
 
     public PostgresFixture Postgres { get; } = new();
@@ -64,11 +65,22 @@ public sealed class FleetFixture : IAsyncLifetime
     /// <summary>How long start-up took (PostgreSQL, hosts, guests, silos ready, inventory synced).</summary>
     public TimeSpan StartupTime { get; private set; }
 
-    /// <summary>The backup root (and default target) of a host's silo: LAB_DIR/hosts/HOST/backups.</summary>
-    public string BackupRoot(string host) => Path.Combine(_labs[host].HostDir, "backups");
+    /// <summary>Scratch space of this fixture (silo working dirs, backups, policy files), deleted on dispose.</summary>
+    public string WorkDir => _work;
 
-    /// <summary>A policy target template that lies in every host's own root: LAB_DIR/hosts/{host}/backups/{policy}.</summary>
-    public string TargetTemplate => Path.Combine(_labs["fa"].LabDir, "hosts", "{host}", "backups", "{policy}");
+    /// <summary>
+    /// The backup root every silo is configured with (Orchestrator:Backup:Roots), the same path on every host as
+    /// /var/backups/vms would be on real ones. A policy's target template is checked against the roots of the silo it
+    /// is applied through, with its placeholders filled in, so a {host} template needs a root that holds every host's
+    /// directory.
+    /// </summary>
+    public string BackupRoot => Path.Combine(_work, "backups");
+
+    /// <summary>A host's own directory under the root: its silo's default target, and where {host} templates put its backups.</summary>
+    public string HostBackupDir(string host) => Path.Combine(BackupRoot, host);
+
+    /// <summary>The policy target template of the fleet tests: ROOT/{host}/{policy} (a run writes ROOT/HOST/POLICY/VM/RUN/).</summary>
+    public string TargetTemplate => Path.Combine(BackupRoot, "{host}", "{policy}");
 
     public static IEnumerable<FleetGuest> GuestsOn(string host) => Guests.Where(g => g.Host == host);
 
@@ -151,6 +163,25 @@ public sealed class FleetFixture : IAsyncLifetime
         }
     }
 
+    /// <summary>The fleet's first policy run (<see cref="FirstPolicyRun"/>), done once by the first test that asks.</summary>
+    public Task<FirstPolicyRun> FirstRunAsync()
+    {
+        lock (_silos)
+        {
+            return _firstRun ??= FirstPolicyRun.ExecuteAsync(this);
+        }
+    }
+
+    /// <summary>Writes a policy file under the work dir; returns its path.</summary>
+    public string WritePolicyFile(string name, string text)
+    {
+        var dir = Path.Combine(_work, "policies");
+        Directory.CreateDirectory(dir);
+        var path = Path.Combine(dir, name + ".yaml");
+        File.WriteAllText(path, text);
+        return path;
+    }
+
     /// <summary>The real `orchestrator` CLI against fa's silo.</summary>
     public Task<ProcessResult> CliAsync(params string[] args) => CliAsync(TimeSpan.FromMinutes(5), args);
 
@@ -174,7 +205,7 @@ public sealed class FleetFixture : IAsyncLifetime
 
     private SiloProcess NewSilo(string host)
     {
-        Directory.CreateDirectory(BackupRoot(host));
+        Directory.CreateDirectory(HostBackupDir(host));
         var settings = new Dictionary<string, string>
         {
             ["Orchestrator__Persistence__Mode"] = "Cluster",
@@ -183,8 +214,8 @@ public sealed class FleetFixture : IAsyncLifetime
             ["Orchestrator__Cluster__ServiceId"] = ClusterId,
             ["Orchestrator__Host__Uri"] = _labs[host].Uri,
             ["Orchestrator__Host__SeedDemo"] = "false",
-            ["Orchestrator__Backup__Roots__0"] = BackupRoot(host),
-            ["Orchestrator__Backup__DefaultTarget"] = BackupRoot(host),
+            ["Orchestrator__Backup__Roots__0"] = BackupRoot,
+            ["Orchestrator__Backup__DefaultTarget"] = HostBackupDir(host),
             ["Orchestrator__Backup__ReconcileInterval"] = "00:00:05",
             ["Orchestrator__Policies__RetryInterval"] = "00:00:05",
         };
