@@ -70,6 +70,8 @@ public static class CliApp
         root.Subcommands.Add(CheckpointCommands.Create(runtime));
         root.Subcommands.Add(BackupCommands.Create(runtime));
         root.Subcommands.Add(RestoreCommands.Create(runtime));
+        root.Subcommands.Add(PolicyCommands.Create(runtime));
+        root.Subcommands.Add(FleetCommands.Create(runtime));
         HelpWithEpilogAction.Attach(root);
         return root;
     }

@@ -14,7 +14,10 @@ internal static class ExitCodes
     public const int InvalidArgument = 5;
     public const int FailedPrecondition = 6;
 
-    /// <summary>A backup run that <c>backup start --wait</c> or <c>backup watch</c> followed ended Failed.</summary>
+    /// <summary>
+    /// A run the command followed did not succeed: a backup run (<c>backup start --wait</c>, <c>backup watch</c>) ended
+    /// Failed, or a policy run (<c>policy run --watch</c>, <c>policy watch</c>) ended Partial or Failed.
+    /// </summary>
     public const int RunFailed = 7;
     public const int Interrupted = 130;
 
@@ -26,8 +29,8 @@ internal static class ExitCodes
         (NotFound, "not found"),
         (Unavailable, "unavailable: endpoint unreachable, no answer within --timeout, or the host's silo is down"),
         (InvalidArgument, "invalid argument: the server rejected a value"),
-        (FailedPrecondition, "failed precondition or conflict"),
-        (RunFailed, "the backup run ended failed (backup start --wait, backup watch)"),
+        (FailedPrecondition, "failed precondition or conflict; fleet compliance --fail-on-violation: a VM is out of its RPO or never backed up"),
+        (RunFailed, "the backup run ended failed (backup start --wait, backup watch), or the policy run ended partial or failed (policy run --watch, policy watch)"),
         (Interrupted, "interrupted (Ctrl+C)"),
     ];
 }

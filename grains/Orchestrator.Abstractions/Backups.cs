@@ -119,7 +119,8 @@ public sealed record BackupRunView(
     [property: Id(13)] string? TraceId,
     [property: Id(14)] long Version,
     [property: Id(15)] string? Policy,
-    [property: Id(16)] int PolicyVersion)
+    [property: Id(16)] int PolicyVersion,
+    [property: Id(17)] string? PolicyRun = null)
 {
     public bool IsTerminal => Step is BackupStep.Completed or BackupStep.Failed;
 }

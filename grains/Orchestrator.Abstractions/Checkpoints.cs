@@ -44,7 +44,8 @@ public interface ICheckpointOperations : IGrainWithStringKey
     Task<bool> DeleteCheckpointScheduleAsync(CancellationToken cancellationToken = default);
 
     /// <summary>
-    /// A checkpoint for a policy run: named <c>pol-POLICY-yyyyMMdd-HHmmss</c> (UTC), origin Policy, then the
+    /// A checkpoint for a policy run: named <c>pol-POLICY-yyyyMMdd-HHmmss</c> after the run's start (UTC; the same
+    /// run asking again gets the same checkpoint back), origin Policy, then the
     /// policy's own checkpoints of this VM are pruned by <see cref="PolicyCheckpointRequest.Retention"/>.
     /// Same refusals as <see cref="CreateCheckpointAsync"/>.
     /// </summary>
@@ -58,7 +59,8 @@ public sealed record PolicyCheckpointRequest(
     [property: Id(0)] string Policy,
     [property: Id(1)] int PolicyVersion,
     [property: Id(2)] string RunId,
-    [property: Id(3)] RetentionPolicy Retention);
+    [property: Id(3)] RetentionPolicy Retention,
+    [property: Id(4)] DateTimeOffset RunStartedAt);
 
 [GenerateSerializer]
 [Alias("orchestrator.PolicyCheckpointResult")]

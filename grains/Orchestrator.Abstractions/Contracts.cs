@@ -40,7 +40,9 @@ public sealed record VmView(
     [property: Id(7)] int VirtualCpus,
     [property: Id(8)] DateTimeOffset LastSync,
     [property: Id(9)] bool Present,
-    [property: Id(10)] DateTimeOffset FirstSeen)
+    [property: Id(10)] DateTimeOffset FirstSeen,
+    [property: Id(11)] DateTimeOffset? LastBackupAt = null,
+    [property: Id(12)] DateTimeOffset? LastCheckpointAt = null)
 {
     public string Key => GrainKeys.Vm(Host, Name);
 }

@@ -19,6 +19,7 @@ public static class OrchestratorGrainsExtensions
         builder.Services.AddSingleton<IHostDirectory, HostDirectory>();
         builder.Services.AddSingleton<VirtualMachines.HostVmLocks>();
         builder.Services.AddOptions<Backups.BackupOptions>();
+        builder.Services.AddOptions<Policies.PolicyOptions>();
         builder.Services.TryAddSingleton(TimeProvider.System);
         builder.Services.TryAddSingleton(sp => new Checkpoints.CheckpointSchedulePlanner(sp.GetRequiredService<TimeProvider>()));
         return builder;

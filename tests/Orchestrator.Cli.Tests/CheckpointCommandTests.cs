@@ -3,6 +3,7 @@ using Google.Protobuf.WellKnownTypes;
 using Google.Rpc;
 using Orchestrator.Api.V1;
 using Orchestrator.Cli.Commands;
+using Orchestrator.Cli.Infrastructure;
 using Orchestrator.Cli.Tests.Fakes;
 
 namespace Orchestrator.Cli.Tests;
@@ -320,7 +321,7 @@ public sealed class CheckpointCommandTests
     [InlineData("2d", 172800)]
     public void TryParseDuration_AcceptedForms(string text, double seconds)
     {
-        Assert.True(CheckpointCommands.TryParseDuration(text, out TimeSpan value));
+        Assert.True(DurationText.TryParse(text, out TimeSpan value));
         Assert.Equal(TimeSpan.FromSeconds(seconds), value);
     }
 

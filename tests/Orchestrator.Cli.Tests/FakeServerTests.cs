@@ -157,4 +157,44 @@ public sealed class FakeServerTests : IAsyncLifetime
         Assert.Empty(stdout);
         Assert.StartsWith($"error: cannot reach the orchestrator at http://127.0.0.1:{port}: ", stderr, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task PolicyApply_AgainstServer_RejectedCron_PointsAtTheLineInTheFile()
+    {
+        string file = Path.Combine(Path.GetTempPath(), $"orchestrator-cli-{Guid.NewGuid():N}.yaml");
+        await File.WriteAllTextAsync(file, "name: p\nkind: live-backup\nschedule:\n  cron: never\n");
+        try
+        {
+            var (exitCode, stdout, stderr) = await RunAsync("policy", "apply", "-f", file, "--endpoint", Endpoint);
+
+            Assert.Equal(ExitCodes.InvalidArgument, exitCode);
+            Assert.Empty(stdout);
+            Assert.Equal($"error: {file}:4: schedule.cron: 'never' is not a cron expression" + Environment.NewLine, stderr);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    [Fact]
+    public async Task PolicyWatchJson_AgainstServer_RunEndsPartial_ExitsRunFailed()
+    {
+        var (exitCode, stdout, stderr) = await RunAsync("policy", "watch", "nightly-web", PolicySamples.RunId, "--format", "json", "--endpoint", Endpoint);
+
+        Assert.Equal(ExitCodes.RunFailed, exitCode);
+        Assert.Equal(
+            ["running", "partial"],
+            stdout.Split(Environment.NewLine, StringSplitOptions.RemoveEmptyEntries).Select(line => JsonDocument.Parse(line).RootElement.GetProperty("state").GetString()!).ToArray());
+        Assert.StartsWith($"error: policy nightly-web: run {PolicySamples.RunId} ended partial", stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task PolicyWatch_AgainstServer_UnknownRun_ExitsNotFound()
+    {
+        var (exitCode, _, stderr) = await RunAsync("policy", "watch", "nightly-web", "p-nope", "--endpoint", Endpoint);
+
+        Assert.Equal(ExitCodes.NotFound, exitCode);
+        Assert.Equal("error: run p-nope of policy nightly-web not found" + Environment.NewLine, stderr);
+    }
 }

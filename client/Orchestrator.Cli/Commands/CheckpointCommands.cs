@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.CommandLine.Parsing;
 using System.Globalization;
-using System.Text.RegularExpressions;
 using Google.Protobuf.WellKnownTypes;
 using Orchestrator.Api.V1;
 using Orchestrator.Cli.Errors;
@@ -12,7 +11,7 @@ using Orchestrator.Cli.Views;
 namespace Orchestrator.Cli.Commands;
 
 /// <summary><c>orchestrator checkpoint ...</c>: internal (qcow2) checkpoints of VMs and their schedules.</summary>
-internal static partial class CheckpointCommands
+internal static class CheckpointCommands
 {
     public static Command Create(CliRuntime runtime) =>
         new("checkpoint", "Internal (qcow2) checkpoints of VMs: disk + memory of a running VM, disk only of a shut-off one.")
@@ -263,7 +262,7 @@ internal static partial class CheckpointCommands
     internal static TimeSpan? ParseJitter(ArgumentResult result)
     {
         string text = result.Tokens.Count > 0 ? result.Tokens[0].Value.Trim() : "";
-        if (TryParseDuration(text, out TimeSpan value))
+        if (DurationText.TryParse(text, out TimeSpan value))
         {
             return value;
         }
@@ -271,42 +270,4 @@ internal static partial class CheckpointCommands
         result.AddError($"--jitter: '{text}' is not a duration (e.g. 90s, 5m, 1h, 1h30m)");
         return null;
     }
-
-    internal static bool TryParseDuration(string text, out TimeSpan value)
-    {
-        value = TimeSpan.Zero;
-        if (double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double seconds))
-        {
-            value = TimeSpan.FromSeconds(seconds);
-            return true;
-        }
-
-        var match = DurationPattern().Match(text);
-        if (!match.Success || text.Length == 0)
-        {
-            return false;
-        }
-
-        foreach (Capture part in match.Groups["part"].Captures)
-        {
-            var unit = UnitPattern().Match(part.Value);
-            double amount = double.Parse(unit.Groups["n"].Value, CultureInfo.InvariantCulture);
-            value += unit.Groups["u"].Value switch
-            {
-                "ms" => TimeSpan.FromMilliseconds(amount),
-                "s" => TimeSpan.FromSeconds(amount),
-                "m" => TimeSpan.FromMinutes(amount),
-                "h" => TimeSpan.FromHours(amount),
-                _ => TimeSpan.FromDays(amount),
-            };
-        }
-
-        return true;
-    }
-
-    [GeneratedRegex(@"^(?<part>\d+(\.\d+)?(ms|s|m|h|d))+$")]
-    private static partial Regex DurationPattern();
-
-    [GeneratedRegex(@"^(?<n>\d+(\.\d+)?)(?<u>ms|s|m|h|d)$")]
-    private static partial Regex UnitPattern();
 }

@@ -22,6 +22,9 @@ internal sealed record CliEnvironment
     /// <summary>True when stdout is an interactive terminal, where live views may redraw in place.</summary>
     public bool Interactive { get; init; }
 
+    /// <summary>Standard input (<c>policy apply -f -</c>).</summary>
+    public Func<TextReader> Stdin { get; init; } = () => Console.In;
+
     /// <summary>The clock for elapsed times and live-view ticks.</summary>
     public TimeProvider Clock { get; init; } = TimeProvider.System;
 

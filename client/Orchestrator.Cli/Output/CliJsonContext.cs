@@ -27,6 +27,14 @@ namespace Orchestrator.Cli.Output;
 [JsonSerializable(typeof(IReadOnlyList<BackupRunView>))]
 [JsonSerializable(typeof(BackupRunView))]
 [JsonSerializable(typeof(RestoreView))]
+[JsonSerializable(typeof(PolicyView))]
+[JsonSerializable(typeof(IReadOnlyList<PolicyView>))]
+[JsonSerializable(typeof(PolicyApplyView))]
+[JsonSerializable(typeof(PolicyDeletedView))]
+[JsonSerializable(typeof(PolicyRunView))]
+[JsonSerializable(typeof(IReadOnlyList<PolicyRunView>))]
+[JsonSerializable(typeof(ComplianceView))]
+[JsonSerializable(typeof(OverlaysView))]
 internal sealed partial class CliJsonContext : JsonSerializerContext
 {
     /// <summary>
@@ -35,7 +43,7 @@ internal sealed partial class CliJsonContext : JsonSerializerContext
     /// </summary>
     public static CliJsonContext Output { get; } = new(CreateOptions(indented: true));
 
-    /// <summary>The same, one line per document: JSON Lines for streams (<c>backup watch --format json</c>).</summary>
+    /// <summary>The same, one line per document: JSON Lines for streams (<c>backup watch</c>, <c>policy watch</c> with <c>--format json</c>).</summary>
     public static CliJsonContext Compact { get; } = new(CreateOptions(indented: false));
 
     private static JsonSerializerOptions CreateOptions(bool indented) => new()

@@ -112,6 +112,11 @@ public sealed record class BackupRunState
     [Key(23)]
     public double PausedMilliseconds { get; set; }
 
+    /// <summary>The policy run that dispatched this backup (lets a resumed policy run find it instead of starting another).</summary>
+    [Id(24)]
+    [Key(24)]
+    public string? PolicyRun { get; set; }
+
     [IgnoreMember]
     public bool IsTerminal => Step is BackupStep.Completed or BackupStep.Failed;
 }

@@ -74,19 +74,7 @@ public sealed class CheckpointSchedulePlanner(TimeProvider time, TimeSpan? maxTi
             throw OrchestratorException.InvalidArgument("schedule.jitter", $"must be at most {MaxJitter}, not {schedule.Jitter}");
         }
 
-        var retention = schedule.Retention ?? throw OrchestratorException.InvalidArgument("retention", "a retention policy is required");
-        CheckCount("retention.keep_last", retention.KeepLast);
-        CheckCount("retention.hourly", retention.Hourly);
-        CheckCount("retention.daily", retention.Daily);
-        CheckCount("retention.weekly", retention.Weekly);
-        CheckCount("retention.monthly", retention.Monthly);
-        if (retention is { KeepLast: 0, Hourly: 0, Daily: 0, Weekly: 0, Monthly: 0 })
-        {
-            throw OrchestratorException.InvalidArgument(
-                "retention",
-                "set at least one of keep_last, hourly, daily, weekly, monthly: without retention every scheduled checkpoint would be kept and the qcow2 images would grow without bound");
-        }
-
+        ValidateRetention(schedule.Retention, "scheduled checkpoint", "the qcow2 images");
         if (cron.GetNextOccurrence(time.GetUtcNow(), zone) is null)
         {
             throw OrchestratorException.InvalidArgument("schedule.cron", $"'{schedule.Cron}' never fires");
@@ -202,7 +190,28 @@ public sealed class CheckpointSchedulePlanner(TimeProvider time, TimeSpan? maxTi
         return $"{ISOWeek.GetYear(local)}-W{ISOWeek.GetWeekOfYear(local):00}";
     }
 
-    private static CronExpression ParseCron(string? expression)
+    /// <summary>Throws InvalidArgument (retention.keep_last, ..., or retention) unless the counts are sane and something is ever pruned.</summary>
+    internal static void ValidateRetention(RetentionPolicy? retention, string what, string storage)
+    {
+        if (retention is null)
+        {
+            throw OrchestratorException.InvalidArgument("retention", "a retention policy is required");
+        }
+
+        CheckCount("retention.keep_last", retention.KeepLast);
+        CheckCount("retention.hourly", retention.Hourly);
+        CheckCount("retention.daily", retention.Daily);
+        CheckCount("retention.weekly", retention.Weekly);
+        CheckCount("retention.monthly", retention.Monthly);
+        if (retention is { KeepLast: 0, Hourly: 0, Daily: 0, Weekly: 0, Monthly: 0 })
+        {
+            throw OrchestratorException.InvalidArgument(
+                "retention",
+                $"set at least one of keep_last, hourly, daily, weekly, monthly: without retention every {what} would be kept and {storage} would grow without bound");
+        }
+    }
+
+    internal static CronExpression ParseCron(string? expression)
     {
         const string Shape = "5 fields (minute hour day-of-month month day-of-week), 6 with seconds first, or a macro such as @hourly";
         if (string.IsNullOrWhiteSpace(expression))
@@ -228,7 +237,7 @@ public sealed class CheckpointSchedulePlanner(TimeProvider time, TimeSpan? maxTi
         }
     }
 
-    private static TimeZoneInfo ParseTimeZone(string? id)
+    internal static TimeZoneInfo ParseTimeZone(string? id)
     {
         if (string.IsNullOrWhiteSpace(id))
         {

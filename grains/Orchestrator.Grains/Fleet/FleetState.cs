@@ -10,6 +10,91 @@ public sealed record class FleetState
     [Id(0)]
     [Key(0)]
     public Dictionary<string, HostRecord> Hosts { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>The VM index by key (host/vm), from the hosts' inventory syncs and the VMs' protection reports.</summary>
+    [Id(1)]
+    [Key(1)]
+    public Dictionary<string, VmIndexRecord> Vms { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>Registered policies by name (the policy grains own them; this copy serves selection and compliance).</summary>
+    [Id(2)]
+    [Key(2)]
+    public Dictionary<string, PolicyRegistrationRecord> Policies { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>Admission slots held now, by VM key (one per VM: no VM runs twice at once).</summary>
+    [Id(3)]
+    [Key(3)]
+    public Dictionary<string, AdmissionLease> Leases { get; set; } = new(StringComparer.Ordinal);
+}
+
+[GenerateSerializer]
+[Alias("orchestrator.VmIndexRecord")]
+[MessagePackObject]
+public sealed record class VmIndexRecord
+{
+    [Id(0)]
+    [Key(0)]
+    public string Host { get; set; } = "";
+
+    [Id(1)]
+    [Key(1)]
+    public string Name { get; set; } = "";
+
+    [Id(2)]
+    [Key(2)]
+    public Guid Uuid { get; set; }
+
+    [Id(3)]
+    [Key(3)]
+    public bool Present { get; set; }
+
+    [Id(4)]
+    [Key(4)]
+    public Dictionary<string, string> Labels { get; set; } = new(StringComparer.Ordinal);
+
+    [Id(5)]
+    [Key(5)]
+    public DateTimeOffset? LastBackupAt { get; set; }
+
+    [Id(6)]
+    [Key(6)]
+    public DateTimeOffset? LastCheckpointAt { get; set; }
+}
+
+[GenerateSerializer]
+[Alias("orchestrator.PolicyRegistrationRecord")]
+[MessagePackObject]
+public sealed record class PolicyRegistrationRecord
+{
+    [Id(0)]
+    [Key(0)]
+    public Policies.PolicySpecRecord Spec { get; set; } = new();
+
+    [Id(1)]
+    [Key(1)]
+    public int Version { get; set; }
+}
+
+[GenerateSerializer]
+[Alias("orchestrator.AdmissionLease")]
+[MessagePackObject]
+public sealed record class AdmissionLease
+{
+    [Id(0)]
+    [Key(0)]
+    public string Policy { get; set; } = "";
+
+    [Id(1)]
+    [Key(1)]
+    public string RunId { get; set; } = "";
+
+    [Id(2)]
+    [Key(2)]
+    public string Host { get; set; } = "";
+
+    [Id(3)]
+    [Key(3)]
+    public DateTimeOffset At { get; set; }
 }
 
 [GenerateSerializer]

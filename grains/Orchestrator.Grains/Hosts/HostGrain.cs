@@ -39,10 +39,18 @@ internal sealed partial class HostGrain(
             state.State.LastSyncError = null;
             state.State.Vms = known;
             await state.WriteStateAsync(cancellationToken);
+            var fleet = GrainFactory.GetGrain<IFleetGrain>(GrainKeys.Fleet);
             if (firstSync)
             {
-                await GrainFactory.GetGrain<IFleetGrain>(GrainKeys.Fleet).RegisterHostAsync(Name, facts.Uri, cancellationToken);
+                await fleet.RegisterHostAsync(Name, facts.Uri, cancellationToken);
             }
+
+            // The fleet's VM index (policy selection and compliance work from it, also while this host is down).
+            var views = await ListVmsAsync(cancellationToken);
+            await fleet.ReportInventoryAsync(
+                Name,
+                [.. views.Select(v => new VmIndexEntry(Name, v.Name, v.Uuid, v.Present, v.Labels, v.LastBackupAt, v.LastCheckpointAt))],
+                cancellationToken);
 
             activity?.SetTag("vms", domains.Count);
             LogSynced(logger, Name, domains.Count, vanished.Count);

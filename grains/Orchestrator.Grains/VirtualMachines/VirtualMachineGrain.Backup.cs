@@ -265,6 +265,11 @@ internal sealed partial class VirtualMachineGrain
 
         await state.WriteStateAsync(cancellationToken);
         SignalBackupChanged();
+        if (outcome == BackupStep.Completed)
+        {
+            await ReportProtectionAsync(PolicyKind.LiveBackup, run.EndedAt.Value);
+        }
+
         Telemetry.ActiveBackups.Add(-1);
         Telemetry.Backups.Add(1, new KeyValuePair<string, object?>("outcome", outcome.ToString()));
         LogBackupFinished(logger, VmKey, run.RunId, outcome, run.Error);
@@ -305,7 +310,8 @@ internal sealed partial class VirtualMachineGrain
         ActivityContext.TryParse(run.TraceParent, null, out var c) ? c.TraceId.ToString() : null,
         run.Version,
         run.Policy,
-        run.PolicyVersion);
+        run.PolicyVersion,
+        run.PolicyRun);
 
     private void Tag(Activity? activity, string runId)
     {

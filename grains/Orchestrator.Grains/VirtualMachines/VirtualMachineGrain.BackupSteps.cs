@@ -102,6 +102,7 @@ internal sealed partial class VirtualMachineGrain
             Retention = request.Retention is { } r ? [r.KeepLast, r.KeepDaily, r.KeepWeekly, r.KeepMonthly] : null,
             Policy = request.Policy,
             PolicyVersion = request.PolicyVersion,
+            PolicyRun = request.PolicyRun,
             DomainXml = await hypervisor.GetDomainXmlAsync(DomainName, inactive: true, cancellationToken),
             VmUuid = domain.Uuid,
             Steps =

@@ -196,6 +196,7 @@ internal sealed partial class VirtualMachineGrain
             activity?.SetTag("with_memory", record.WithMemory);
             activity?.SetTag("duration_ms", total.TotalMilliseconds);
             LogCheckpointCreated(logger, VmKey, name, record.WithMemory, record.Pause?.TotalMilliseconds ?? 0, record.PauseSource, total.TotalMilliseconds);
+            await ReportProtectionAsync(PolicyKind.Checkpoint, record.CreatedAt);
             return record;
         }
         catch (Exception e)

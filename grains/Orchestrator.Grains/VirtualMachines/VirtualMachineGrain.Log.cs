@@ -75,4 +75,7 @@ internal sealed partial class VirtualMachineGrain
 
     [LoggerMessage(Level = LogLevel.Critical, Message = "Crash test: killing this silo at {Point}")]
     private static partial void LogKilling(ILogger logger, string point);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: telling the fleet about a new backup or checkpoint failed (the next inventory sync does): {Reason}")]
+    private static partial void LogProtectionReportFailed(ILogger logger, string key, string reason);
 }

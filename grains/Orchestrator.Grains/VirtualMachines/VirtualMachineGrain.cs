@@ -123,6 +123,7 @@ internal sealed partial class VirtualMachineGrain(
     {
         var (host, vm) = Key;
         var s = state.State;
+        var (lastBackup, lastCheckpoint) = LastProtection();
         return new VmView(
             host,
             vm,
@@ -134,7 +135,9 @@ internal sealed partial class VirtualMachineGrain(
             s.VirtualCpus,
             _lastSync == default ? s.LastChanged : _lastSync,
             s.Present,
-            s.FirstSeen);
+            s.FirstSeen,
+            lastBackup,
+            lastCheckpoint);
     }
 
     private static bool DictionaryEquals(IReadOnlyDictionary<string, string> a, IReadOnlyDictionary<string, string> b) =>

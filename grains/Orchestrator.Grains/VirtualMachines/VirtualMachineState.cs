@@ -158,6 +158,11 @@ public sealed record class CheckpointRecord
     [Id(7)]
     [Key(7)]
     public TimeSpan? Duration { get; set; }
+
+    /// <summary>The policy that made it (origin Policy); its retention prunes only its own checkpoints.</summary>
+    [Id(8)]
+    [Key(8)]
+    public string? Policy { get; set; }
 }
 
 /// <summary>A VM's checkpoint schedule and where it stands. The due time lives here; reminders and timers only wake the grain.</summary>

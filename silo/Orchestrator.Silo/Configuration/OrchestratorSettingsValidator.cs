@@ -132,6 +132,39 @@ public static class OrchestratorSettingsValidator
         return errors;
     }
 
+    /// <summary>Problems with the policy settings (section Orchestrator:Policies).</summary>
+    public static IReadOnlyList<string> Validate(Grains.Policies.PolicyOptions policies)
+    {
+        var errors = new List<string>();
+        const string P = OrchestratorSettings.Section + ":Policies";
+        if (policies.RetryInterval < TimeSpan.FromMilliseconds(100))
+        {
+            errors.Add($"{P}:RetryInterval must be at least 00:00:00.1");
+        }
+
+        if (policies.AdmissionInterval < TimeSpan.FromMilliseconds(10) || policies.AdmissionInterval > TimeSpan.FromMinutes(1))
+        {
+            errors.Add($"{P}:AdmissionInterval must be between 00:00:00.01 and 00:01:00");
+        }
+
+        if (policies.UnreachableGrace < TimeSpan.Zero)
+        {
+            errors.Add($"{P}:UnreachableGrace cannot be negative");
+        }
+
+        if (policies.BusyWait < TimeSpan.Zero)
+        {
+            errors.Add($"{P}:BusyWait cannot be negative");
+        }
+
+        if (policies.RunHistoryLimit < 1)
+        {
+            errors.Add($"{P}:RunHistoryLimit must be at least 1");
+        }
+
+        return errors;
+    }
+
     private static void CheckPort(List<string> errors, string name, int port)
     {
         if (port is < 1 or > 65535)

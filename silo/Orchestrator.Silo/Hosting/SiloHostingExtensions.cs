@@ -28,7 +28,11 @@ public static class SiloHostingExtensions
         }
 
         var backup = builder.Configuration.GetSection($"{OrchestratorSettings.Section}:Backup").Get<BackupOptions>() ?? new BackupOptions();
-        var errors = OrchestratorSettingsValidator.Validate(settings).Concat(OrchestratorSettingsValidator.Validate(backup)).ToList();
+        var policies = builder.Configuration.GetSection($"{OrchestratorSettings.Section}:Policies").Get<Grains.Policies.PolicyOptions>() ?? new Grains.Policies.PolicyOptions();
+        var errors = OrchestratorSettingsValidator.Validate(settings)
+            .Concat(OrchestratorSettingsValidator.Validate(backup))
+            .Concat(OrchestratorSettingsValidator.Validate(policies))
+            .ToList();
         if (errors.Count > 0)
         {
             throw new SettingsException(errors);
@@ -55,6 +59,7 @@ public static class SiloHostingExtensions
         });
         builder.Services.AddHostedService<HostAgent>();
         builder.Services.Configure<BackupOptions>(builder.Configuration.GetSection($"{OrchestratorSettings.Section}:Backup"));
+        builder.Services.Configure<Grains.Policies.PolicyOptions>(builder.Configuration.GetSection($"{OrchestratorSettings.Section}:Policies"));
         return builder;
     }
 
@@ -81,6 +86,7 @@ public static class SiloHostingExtensions
         app.MapGrpcService<FleetService>().RequireHost(grpcPort);
         app.MapGrpcService<CheckpointService>().RequireHost(grpcPort);
         app.MapGrpcService<BackupService>().RequireHost(grpcPort);
+        app.MapGrpcService<PolicyService>().RequireHost(grpcPort);
         app.MapGrpcReflectionService().RequireHost(grpcPort);
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false }).RequireHost(httpPort);
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") }).RequireHost(httpPort);

@@ -116,6 +116,7 @@ internal sealed class CheckpointService(IGrainFactory grains, IHostDirectory dir
             {
                 Orchestrator.CheckpointOrigin.Manual => Api.V1.CheckpointOrigin.Manual,
                 Orchestrator.CheckpointOrigin.Schedule => Api.V1.CheckpointOrigin.Schedule,
+                Orchestrator.CheckpointOrigin.Policy => Api.V1.CheckpointOrigin.Policy,
                 _ => Api.V1.CheckpointOrigin.External,
             },
             State = (PowerState)(int)view.StateAtCheckpoint,

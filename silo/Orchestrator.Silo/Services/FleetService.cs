@@ -73,6 +73,62 @@ internal sealed class FleetService(IGrainFactory grains, IHostDirectory director
         return new GetDiskChainResponse { Chain = chain };
     }
 
+    public override async Task<GetComplianceResponse> GetCompliance(GetComplianceRequest request, ServerCallContext context)
+    {
+        var ct = context.CancellationToken;
+        if (request.Host.Length > 0)
+        {
+            GrainKeys.ValidateHost(request.Host);
+        }
+
+        if (request.Policy.Length > 0)
+        {
+            PolicyNames.Validate(request.Policy, "policy");
+        }
+
+        var status = PolicyMapper.ToContract(request.Status, "status");
+        var compliance = await grains.GetGrain<IFleetGrain>(GrainKeys.Fleet).GetComplianceAsync(ct);
+        var vms = FleetQueries.FilterCompliance(compliance, request.Host, request.Policy, status).ToList();
+
+        // Answered from the fleet's index, so a host that is down is no error: its VMs are shown as last seen.
+        var scope = await FleetScope.ResolveAsync(grains, directory, "", ct);
+        var response = new GetComplianceResponse();
+        response.Vms.AddRange(vms.Select(PolicyMapper.ToProto));
+        response.UnavailableHosts.AddRange(scope.Unavailable.Where(h => request.Host.Length == 0 || h == request.Host));
+        return response;
+    }
+
+    public override async Task<ListOverlaysResponse> ListOverlays(ListOverlaysRequest request, ServerCallContext context)
+    {
+        var ct = context.CancellationToken;
+        var scope = await FleetScope.ResolveAsync(grains, directory, request.Host, ct);
+        var answers = await Task.WhenAll(scope.Available.Select(async host =>
+        {
+            var grain = grains.GetGrain<IHostGrain>(host);
+            try
+            {
+                if (request.Refresh)
+                {
+                    await grain.SyncInventoryAsync(ct);
+                }
+
+                return (Host: host, Vms: await grain.ListVmsAsync(ct));
+            }
+            catch (OrchestratorException e) when (e.Code == ErrorCode.HostUnavailable && request.Host.Length == 0)
+            {
+                // Its silo went down since the scope was resolved: listed as unavailable like the others.
+                return (Host: host, Vms: (IReadOnlyList<VmView>?)null);
+            }
+        }));
+
+        var response = new ListOverlaysResponse();
+        response.Disks.AddRange(FleetQueries.Overlays(
+            answers.Where(a => a.Vms is not null).SelectMany(a => a.Vms!.SelectMany(vm => vm.Disks.Select(d => (a.Host, vm.Name, vm.Present, d)))),
+            request.All));
+        response.UnavailableHosts.AddRange(scope.Unavailable.Concat(answers.Where(a => a.Vms is null).Select(a => a.Host)).Order(StringComparer.Ordinal));
+        return response;
+    }
+
     internal static Vm ToProto(VmView view)
     {
         var vm = new Vm

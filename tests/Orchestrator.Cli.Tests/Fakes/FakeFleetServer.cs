@@ -9,7 +9,7 @@ using Microsoft.Extensions.Logging;
 
 namespace Orchestrator.Cli.Tests.Fakes;
 
-/// <summary>Kestrel serving <see cref="FakeFleetService"/> and <see cref="FakeBackupService"/> over h2c on a random loopback port, like a silo.</summary>
+/// <summary>Kestrel serving <see cref="FakeFleetService"/>, <see cref="FakeBackupService"/> and <see cref="FakePolicyService"/> over h2c on a random loopback port, like a silo.</summary>
 internal sealed class FakeFleetServer : IAsyncDisposable
 {
     private readonly WebApplication _app;
@@ -31,9 +31,11 @@ internal sealed class FakeFleetServer : IAsyncDisposable
         builder.Services.AddGrpc();
         builder.Services.AddSingleton<FakeFleetService>();
         builder.Services.AddSingleton<FakeBackupService>();
+        builder.Services.AddSingleton<FakePolicyService>();
         WebApplication app = builder.Build();
         app.MapGrpcService<FakeFleetService>();
         app.MapGrpcService<FakeBackupService>();
+        app.MapGrpcService<FakePolicyService>();
         await app.StartAsync();
         string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
         return new FakeFleetServer(app, new Uri(address));

@@ -12,9 +12,12 @@ namespace Orchestrator.UnitTests.Cluster;
 /// Three silos in one in-process test cluster, each standing for one hypervisor host with its own simulated
 /// hypervisor: kvm-01 serves the first silo, kvm-02 the second, kvm-03 the third.
 /// </summary>
-public sealed class ThreeHostClusterFixture : IAsyncLifetime
+public class ThreeHostClusterFixture : IAsyncLifetime
 {
     public static readonly string[] Hosts = ["kvm-01", "kvm-02", "kvm-03"];
+
+    /// <summary>Hosts whose silos a test starts later (StartAdditionalSiloAsync), in that order.</summary>
+    protected virtual IReadOnlyList<string> LateHosts => [];
 
     private readonly ConcurrentDictionary<string, string> _hostBySilo = new();
 
@@ -32,7 +35,7 @@ public sealed class ThreeHostClusterFixture : IAsyncLifetime
         var builder = new InProcessTestClusterBuilder(3);
         builder.ConfigureSilo((options, silo) =>
         {
-            var host = _hostBySilo.GetOrAdd(options.SiloName, _ => Hosts[_hostBySilo.Count]);
+            var host = _hostBySilo.GetOrAdd(options.SiloName, _ => Hosts.Concat(LateHosts).ElementAt(_hostBySilo.Count));
             var hypervisor = Hypervisors.GetOrAdd(host, h => Seed(new SimulatedHypervisor(new SimulatedOptions { HostName = h }), h));
             silo.AddMemoryGrainStorage(StorageNames.Default);
             silo.AddOrchestratorGrains(host);
@@ -42,6 +45,8 @@ public sealed class ThreeHostClusterFixture : IAsyncLifetime
                 o.DefaultTarget = Path.Combine(BackupRoot, host);
             });
             silo.Services.AddSingleton<IHypervisor>(hypervisor);
+            silo.UseInMemoryReminderService();
+            ConfigureSilo(silo);
         });
         Cluster = builder.Build();
         await Cluster.DeployAsync();
@@ -58,11 +63,16 @@ public sealed class ThreeHostClusterFixture : IAsyncLifetime
         }
     }
 
+    /// <summary>More silo configuration for a derived fixture.</summary>
+    protected virtual void ConfigureSilo(ISiloBuilder silo)
+    {
+    }
+
     /// <summary>The silo serving a host, as the test cluster named it.</summary>
     public InProcessSiloHandle SiloOf(string host) =>
         Cluster.Silos.Single(s => _hostBySilo.TryGetValue(s.Name, out var h) && h == host);
 
-    private static SimulatedHypervisor Seed(SimulatedHypervisor hypervisor, string host)
+    protected static SimulatedHypervisor Seed(SimulatedHypervisor hypervisor, string host)
     {
         const long GiB = 1L << 30;
         var n = host[^1];

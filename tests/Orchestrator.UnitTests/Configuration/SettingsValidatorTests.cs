@@ -51,4 +51,17 @@ public sealed class SettingsValidatorTests
         s.Endpoints.HttpPort = s.Endpoints.GrpcPort;
         Assert.Contains(OrchestratorSettingsValidator.Validate(s), e => e.Contains("must differ", StringComparison.Ordinal));
     }
+
+    [Fact]
+    public void ValidatePolicies_Defaults_HaveNoErrors() => Assert.Empty(OrchestratorSettingsValidator.Validate(new Grains.Policies.PolicyOptions()));
+
+    [Fact]
+    public void ValidatePolicies_ZeroRetryIntervalAndHistory_NameTheSettings()
+    {
+        var errors = OrchestratorSettingsValidator.Validate(new Grains.Policies.PolicyOptions { RetryInterval = TimeSpan.Zero, RunHistoryLimit = 0 });
+
+        Assert.Equal(2, errors.Count);
+        Assert.Contains(errors, e => e.StartsWith("Orchestrator:Policies:RetryInterval", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.StartsWith("Orchestrator:Policies:RunHistoryLimit", StringComparison.Ordinal));
+    }
 }

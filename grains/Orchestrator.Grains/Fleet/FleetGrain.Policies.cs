@@ -1,0 +1,231 @@
+using Orchestrator.Grains.Policies;
+
+namespace Orchestrator.Grains.Fleet;
+
+/// <summary>
+/// The fleet's side of policies: the VM index (fed by every host's sync, so VMs of a host that is down are still
+/// known and can be recorded as skipped), the policy registry, admission slots and compliance.
+/// </summary>
+internal sealed partial class FleetGrain
+{
+    /// <summary>A slot older than this belongs to a run that is gone (its policy grain lost it): it no longer counts.</summary>
+    internal static readonly TimeSpan LeaseLifetime = TimeSpan.FromHours(48);
+
+    public async Task ReportInventoryAsync(string host, IReadOnlyList<VmIndexEntry> vms, CancellationToken cancellationToken = default)
+    {
+        GrainKeys.ValidateHost(host);
+        ArgumentNullException.ThrowIfNull(vms);
+        var index = state.State.Vms;
+        var changed = false;
+        var reported = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var vm in vms)
+        {
+            var key = GrainKeys.Vm(host, vm.Name);
+            reported.Add(key);
+            if (!index.TryGetValue(key, out var record))
+            {
+                index[key] = record = new VmIndexRecord { Host = host, Name = vm.Name };
+                changed = true;
+            }
+
+            changed |= Update(record, vm);
+        }
+
+        foreach (var record in index.Values.Where(r => r.Host == host && r.Present && !reported.Contains(GrainKeys.Vm(r.Host, r.Name))))
+        {
+            record.Present = false;
+            changed = true;
+        }
+
+        if (changed)
+        {
+            await state.WriteStateAsync(cancellationToken);
+        }
+    }
+
+    public async Task RecordProtectionAsync(string host, string vm, PolicyKind kind, DateTimeOffset at, CancellationToken cancellationToken = default)
+    {
+        if (!state.State.Vms.TryGetValue(GrainKeys.Vm(host, vm), out var record))
+        {
+            // Not synced yet: the host's next inventory sync brings the VM with this time.
+            return;
+        }
+
+        if (kind == PolicyKind.LiveBackup && (record.LastBackupAt is null || record.LastBackupAt < at))
+        {
+            record.LastBackupAt = at;
+        }
+        else if (kind == PolicyKind.Checkpoint && (record.LastCheckpointAt is null || record.LastCheckpointAt < at))
+        {
+            record.LastCheckpointAt = at;
+        }
+        else
+        {
+            return;
+        }
+
+        await state.WriteStateAsync(cancellationToken);
+    }
+
+    public Task<IReadOnlyList<VmIndexEntry>> ListVmsAsync(CancellationToken cancellationToken = default) =>
+        Task.FromResult<IReadOnlyList<VmIndexEntry>>([.. OrderedVms().Select(ToEntry)]);
+
+    public Task<IReadOnlyList<VmIndexEntry>> SelectAsync(PolicySelector selector, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(selector);
+        return Task.FromResult<IReadOnlyList<VmIndexEntry>>([.. OrderedVms()
+            .Where(r => r.Present && PolicySelectorMatcher.Matches(selector, r.Host, r.Name, r.Labels))
+            .Select(ToEntry)]);
+    }
+
+    public async Task RegisterPolicyAsync(PolicyRegistration policy, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(policy);
+        var name = PolicyNames.Validate(policy.Spec.Name);
+        if (state.State.Policies.TryGetValue(name, out var existing) && existing.Version == policy.Version)
+        {
+            return;
+        }
+
+        state.State.Policies[name] = new PolicyRegistrationRecord { Spec = PolicySpecRecord.From(policy.Spec), Version = policy.Version };
+        await state.WriteStateAsync(cancellationToken);
+    }
+
+    public async Task UnregisterPolicyAsync(string name, CancellationToken cancellationToken = default)
+    {
+        if (state.State.Policies.Remove(name))
+        {
+            await state.WriteStateAsync(cancellationToken);
+        }
+    }
+
+    public Task<IReadOnlyList<PolicyRegistration>> ListPoliciesAsync(CancellationToken cancellationToken = default) =>
+        Task.FromResult<IReadOnlyList<PolicyRegistration>>([.. state.State.Policies
+            .OrderBy(p => p.Key, StringComparer.Ordinal)
+            .Select(p => new PolicyRegistration(p.Value.Spec.ToContract(), p.Value.Version))]);
+
+    public async Task<AdmissionResult> TryAdmitAsync(AdmissionRequest request, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        var leases = state.State.Leases;
+        var key = GrainKeys.Vm(request.Host, request.Vm);
+        var now = time.GetUtcNow();
+        var expired = leases.Where(l => now - l.Value.At > LeaseLifetime).Select(l => l.Key).ToList();
+        expired.ForEach(k => leases.Remove(k));
+
+        if (leases.TryGetValue(key, out var held))
+        {
+            if (held.RunId == request.RunId)
+            {
+                return new AdmissionResult(true, null);
+            }
+
+            return new AdmissionResult(false, $"waiting: VM busy in run {held.RunId} of policy '{held.Policy}'");
+        }
+
+        var mine = leases.Values.Where(l => l.Policy == request.Policy).ToList();
+        if (mine.Count(l => l.Host == request.Host) >= request.Limits.PerHost)
+        {
+            return new AdmissionResult(false, $"waiting: host {request.Host} has {request.Limits.PerHost} of this policy's VMs running (concurrency.per_host)");
+        }
+
+        if (mine.Count >= request.Limits.Fleet)
+        {
+            return new AdmissionResult(false, $"waiting: {request.Limits.Fleet} of this policy's VMs running fleet-wide (concurrency.fleet)");
+        }
+
+        leases[key] = new AdmissionLease { Policy = request.Policy, RunId = request.RunId, Host = request.Host, At = now };
+        await state.WriteStateAsync(cancellationToken);
+        return new AdmissionResult(true, null);
+    }
+
+    public async Task ReleaseAsync(string runId, string host, string vm, CancellationToken cancellationToken = default)
+    {
+        var key = GrainKeys.Vm(host, vm);
+        if (state.State.Leases.TryGetValue(key, out var held) && held.RunId == runId)
+        {
+            state.State.Leases.Remove(key);
+            await state.WriteStateAsync(cancellationToken);
+        }
+    }
+
+    public async Task ReleaseRunAsync(string runId, CancellationToken cancellationToken = default)
+    {
+        var keys = state.State.Leases.Where(l => l.Value.RunId == runId).Select(l => l.Key).ToList();
+        if (keys.Count > 0)
+        {
+            keys.ForEach(k => state.State.Leases.Remove(k));
+            await state.WriteStateAsync(cancellationToken);
+        }
+    }
+
+    public Task<IReadOnlyList<VmCompliance>> GetComplianceAsync(CancellationToken cancellationToken = default)
+    {
+        var now = time.GetUtcNow();
+        var policies = state.State.Policies.OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => (p.Value.Spec.ToContract(), p.Value.Version)).ToList();
+        var result = new List<VmCompliance>();
+        foreach (var vm in OrderedVms())
+        {
+            var covered = policies
+                .Where(p => PolicySelectorMatcher.Matches(p.Item1.Selector, vm.Host, vm.Name, vm.Labels))
+                .Select(p => Assess(p.Item1, p.Version, vm, now))
+                .ToList();
+            var overall = covered.Count == 0 ? ComplianceStatus.Unprotected : covered.Max(c => Severity(c.Status)) switch
+            {
+                2 => ComplianceStatus.Never,
+                1 => ComplianceStatus.OutOfRpo,
+                _ => ComplianceStatus.Ok,
+            };
+            result.Add(new VmCompliance(vm.Host, vm.Name, vm.Present, covered, overall, vm.LastBackupAt, vm.LastCheckpointAt));
+        }
+
+        return Task.FromResult<IReadOnlyList<VmCompliance>>(result);
+    }
+
+    /// <summary>One policy's view of one VM: its newest good backup (or checkpoint) against the RPO.</summary>
+    internal static PolicyCompliance Assess(PolicySpec policy, int version, VmIndexRecord vm, DateTimeOffset now)
+    {
+        var last = policy.Kind == PolicyKind.LiveBackup ? vm.LastBackupAt : vm.LastCheckpointAt;
+        var status = last is null ? ComplianceStatus.Never
+            : policy.Rpo > TimeSpan.Zero && now - last.Value > policy.Rpo ? ComplianceStatus.OutOfRpo
+            : ComplianceStatus.Ok;
+        return new PolicyCompliance(policy.Name, policy.Kind, version, last, policy.Rpo, status);
+    }
+
+    private static int Severity(ComplianceStatus status) => status switch
+    {
+        ComplianceStatus.Never => 2,
+        ComplianceStatus.OutOfRpo => 1,
+        _ => 0,
+    };
+
+    private IEnumerable<VmIndexRecord> OrderedVms() =>
+        state.State.Vms.Values.OrderBy(v => v.Host, StringComparer.Ordinal).ThenBy(v => v.Name, StringComparer.Ordinal);
+
+    private static VmIndexEntry ToEntry(VmIndexRecord r) =>
+        new(r.Host, r.Name, r.Uuid, r.Present, new Dictionary<string, string>(r.Labels, StringComparer.Ordinal), r.LastBackupAt, r.LastCheckpointAt);
+
+    private static bool Update(VmIndexRecord record, VmIndexEntry vm)
+    {
+        var changed = record.Uuid != vm.Uuid
+            || record.Present != vm.Present
+            || record.Labels.Count != vm.Labels.Count
+            || !vm.Labels.All(l => record.Labels.TryGetValue(l.Key, out var v) && v == l.Value)
+            || (vm.LastBackupAt is { } b && (record.LastBackupAt is null || record.LastBackupAt < b))
+            || (vm.LastCheckpointAt is { } c && (record.LastCheckpointAt is null || record.LastCheckpointAt < c));
+        record.Uuid = vm.Uuid;
+        record.Present = vm.Present;
+        record.Labels = new Dictionary<string, string>(vm.Labels, StringComparer.Ordinal);
+        if (vm.LastBackupAt is { } backup && (record.LastBackupAt is null || record.LastBackupAt < backup))
+        {
+            record.LastBackupAt = backup;
+        }
+
+        if (vm.LastCheckpointAt is { } checkpoint && (record.LastCheckpointAt is null || record.LastCheckpointAt < checkpoint))
+        {
+            record.LastCheckpointAt = checkpoint;
+        }
+
+        return changed;
+    }
+}

@@ -1,0 +1,406 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orchestrator.Grains.Backups;
+using Orchestrator.Grains.Placement;
+using Orleans.Placement;
+
+namespace Orchestrator.Grains.Policies;
+
+/// <summary>
+/// One fleet-wide policy: its versioned spec, schedule, runs and the VMs waiting for their host to come back.
+/// Placed on the silo that first calls it (usually the one serving the gRPC request). The spec and every run are
+/// persisted; a reminder (1 minute) wakes the grain after a restart, and a grain timer ticks for schedules and retries
+/// while it is active. A run in progress is driven by a task this activation owns (see BackupPolicyGrain.Run.cs); a
+/// new activation resumes it from the persisted run record.
+/// </summary>
+[PreferLocalPlacement]
+internal sealed partial class BackupPolicyGrain(
+    [PersistentState("policy", StorageNames.Default)] IPersistentState<BackupPolicyState> state,
+    IHostDirectory hostDirectory,
+    IOptions<BackupOptions> backupOptions,
+    IOptions<PolicyOptions> options,
+    TimeProvider time,
+    ILogger<BackupPolicyGrain> logger) : Grain, IBackupPolicyGrain, IRemindable
+{
+    internal const string ReminderName = "policy-tick";
+    private static readonly TimeSpan ReminderPeriod = TimeSpan.FromMinutes(1);
+
+    private readonly SemaphoreSlim _writeLock = new(1, 1);
+    private IGrainTimer? _tickTimer;
+    private bool _registered;
+
+    private string Name => this.GetPrimaryKeyString();
+
+    private IFleetGrain Fleet => GrainFactory.GetGrain<IFleetGrain>(GrainKeys.Fleet);
+
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        if (!state.State.Exists)
+        {
+            return;
+        }
+
+        try
+        {
+            await EnsureReminderAsync(cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // The timer still ticks while this activation lives; the next activation tries again.
+            LogReminderFailed(logger, Name, e.Message);
+        }
+
+        ArmTick(TimeSpan.Zero);
+    }
+
+    public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        await StopRunTaskAsync(cancellationToken);
+        _tickTimer?.Dispose();
+    }
+
+    public async Task<PolicyApplyResult> ApplyAsync(PolicySpec spec, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        using var activity = Telemetry.Source.StartActivity("policy.apply");
+        activity?.SetTag("policy", Name);
+        if (!string.Equals(spec.Name, Name, StringComparison.Ordinal))
+        {
+            PolicyNames.Validate(spec.Name);
+            throw OrchestratorException.InvalidArgument("name", $"'{spec.Name}' does not match the policy addressed ('{Name}')");
+        }
+
+        var now = time.GetUtcNow();
+        var validated = PolicyValidator.Validate(spec, backupOptions.Value, now);
+        var s = state.State;
+        if (s.Exists && s.Spec.Kind != validated.Spec.Kind)
+        {
+            throw OrchestratorException.InvalidArgument(
+                "kind",
+                $"policy '{Name}' exists with kind {KindName(s.Spec.Kind)}; a policy's kind cannot change (its runs and retention would mix): delete it first, or use another name");
+        }
+
+        var record = PolicySpecRecord.From(validated.Spec);
+        if (s.Exists && record.SameAs(s.Spec))
+        {
+            await EnsureRegisteredAsync(cancellationToken);
+            activity?.SetTag("changed", false);
+            return new PolicyApplyResult(View(), Created: false, Changed: false);
+        }
+
+        var created = !s.Exists;
+        var scheduleChanged = created || record.Cron != s.Spec.Cron || record.TimeZone != s.Spec.TimeZone;
+        s.Exists = true;
+        s.Spec = record;
+        s.Version++;
+        s.UpdatedAt = now;
+        if (created)
+        {
+            s.CreatedAt = now;
+        }
+
+        if (scheduleChanged)
+        {
+            s.NextRunAt = validated.Cron?.GetNextOccurrence(now.UtcDateTime, validated.Zone) is { } next ? new DateTimeOffset(next, TimeSpan.Zero) : null;
+        }
+
+        await WriteAsync(cancellationToken);
+        _registered = false;
+        await EnsureRegisteredAsync(cancellationToken);
+        await EnsureReminderAsync(cancellationToken);
+        ArmTick(TimeSpan.Zero);
+        activity?.SetTag("version", s.Version);
+        activity?.SetTag("changed", true);
+        LogApplied(logger, Name, s.Version, created);
+        return new PolicyApplyResult(View(), created, Changed: true);
+    }
+
+    public Task<PolicyView> GetAsync(CancellationToken cancellationToken = default)
+    {
+        RequireExists();
+        return Task.FromResult(View());
+    }
+
+    public async Task<bool> DeleteAsync(CancellationToken cancellationToken = default)
+    {
+        if (!state.State.Exists)
+        {
+            DeactivateOnIdle();
+            return false;
+        }
+
+        if (ActiveRun() is { } active)
+        {
+            throw new OrchestratorException(
+                ErrorCode.Conflict,
+                $"policy '{Name}' has run {active.RunId} in progress; wait for it to end (policy run-show {Name} {active.RunId}) and delete again");
+        }
+
+        await Fleet.UnregisterPolicyAsync(Name, cancellationToken);
+        await state.ClearStateAsync(cancellationToken);
+        state.State = new BackupPolicyState();
+        _tickTimer?.Dispose();
+        _tickTimer = null;
+        if (await this.GetReminder(ReminderName, cancellationToken) is { } reminder)
+        {
+            await this.UnregisterReminder(reminder, cancellationToken);
+        }
+
+        LogDeleted(logger, Name);
+        DeactivateOnIdle();
+        return true;
+    }
+
+    public async Task<PolicyRunView> RunNowAsync(CancellationToken cancellationToken = default)
+    {
+        RequireExists();
+        if (ActiveRun() is { } active)
+        {
+            throw new OrchestratorException(
+                ErrorCode.Conflict,
+                $"policy '{Name}' already has run {active.RunId} in progress (watch it with: policy run-show {Name} {active.RunId} --watch)");
+        }
+
+        var run = await StartRunAsync(PolicyRunTrigger.Manual, cancellationToken);
+        return RunView(run);
+    }
+
+    public Task<PolicyRunView> GetRunAsync(string runId, CancellationToken cancellationToken = default) =>
+        Task.FromResult(RunView(FindRun(runId)));
+
+    public Task<IReadOnlyList<PolicyRunView>> ListRunsAsync(int limit = 20, CancellationToken cancellationToken = default)
+    {
+        RequireExists();
+        if (limit is < 1 or > 1000)
+        {
+            throw OrchestratorException.InvalidArgument("limit", $"must be between 1 and 1000, not {limit}");
+        }
+
+        return Task.FromResult<IReadOnlyList<PolicyRunView>>([.. state.State.Runs.AsEnumerable().Reverse().Take(limit).Select(RunView)]);
+    }
+
+    public async Task<PolicyRunView> WaitRunAsync(string runId, long afterVersion, TimeSpan maxWait, CancellationToken cancellationToken = default)
+    {
+        var deadline = time.GetUtcNow() + maxWait;
+        while (true)
+        {
+            var run = FindRun(runId);
+            var remaining = deadline - time.GetUtcNow();
+            if (run.Version > afterVersion || run.IsTerminal || remaining <= TimeSpan.Zero)
+            {
+                return RunView(run);
+            }
+
+            try
+            {
+                await _runChanged.Task.WaitAsync(remaining, time, cancellationToken);
+            }
+            catch (TimeoutException)
+            {
+            }
+        }
+    }
+
+    public async Task ReceiveReminder(string reminderName, TickStatus status)
+    {
+        if (reminderName != ReminderName)
+        {
+            return;
+        }
+
+        if (!state.State.Exists)
+        {
+            // A leftover of a deleted policy.
+            if (await this.GetReminder(ReminderName) is { } reminder)
+            {
+                await this.UnregisterReminder(reminder);
+            }
+
+            return;
+        }
+
+        await TickAsync(CancellationToken.None);
+    }
+
+    /// <summary>
+    /// The grain's clock: resumes a run this activation does not drive yet, starts a due scheduled run (one, however
+    /// many slots passed), and starts a retry run for skipped VMs whose host is back.
+    /// </summary>
+    private async Task TickAsync(CancellationToken cancellationToken)
+    {
+        if (!state.State.Exists)
+        {
+            return;
+        }
+
+        try
+        {
+            await EnsureRegisteredAsync(cancellationToken);
+            var now = time.GetUtcNow();
+            var s = state.State;
+            var due = s.NextRunAt is { } at && at <= now;
+            if (ActiveRun() is not null)
+            {
+                if (_runTask is null or { IsCompleted: true })
+                {
+                    LogRunResumed(logger, Name, ActiveRun()!.RunId);
+                    StartRunTask();
+                }
+
+                if (due)
+                {
+                    // The slot finds a run still going: it is not run, it is counted.
+                    s.MissedSlots++;
+                    s.NextRunAt = NextOccurrence(now);
+                    await WriteAsync(cancellationToken);
+                }
+            }
+            else if (due)
+            {
+                s.NextRunAt = NextOccurrence(now);
+                await StartRunAsync(PolicyRunTrigger.Schedule, cancellationToken);
+            }
+            else if (s.PendingRetries.Count > 0)
+            {
+                var served = hostDirectory.ServedHosts();
+                if (s.PendingRetries.Any(p => served.ContainsKey(p.Host)))
+                {
+                    await StartRunAsync(PolicyRunTrigger.Retry, cancellationToken);
+                }
+            }
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            LogTickFailed(logger, Name, e.Message);
+        }
+        finally
+        {
+            ArmTick(null);
+        }
+    }
+
+    private DateTimeOffset? NextOccurrence(DateTimeOffset after)
+    {
+        var spec = state.State.Spec;
+        if (spec.Cron is null)
+        {
+            return null;
+        }
+
+        var cron = Checkpoints.CheckpointSchedulePlanner.ParseCron(spec.Cron);
+        var zone = Checkpoints.CheckpointSchedulePlanner.ParseTimeZone(spec.TimeZone);
+        return cron.GetNextOccurrence(after.UtcDateTime, zone) is { } next ? new DateTimeOffset(next, TimeSpan.Zero) : null;
+    }
+
+    /// <summary>Arms the tick for the next due time or the retry interval, whichever comes first (<paramref name="wait"/> overrides).</summary>
+    private void ArmTick(TimeSpan? wait)
+    {
+        if (!state.State.Exists)
+        {
+            return;
+        }
+
+        var next = wait ?? TickWait();
+        if (_tickTimer is null)
+        {
+            _tickTimer = this.RegisterGrainTimer(
+                static (grain, ct) => grain.TickAsync(ct),
+                this,
+                new GrainTimerCreationOptions(next, Timeout.InfiniteTimeSpan) { Interleave = false, KeepAlive = false });
+        }
+        else
+        {
+            _tickTimer.Change(next, Timeout.InfiniteTimeSpan);
+        }
+    }
+
+    private TimeSpan TickWait()
+    {
+        var wait = options.Value.RetryInterval;
+        if (state.State.NextRunAt is { } at)
+        {
+            var untilDue = at - time.GetUtcNow();
+            wait = untilDue < wait ? untilDue : wait;
+        }
+
+        return wait < TimeSpan.FromMilliseconds(50) ? TimeSpan.FromMilliseconds(50) : wait;
+    }
+
+    private async Task EnsureRegisteredAsync(CancellationToken cancellationToken)
+    {
+        if (_registered || !state.State.Exists)
+        {
+            return;
+        }
+
+        await Fleet.RegisterPolicyAsync(new PolicyRegistration(state.State.Spec.ToContract(), state.State.Version), cancellationToken);
+        _registered = true;
+    }
+
+    private async Task EnsureReminderAsync(CancellationToken cancellationToken) =>
+        await this.RegisterOrUpdateReminder(ReminderName, ReminderPeriod, ReminderPeriod, cancellationToken);
+
+    /// <summary>Persists the state; writes from the run's interleaved tasks go one at a time (the storage ETag allows no overlap).</summary>
+    private async Task WriteAsync(CancellationToken cancellationToken)
+    {
+        await _writeLock.WaitAsync(cancellationToken);
+        try
+        {
+            await state.WriteStateAsync(cancellationToken);
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    private void RequireExists()
+    {
+        if (!state.State.Exists)
+        {
+            DeactivateOnIdle();
+            throw OrchestratorException.NotFound($"policy '{Name}' does not exist");
+        }
+    }
+
+    private PolicyRunRecord? ActiveRun() => state.State.Runs.LastOrDefault(r => !r.IsTerminal);
+
+    private PolicyRunRecord FindRun(string runId)
+    {
+        RequireExists();
+        return state.State.Runs.FirstOrDefault(r => r.RunId == runId)
+            ?? throw OrchestratorException.NotFound($"policy '{Name}' has no run '{runId}' (it keeps the last {options.Value.RunHistoryLimit})");
+    }
+
+    private PolicyView View()
+    {
+        var s = state.State;
+        return new PolicyView(
+            s.Spec.ToContract(),
+            s.Version,
+            s.CreatedAt,
+            s.UpdatedAt,
+            s.NextRunAt,
+            s.Runs.Count > 0 ? RunView(s.Runs[^1]) : null,
+            [.. s.PendingRetries.Select(p => p.Key)]);
+    }
+
+    private PolicyRunView RunView(PolicyRunRecord run) => new(
+        run.RunId,
+        Name,
+        run.PolicyVersion,
+        run.Spec.Kind,
+        run.Trigger,
+        run.RetryOf,
+        run.State,
+        run.StartedAt,
+        run.EndedAt,
+        [.. run.Targets.Select(t => new PolicyTargetView(t.Host, t.Vm, t.Status, t.BackupRun, t.Checkpoint, t.Reason, t.AdmittedAt, t.ReleasedAt, t.Attempts))],
+        new PolicyConcurrency(run.Spec.PerHost, run.Spec.Fleet),
+        ActivityContext.TryParse(run.TraceParent, null, out var context) ? context.TraceId.ToHexString() : null,
+        run.Version,
+        run.Error);
+
+    internal static string KindName(PolicyKind kind) => kind == PolicyKind.LiveBackup ? "live-backup" : "checkpoint";
+}

@@ -1,0 +1,330 @@
+using MessagePack;
+
+namespace Orchestrator.Grains.Policies;
+
+/// <summary>A policy grain's persisted state: the spec and version, the schedule, its runs and the VMs waiting for their host.</summary>
+[GenerateSerializer]
+[Alias("orchestrator.BackupPolicyState")]
+[MessagePackObject]
+public sealed record class BackupPolicyState
+{
+    [Id(0)]
+    [Key(0)]
+    public bool Exists { get; set; }
+
+    [Id(1)]
+    [Key(1)]
+    public PolicySpecRecord Spec { get; set; } = new();
+
+    [Id(2)]
+    [Key(2)]
+    public int Version { get; set; }
+
+    [Id(3)]
+    [Key(3)]
+    public DateTimeOffset CreatedAt { get; set; }
+
+    [Id(4)]
+    [Key(4)]
+    public DateTimeOffset UpdatedAt { get; set; }
+
+    /// <summary>The next scheduled run; null without a schedule.</summary>
+    [Id(5)]
+    [Key(5)]
+    public DateTimeOffset? NextRunAt { get; set; }
+
+    /// <summary>Runs, oldest first; at most one is not terminal.</summary>
+    [Id(6)]
+    [Key(6)]
+    public List<PolicyRunRecord> Runs { get; set; } = [];
+
+    /// <summary>VMs skipped because their host's silo was down, to run again when it is back.</summary>
+    [Id(7)]
+    [Key(7)]
+    public List<PendingRetryRecord> PendingRetries { get; set; } = [];
+
+    /// <summary>Scheduled slots that found a run still going (not run, counted).</summary>
+    [Id(8)]
+    [Key(8)]
+    public int MissedSlots { get; set; }
+}
+
+[GenerateSerializer]
+[Alias("orchestrator.PolicySpecRecord")]
+[MessagePackObject]
+public sealed record class PolicySpecRecord
+{
+    [Id(0)]
+    [Key(0)]
+    public string Name { get; set; } = "";
+
+    [Id(1)]
+    [Key(1)]
+    public PolicyKind Kind { get; set; }
+
+    [Id(2)]
+    [Key(2)]
+    public string Description { get; set; } = "";
+
+    [Id(3)]
+    [Key(3)]
+    public List<string> Hosts { get; set; } = [];
+
+    [Id(4)]
+    [Key(4)]
+    public List<string> Vms { get; set; } = [];
+
+    [Id(5)]
+    [Key(5)]
+    public Dictionary<string, string> Labels { get; set; } = new(StringComparer.Ordinal);
+
+    [Id(6)]
+    [Key(6)]
+    public string? Cron { get; set; }
+
+    [Id(7)]
+    [Key(7)]
+    public string TimeZone { get; set; } = "UTC";
+
+    /// <summary>keep_last, hourly, daily, weekly, monthly.</summary>
+    [Id(8)]
+    [Key(8)]
+    public int[] Retention { get; set; } = [0, 0, 0, 0, 0];
+
+    [Id(9)]
+    [Key(9)]
+    public string? Target { get; set; }
+
+    [Id(10)]
+    [Key(10)]
+    public QuiesceMode Quiesce { get; set; }
+
+    [Id(11)]
+    [Key(11)]
+    public bool Verify { get; set; }
+
+    [Id(12)]
+    [Key(12)]
+    public long BandwidthBytesPerSecond { get; set; }
+
+    [Id(13)]
+    [Key(13)]
+    public int PerHost { get; set; } = 1;
+
+    [Id(14)]
+    [Key(14)]
+    public int Fleet { get; set; } = 1;
+
+    [Id(15)]
+    [Key(15)]
+    public TimeSpan Rpo { get; set; }
+
+    public static PolicySpecRecord From(PolicySpec spec) => new()
+    {
+        Name = spec.Name,
+        Kind = spec.Kind,
+        Description = spec.Description,
+        Hosts = [.. spec.Selector.Hosts],
+        Vms = [.. spec.Selector.Vms],
+        Labels = new Dictionary<string, string>(spec.Selector.Labels, StringComparer.Ordinal),
+        Cron = spec.Schedule?.Cron,
+        TimeZone = spec.Schedule?.TimeZone ?? "UTC",
+        Retention = [spec.Retention.KeepLast, spec.Retention.Hourly, spec.Retention.Daily, spec.Retention.Weekly, spec.Retention.Monthly],
+        Target = spec.Target,
+        Quiesce = spec.Quiesce,
+        Verify = spec.Verify,
+        BandwidthBytesPerSecond = spec.BandwidthBytesPerSecond,
+        PerHost = spec.Concurrency.PerHost,
+        Fleet = spec.Concurrency.Fleet,
+        Rpo = spec.Rpo,
+    };
+
+    public PolicySpec ToContract() => new()
+    {
+        Name = Name,
+        Kind = Kind,
+        Description = Description,
+        Selector = new PolicySelector
+        {
+            Hosts = [.. Hosts],
+            Vms = [.. Vms],
+            Labels = new SortedDictionary<string, string>(Labels, StringComparer.Ordinal),
+        },
+        Schedule = Cron is null ? null : new PolicySchedule(Cron, TimeZone),
+        Retention = new RetentionPolicy(Retention[0], Retention[1], Retention[2], Retention[3], Retention[4]),
+        Target = Target,
+        Quiesce = Quiesce,
+        Verify = Verify,
+        BandwidthBytesPerSecond = BandwidthBytesPerSecond,
+        Concurrency = new PolicyConcurrency(PerHost, Fleet),
+        Rpo = Rpo,
+    };
+
+    /// <summary>Same policy content (what bumps the version when it differs).</summary>
+    public bool SameAs(PolicySpecRecord other) =>
+        Name == other.Name
+        && Kind == other.Kind
+        && Description == other.Description
+        && Hosts.SequenceEqual(other.Hosts)
+        && Vms.SequenceEqual(other.Vms)
+        && Labels.Count == other.Labels.Count && Labels.All(l => other.Labels.TryGetValue(l.Key, out var v) && v == l.Value)
+        && Cron == other.Cron
+        && TimeZone == other.TimeZone
+        && Retention.SequenceEqual(other.Retention)
+        && Target == other.Target
+        && Quiesce == other.Quiesce
+        && Verify == other.Verify
+        && BandwidthBytesPerSecond == other.BandwidthBytesPerSecond
+        && PerHost == other.PerHost
+        && Fleet == other.Fleet
+        && Rpo == other.Rpo;
+}
+
+[GenerateSerializer]
+[Alias("orchestrator.PolicyRunRecord")]
+[MessagePackObject]
+public sealed record class PolicyRunRecord
+{
+    [Id(0)]
+    [Key(0)]
+    public string RunId { get; set; } = "";
+
+    [Id(1)]
+    [Key(1)]
+    public int PolicyVersion { get; set; }
+
+    /// <summary>The spec the run uses from start to end (a later apply does not change a running run).</summary>
+    [Id(2)]
+    [Key(2)]
+    public PolicySpecRecord Spec { get; set; } = new();
+
+    [Id(3)]
+    [Key(3)]
+    public PolicyRunTrigger Trigger { get; set; }
+
+    [Id(4)]
+    [Key(4)]
+    public string? RetryOf { get; set; }
+
+    [Id(5)]
+    [Key(5)]
+    public PolicyRunState State { get; set; }
+
+    [Id(6)]
+    [Key(6)]
+    public DateTimeOffset StartedAt { get; set; }
+
+    [Id(7)]
+    [Key(7)]
+    public DateTimeOffset? EndedAt { get; set; }
+
+    [Id(8)]
+    [Key(8)]
+    public List<PolicyTargetRecord> Targets { get; set; } = [];
+
+    /// <summary>W3C traceparent of the span that started the run; a resumed run continues that trace.</summary>
+    [Id(9)]
+    [Key(9)]
+    public string? TraceParent { get; set; }
+
+    [Id(10)]
+    [Key(10)]
+    public long Version { get; set; }
+
+    [Id(11)]
+    [Key(11)]
+    public string? Error { get; set; }
+
+    [IgnoreMember]
+    public bool IsTerminal => State != PolicyRunState.Running;
+}
+
+[GenerateSerializer]
+[Alias("orchestrator.PolicyTargetRecord")]
+[MessagePackObject]
+public sealed record class PolicyTargetRecord
+{
+    [Id(0)]
+    [Key(0)]
+    public string Host { get; set; } = "";
+
+    [Id(1)]
+    [Key(1)]
+    public string Vm { get; set; } = "";
+
+    [Id(2)]
+    [Key(2)]
+    public PolicyTargetStatus Status { get; set; }
+
+    /// <summary>The VM's backup run key (host/vm/b-...), persisted as soon as the VM admitted it.</summary>
+    [Id(3)]
+    [Key(3)]
+    public string? BackupRun { get; set; }
+
+    [Id(4)]
+    [Key(4)]
+    public string? Checkpoint { get; set; }
+
+    [Id(5)]
+    [Key(5)]
+    public string? Reason { get; set; }
+
+    [Id(6)]
+    [Key(6)]
+    public DateTimeOffset? AdmittedAt { get; set; }
+
+    [Id(7)]
+    [Key(7)]
+    public DateTimeOffset? ReleasedAt { get; set; }
+
+    [Id(8)]
+    [Key(8)]
+    public int Attempts { get; set; }
+
+    /// <summary>A backup of an earlier run this target waits for first (a retry of a VM whose host died mid-backup).</summary>
+    [Id(9)]
+    [Key(9)]
+    public string? CarriedBackupRun { get; set; }
+
+    /// <summary>Not admitted before this time (the VM was busy).</summary>
+    [Id(10)]
+    [Key(10)]
+    public DateTimeOffset? NotBefore { get; set; }
+
+    /// <summary>First time the VM answered busy (Conflict) in this run.</summary>
+    [Id(11)]
+    [Key(11)]
+    public DateTimeOffset? BusySince { get; set; }
+
+    [IgnoreMember]
+    public bool IsTerminal => Status is PolicyTargetStatus.Succeeded or PolicyTargetStatus.Failed or PolicyTargetStatus.Skipped;
+
+    [IgnoreMember]
+    public string Key => GrainKeys.Vm(Host, Vm);
+}
+
+[GenerateSerializer]
+[Alias("orchestrator.PendingRetryRecord")]
+[MessagePackObject]
+public sealed record class PendingRetryRecord
+{
+    [Id(0)]
+    [Key(0)]
+    public string Host { get; set; } = "";
+
+    [Id(1)]
+    [Key(1)]
+    public string Vm { get; set; } = "";
+
+    [Id(2)]
+    [Key(2)]
+    public string FromRun { get; set; } = "";
+
+    /// <summary>The backup the skipped target had started (recovery on its host may still finish it).</summary>
+    [Id(3)]
+    [Key(3)]
+    public string? BackupRun { get; set; }
+
+    [IgnoreMember]
+    public string Key => GrainKeys.Vm(Host, Vm);
+}

@@ -1,0 +1,210 @@
+using System.Text.RegularExpressions;
+using Cronos;
+using Orchestrator.Grains.Backups;
+using Orchestrator.Grains.Checkpoints;
+
+namespace Orchestrator.Grains.Policies;
+
+/// <summary>A policy spec that passed validation, with its parsed schedule.</summary>
+public sealed record ValidatedPolicy(PolicySpec Spec, CronExpression? Cron, TimeZoneInfo Zone);
+
+/// <summary>
+/// Checks a submitted policy completely before anything is stored. Errors are InvalidArgument naming the field by
+/// its path in the policy file (<c>schedule.cron</c>, <c>concurrency.per_host</c>, <c>selector.vms[1]</c>, ...).
+/// </summary>
+public static partial class PolicyValidator
+{
+    public const int MaxPerHost = 1_000;
+    public const int MaxFleet = 10_000;
+    public static readonly TimeSpan MaxRpo = TimeSpan.FromDays(366);
+
+    private static readonly string[] Placeholders = ["{host}", "{vm}", "{policy}"];
+
+    public static ValidatedPolicy Validate(PolicySpec spec, BackupOptions backup, DateTimeOffset now)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        ArgumentNullException.ThrowIfNull(backup);
+        PolicyNames.Validate(spec.Name);
+        if (!Enum.IsDefined(spec.Kind))
+        {
+            throw OrchestratorException.InvalidArgument("kind", $"'{spec.Kind}' is not a policy kind (live-backup or checkpoint)");
+        }
+
+        if (spec.Description.Length > 500 || spec.Description.Any(c => char.IsControl(c) && c != '\n'))
+        {
+            throw OrchestratorException.InvalidArgument("description", "at most 500 characters, no control characters");
+        }
+
+        var selector = ValidateSelector(spec.Selector);
+        CronExpression? cron = null;
+        var zone = TimeZoneInfo.Utc;
+        PolicySchedule? schedule = null;
+        if (spec.Schedule is { } s)
+        {
+            cron = CheckpointSchedulePlanner.ParseCron(s.Cron);
+            zone = CheckpointSchedulePlanner.ParseTimeZone(s.TimeZone);
+            if (cron.GetNextOccurrence(now.UtcDateTime, zone) is null)
+            {
+                throw OrchestratorException.InvalidArgument("schedule.cron", $"'{s.Cron}' never fires");
+            }
+
+            schedule = new PolicySchedule(s.Cron.Trim(), zone.Id);
+        }
+
+        var what = spec.Kind == PolicyKind.LiveBackup ? "backup set" : "policy checkpoint";
+        var storage = spec.Kind == PolicyKind.LiveBackup ? "the backup target" : "the qcow2 images";
+        CheckpointSchedulePlanner.ValidateRetention(spec.Retention, what, storage);
+        if (spec.Kind == PolicyKind.LiveBackup && spec.Retention.Hourly > 0)
+        {
+            throw OrchestratorException.InvalidArgument("retention.hourly", "hourly buckets apply to checkpoint policies; live-backup sets are kept by keep_last, daily, weekly and monthly");
+        }
+
+        var target = spec.Kind switch
+        {
+            PolicyKind.LiveBackup => ValidateTarget(spec.Target, spec.Name, backup),
+            _ when !string.IsNullOrEmpty(spec.Target) => throw OrchestratorException.InvalidArgument("target", "only live-backup policies have a target; checkpoints live inside the VM's qcow2 disks"),
+            _ => null,
+        };
+
+        if (!Enum.IsDefined(spec.Quiesce))
+        {
+            throw OrchestratorException.InvalidArgument("quiesce", $"'{spec.Quiesce}' is not a quiesce mode (off, try or required)");
+        }
+
+        if (spec.Kind == PolicyKind.Checkpoint && spec.Quiesce != QuiesceMode.Off)
+        {
+            throw OrchestratorException.InvalidArgument("quiesce", "checkpoints save memory with the disks and are consistent without a freeze; use off");
+        }
+
+        if (spec.BandwidthBytesPerSecond < 0)
+        {
+            throw OrchestratorException.InvalidArgument("bandwidth", $"must be 0 (unlimited) or more bytes per second, not {spec.BandwidthBytesPerSecond}");
+        }
+
+        var concurrency = spec.Concurrency ?? throw OrchestratorException.InvalidArgument("concurrency", "is required");
+        if (concurrency.PerHost is < 1 or > MaxPerHost)
+        {
+            throw OrchestratorException.InvalidArgument("concurrency.per_host", $"must be between 1 and {MaxPerHost}, not {concurrency.PerHost}");
+        }
+
+        if (concurrency.Fleet is < 1 or > MaxFleet)
+        {
+            throw OrchestratorException.InvalidArgument("concurrency.fleet", $"must be between 1 and {MaxFleet}, not {concurrency.Fleet}");
+        }
+
+        if (spec.Rpo < TimeSpan.Zero || spec.Rpo > MaxRpo)
+        {
+            throw OrchestratorException.InvalidArgument("rpo", $"must be between 0 (not tracked) and {MaxRpo.TotalDays:0} days, not {spec.Rpo}");
+        }
+
+        var normalized = spec with
+        {
+            Description = spec.Description.Trim(),
+            Selector = selector,
+            Schedule = schedule,
+            Target = target,
+            Quiesce = spec.Kind == PolicyKind.Checkpoint ? QuiesceMode.Off : spec.Quiesce,
+            Verify = spec.Kind == PolicyKind.LiveBackup && spec.Verify,
+            BandwidthBytesPerSecond = spec.Kind == PolicyKind.LiveBackup ? spec.BandwidthBytesPerSecond : 0,
+        };
+        return new ValidatedPolicy(normalized, cron, zone);
+    }
+
+    /// <summary>The target directory of one VM: the template with its placeholders filled in, confined to the roots.</summary>
+    public static string RenderTarget(string template, string policy, string host, string vm) =>
+        template.Replace("{host}", host, StringComparison.Ordinal)
+            .Replace("{vm}", vm, StringComparison.Ordinal)
+            .Replace("{policy}", policy, StringComparison.Ordinal);
+
+    private static PolicySelector ValidateSelector(PolicySelector? selector)
+    {
+        if (selector is null)
+        {
+            return new PolicySelector();
+        }
+
+        for (var i = 0; i < selector.Hosts.Count; i++)
+        {
+            var pattern = selector.Hosts[i];
+            if (string.IsNullOrEmpty(pattern) || pattern.Length > 63 || !HostPattern().IsMatch(pattern))
+            {
+                throw OrchestratorException.InvalidArgument($"selector.hosts[{i}]", $"'{pattern}' is not a host pattern (1-63 letters, digits, '-', '_', '.', with * and ? as wildcards)");
+            }
+        }
+
+        for (var i = 0; i < selector.Vms.Count; i++)
+        {
+            var pattern = selector.Vms[i];
+            if (string.IsNullOrEmpty(pattern) || pattern.Length > 200 || pattern.Contains('/', StringComparison.Ordinal) || pattern.Any(char.IsControl))
+            {
+                throw OrchestratorException.InvalidArgument($"selector.vms[{i}]", $"'{pattern}' is not a VM name pattern (1-200 characters, no '/', no control characters; * and ? are wildcards)");
+            }
+        }
+
+        foreach (var (key, value) in selector.Labels)
+        {
+            if (string.IsNullOrEmpty(key) || key.Length > 63 || !LabelKeyPattern().IsMatch(key))
+            {
+                throw OrchestratorException.InvalidArgument($"selector.labels.{key}", $"'{key}' is not a label key (1-63 letters, digits, '.', '_', '-', '/')");
+            }
+
+            if (value is null || value.Length > 256 || value.Any(char.IsControl))
+            {
+                throw OrchestratorException.InvalidArgument($"selector.labels.{key}", "a label value is 0-256 characters without control characters ('*' matches any value)");
+            }
+        }
+
+        return new PolicySelector
+        {
+            Hosts = [.. selector.Hosts.Distinct(StringComparer.Ordinal)],
+            Vms = [.. selector.Vms.Distinct(StringComparer.Ordinal)],
+            Labels = new SortedDictionary<string, string>(selector.Labels.ToDictionary(), StringComparer.Ordinal),
+        };
+    }
+
+    private static string? ValidateTarget(string? template, string policy, BackupOptions backup)
+    {
+        if (string.IsNullOrWhiteSpace(template))
+        {
+            // Each host's default target; checked there at run time (hosts may differ).
+            return null;
+        }
+
+        var text = template.Trim();
+        foreach (Match m in PlaceholderPattern().Matches(text))
+        {
+            if (!Placeholders.Contains(m.Value, StringComparer.Ordinal))
+            {
+                throw OrchestratorException.InvalidArgument("target", $"unknown placeholder {m.Value} in '{text}'; use {{host}}, {{vm}} or {{policy}}");
+            }
+        }
+
+        if (text.Contains('{', StringComparison.Ordinal) && PlaceholderPattern().Replace(text, "").Contains('{', StringComparison.Ordinal))
+        {
+            throw OrchestratorException.InvalidArgument("target", $"'{text}' has an unclosed '{{'");
+        }
+
+        if (!text.StartsWith('/'))
+        {
+            throw OrchestratorException.InvalidArgument("target", $"'{text}' is not an absolute path");
+        }
+
+        if (text.Split('/').Any(segment => segment is ".." or "."))
+        {
+            throw OrchestratorException.InvalidArgument("target", $"'{text}' has a '.' or '..' segment; a target must stay inside the configured backup roots");
+        }
+
+        // Host and VM names cannot hold '/', so the directory a placeholder fills stays where the template puts it.
+        BackupTargets.Resolve(RenderTarget(text, policy, "host", "vm"), backup, "target");
+        return text;
+    }
+
+    [GeneratedRegex("^[A-Za-z0-9._*?-]+$")]
+    private static partial Regex HostPattern();
+
+    [GeneratedRegex("^[A-Za-z0-9._/-]+$")]
+    private static partial Regex LabelKeyPattern();
+
+    [GeneratedRegex(@"\{[^{}]*\}")]
+    private static partial Regex PlaceholderPattern();
+}

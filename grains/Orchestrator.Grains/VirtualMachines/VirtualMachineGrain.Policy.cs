@@ -1,0 +1,71 @@
+using Orchestrator.Grains.Checkpoints;
+
+namespace Orchestrator.Grains.VirtualMachines;
+
+/// <summary>What fleet policies ask of a VM: policy checkpoints with the policy's retention, and protection reports.</summary>
+internal sealed partial class VirtualMachineGrain
+{
+    private const string PolicyPrefix = "pol-";
+
+    public async Task<PolicyCheckpointResult> CreatePolicyCheckpointAsync(PolicyCheckpointRequest request, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        PolicyNames.Validate(request.Policy, "policy");
+        CheckpointSchedulePlanner.ValidateRetention(request.Retention, "policy checkpoint", "the qcow2 images");
+
+        // The name follows from the run, so a run that asks again (after a restart) gets the same checkpoint back.
+        var name = CheckpointNames.ForTime($"{PolicyPrefix}{request.Policy}-", request.RunStartedAt);
+        if (FindRecord(name) is { Origin: CheckpointOrigin.Policy } existing && existing.Policy == request.Policy)
+        {
+            return new PolicyCheckpointResult(ToView(existing, sizeBytes: null), []);
+        }
+
+        var record = await CreateCheckpointCoreAsync(name, CheckpointOrigin.Policy, cancellationToken);
+        record.Policy = request.Policy;
+        await state.WriteStateAsync(cancellationToken);
+
+        var own = state.State.Checkpoints
+            .Where(c => c.Origin == CheckpointOrigin.Policy && c.Policy == request.Policy)
+            .Select(c => new RetainedCheckpoint(c.Name, c.CreatedAt))
+            .ToList();
+        var pruned = new List<string>();
+        foreach (var checkpoint in CheckpointSchedulePlanner.SelectForPruning(own, request.Retention, TimeZoneInfo.Utc))
+        {
+            try
+            {
+                await DeleteCheckpointCoreAsync(checkpoint.Name, PruneKind, cancellationToken);
+                pruned.Add(checkpoint.Name);
+            }
+            catch (OrchestratorException e) when (e.Code == ErrorCode.NotFound)
+            {
+                state.State.Checkpoints.RemoveAll(c => c.Name == checkpoint.Name);
+                pruned.Add(checkpoint.Name);
+            }
+        }
+
+        if (pruned.Count > 0)
+        {
+            await state.WriteStateAsync(cancellationToken);
+        }
+
+        return new PolicyCheckpointResult(ToView(record, sizeBytes: null), pruned);
+    }
+
+    /// <summary>Newest completed backup and newest checkpoint, for the fleet's compliance view.</summary>
+    private (DateTimeOffset? Backup, DateTimeOffset? Checkpoint) LastProtection() =>
+        (state.State.BackupHistory.Where(r => r.Step == BackupStep.Completed).Max(r => r.EndedAt),
+         state.State.Checkpoints.Count == 0 ? null : state.State.Checkpoints.Max(c => c.CreatedAt));
+
+    /// <summary>Tells the fleet a good backup or checkpoint exists now (best effort: the next inventory sync reports it too).</summary>
+    private async Task ReportProtectionAsync(PolicyKind kind, DateTimeOffset at)
+    {
+        try
+        {
+            await GrainFactory.GetGrain<IFleetGrain>(GrainKeys.Fleet).RecordProtectionAsync(Key.Host, Key.Vm, kind, at);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            LogProtectionReportFailed(logger, VmKey, e.Message);
+        }
+    }
+}

@@ -1,0 +1,96 @@
+using Grpc.Core;
+using Orchestrator.Api.V1;
+
+namespace Orchestrator.Silo.Services;
+
+/// <summary>orchestrator.v1.PolicyService: fleet policies, served by their BackupPolicyGrains (key: policy name).</summary>
+internal sealed class PolicyService(IGrainFactory grains) : Api.V1.PolicyService.PolicyServiceBase
+{
+    /// <summary>Runs listed when a request asks for no limit.</summary>
+    public const int DefaultRunLimit = 20;
+
+    /// <summary>How long one wait of a watch lasts before it asks again (the stream stays open).</summary>
+    private static readonly TimeSpan WatchPoll = TimeSpan.FromSeconds(15);
+
+    public override async Task<ApplyPolicyResponse> ApplyPolicy(ApplyPolicyRequest request, ServerCallContext context)
+    {
+        var spec = PolicyMapper.ToContract(request.Spec);
+        var result = await Policy(spec.Name).ApplyAsync(spec, context.CancellationToken);
+        return new ApplyPolicyResponse { Policy = PolicyMapper.ToProto(result.Policy), Created = result.Created, Changed = result.Changed };
+    }
+
+    public override async Task<GetPolicyResponse> GetPolicy(GetPolicyRequest request, ServerCallContext context)
+    {
+        var view = await Policy(request.Name).GetAsync(context.CancellationToken);
+        return new GetPolicyResponse { Policy = PolicyMapper.ToProto(view) };
+    }
+
+    public override async Task<ListPoliciesResponse> ListPolicies(ListPoliciesRequest request, ServerCallContext context)
+    {
+        var ct = context.CancellationToken;
+        var registered = await grains.GetGrain<IFleetGrain>(GrainKeys.Fleet).ListPoliciesAsync(ct);
+        var views = await Task.WhenAll(registered.Select(async r =>
+        {
+            try
+            {
+                return await grains.GetGrain<IBackupPolicyGrain>(r.Spec.Name).GetAsync(ct);
+            }
+            catch (OrchestratorException e) when (e.Code == ErrorCode.NotFound)
+            {
+                // Deleted between the registry's answer and this one.
+                return null;
+            }
+        }));
+        var response = new ListPoliciesResponse();
+        response.Policies.AddRange(views.OfType<PolicyView>().OrderBy(v => v.Name, StringComparer.Ordinal).Select(PolicyMapper.ToProto));
+        return response;
+    }
+
+    public override async Task<DeletePolicyResponse> DeletePolicy(DeletePolicyRequest request, ServerCallContext context) =>
+        new() { Deleted = await Policy(request.Name).DeleteAsync(context.CancellationToken) };
+
+    public override async Task<RunPolicyResponse> RunPolicy(RunPolicyRequest request, ServerCallContext context)
+    {
+        var run = await Policy(request.Name).RunNowAsync(context.CancellationToken);
+        return new RunPolicyResponse { Run = PolicyMapper.ToProto(run) };
+    }
+
+    public override async Task<GetPolicyRunResponse> GetPolicyRun(GetPolicyRunRequest request, ServerCallContext context)
+    {
+        var policy = Policy(request.Name);
+        var run = await policy.GetRunAsync(RunId(request.RunId), context.CancellationToken);
+        return new GetPolicyRunResponse { Run = PolicyMapper.ToProto(run) };
+    }
+
+    public override async Task<ListPolicyRunsResponse> ListPolicyRuns(ListPolicyRunsRequest request, ServerCallContext context)
+    {
+        var runs = await Policy(request.Name).ListRunsAsync(request.Limit == 0 ? DefaultRunLimit : request.Limit, context.CancellationToken);
+        var response = new ListPolicyRunsResponse();
+        response.Runs.AddRange(runs.Select(PolicyMapper.ToProto));
+        return response;
+    }
+
+    public override async Task WatchPolicyRun(WatchPolicyRunRequest request, IServerStreamWriter<WatchPolicyRunResponse> responseStream, ServerCallContext context)
+    {
+        var ct = context.CancellationToken;
+        var policy = Policy(request.Name);
+        var runId = RunId(request.RunId);
+        var run = await policy.GetRunAsync(runId, ct);
+        await responseStream.WriteAsync(new WatchPolicyRunResponse { Run = PolicyMapper.ToProto(run) }, ct);
+        while (!run.IsTerminal && !ct.IsCancellationRequested)
+        {
+            var next = await policy.WaitRunAsync(runId, run.Version, WatchPoll, ct);
+            if (next.Version != run.Version || next.IsTerminal)
+            {
+                await responseStream.WriteAsync(new WatchPolicyRunResponse { Run = PolicyMapper.ToProto(next) }, ct);
+            }
+
+            run = next;
+        }
+    }
+
+    private IBackupPolicyGrain Policy(string name) => grains.GetGrain<IBackupPolicyGrain>(PolicyNames.Validate(name));
+
+    private static string RunId(string runId) =>
+        string.IsNullOrWhiteSpace(runId) ? throw OrchestratorException.InvalidArgument("run_id", "a run id is required") : runId;
+}

@@ -1,0 +1,343 @@
+using Orchestrator.Hypervisor;
+
+namespace Orchestrator.UnitTests.Policies;
+
+/// <summary>Fleet policies on the simulated three-host cluster: apply/versioning, runs under budgets, skips and retries, compliance.</summary>
+[Collection(PolicyClusterCollection.Name)]
+public sealed class PolicyRunTests(PolicyClusterFixture fixture) : IDisposable
+{
+    private const long MiB = 1L << 20;
+
+    // Spans are only created when someone listens: the orchestrator's and Orleans's (which carry the context across silos).
+    private readonly System.Diagnostics.ActivityListener _listener = Listen();
+
+    public void Dispose() => _listener.Dispose();
+
+    private static System.Diagnostics.ActivityListener Listen()
+    {
+        var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = source => source.Name == Grains.Telemetry.Name || source.Name.StartsWith("Microsoft.Orleans", StringComparison.Ordinal),
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
+        return listener;
+    }
+
+    private IFleetGrain Fleet => fixture.Grains.GetGrain<IFleetGrain>(GrainKeys.Fleet);
+
+    private IBackupPolicyGrain Policy(string name) => fixture.Grains.GetGrain<IBackupPolicyGrain>(name);
+
+    private async Task AddVmAsync(string host, string name, string group, string format = "qcow2", long size = 64 * MiB)
+    {
+        fixture.Hypervisors[host].AddDomain(name, DomainPowerState.Running, [("vda", format, size)], new Dictionary<string, string> { ["group"] = group });
+        await fixture.Grains.GetGrain<IHostGrain>(host).SyncInventoryAsync();
+    }
+
+    private PolicySpec BackupPolicy(string name, string group, int perHost = 1, int fleet = 2, long bandwidth = 0) => new()
+    {
+        Name = name,
+        Kind = PolicyKind.LiveBackup,
+        Selector = new PolicySelector { Labels = new Dictionary<string, string> { ["group"] = group } },
+        Retention = new RetentionPolicy(KeepLast: 3),
+        Target = Path.Combine(fixture.BackupRoot, "{policy}", "{host}"),
+        BandwidthBytesPerSecond = bandwidth,
+        Concurrency = new PolicyConcurrency(perHost, fleet),
+        Rpo = TimeSpan.FromHours(1),
+    };
+
+    private static async Task<PolicyRunView> WaitEndAsync(IBackupPolicyGrain policy, PolicyRunView run, TimeSpan? limit = null)
+    {
+        var deadline = DateTime.UtcNow + (limit ?? TimeSpan.FromSeconds(60));
+        while (!run.IsTerminal)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"run {run.RunId} still running: {string.Join(", ", run.Targets.Select(t => $"{t.Key}={t.Status}"))}");
+            run = await policy.WaitRunAsync(run.RunId, run.Version, TimeSpan.FromSeconds(5));
+        }
+
+        return run;
+    }
+
+    /// <summary>Most slots held at once, from the run record's admitted/released times (all, or of one host).</summary>
+    private static int MaxOverlap(IEnumerable<PolicyTargetView> targets)
+    {
+        var edges = targets
+            .Where(t => t.AdmittedAt is not null)
+            .SelectMany(t => new[] { (At: t.AdmittedAt!.Value, Delta: 1), (At: t.ReleasedAt!.Value, Delta: -1) })
+            .OrderBy(e => e.At)
+            .ThenBy(e => e.Delta);
+        int current = 0, max = 0;
+        foreach (var edge in edges)
+        {
+            current += edge.Delta;
+            max = Math.Max(max, current);
+        }
+
+        return max;
+    }
+
+    [Fact]
+    public async Task Apply_SameSpecTwice_UnchangedAndAChangeBumpsTheVersion()
+    {
+        var policy = Policy("versioned");
+        var spec = BackupPolicy("versioned", "none");
+
+        var first = await policy.ApplyAsync(spec);
+        var again = await policy.ApplyAsync(spec);
+        var changed = await policy.ApplyAsync(spec with { Rpo = TimeSpan.FromHours(2) });
+
+        Assert.True(first.Created);
+        Assert.Equal(1, first.Policy.Version);
+        Assert.False(again.Changed);
+        Assert.Equal(1, again.Policy.Version);
+        Assert.True(changed.Changed);
+        Assert.False(changed.Created);
+        Assert.Equal(2, changed.Policy.Version);
+        Assert.Contains(await Fleet.ListPoliciesAsync(), p => p.Spec.Name == "versioned" && p.Version == 2);
+    }
+
+    [Fact]
+    public async Task Apply_KindChangeOfExistingPolicy_RefusedOnKindAndNothingChanges()
+    {
+        var policy = Policy("kind-fixed");
+        await policy.ApplyAsync(BackupPolicy("kind-fixed", "none"));
+
+        var e = await Assert.ThrowsAsync<OrchestratorException>(() => policy.ApplyAsync(new PolicySpec { Name = "kind-fixed", Kind = PolicyKind.Checkpoint, Retention = new RetentionPolicy(KeepLast: 2) }));
+
+        Assert.Equal(ErrorCode.InvalidArgument, e.Code);
+        Assert.Equal("kind", e.Field);
+        var view = await policy.GetAsync();
+        Assert.Equal(PolicyKind.LiveBackup, view.Spec.Kind);
+        Assert.Equal(1, view.Version);
+    }
+
+    [Fact]
+    public async Task Apply_InvalidSpec_NothingIsStored()
+    {
+        var policy = Policy("never-stored");
+
+        var e = await Assert.ThrowsAsync<OrchestratorException>(() => policy.ApplyAsync(BackupPolicy("never-stored", "none") with { Schedule = new PolicySchedule("every day") }));
+
+        Assert.Equal("schedule.cron", e.Field);
+        var missing = await Assert.ThrowsAsync<OrchestratorException>(() => policy.GetAsync());
+        Assert.Equal(ErrorCode.NotFound, missing.Code);
+        Assert.DoesNotContain(await Fleet.ListPoliciesAsync(), p => p.Spec.Name == "never-stored");
+    }
+
+    [Fact]
+    public async Task Apply_NameDiffersFromKey_RefusedOnName()
+    {
+        var e = await Assert.ThrowsAsync<OrchestratorException>(() => Policy("one-name").ApplyAsync(BackupPolicy("other-name", "none")));
+        Assert.Equal("name", e.Field);
+    }
+
+    [Fact]
+    public async Task RunNow_LiveBackupOnThreeHosts_EveryVmBackedUpOnItsHostWithinBudgets()
+    {
+        await AddVmAsync("kvm-01", "pa-1", "pa");
+        await AddVmAsync("kvm-01", "pa-2", "pa");
+        await AddVmAsync("kvm-01", "pa-3", "pa");
+        await AddVmAsync("kvm-02", "pa-4", "pa");
+        await AddVmAsync("kvm-03", "pa-5", "pa");
+        var unprotected = (await Fleet.GetComplianceAsync()).Single(c => c.Key == "kvm-02/pa-4");
+        var policy = Policy("budgets");
+        await policy.ApplyAsync(BackupPolicy("budgets", "pa", perHost: 1, fleet: 2, bandwidth: 64 * MiB));
+        var before = (await Fleet.GetComplianceAsync()).Single(c => c.Key == "kvm-02/pa-4");
+
+        var run = await WaitEndAsync(policy, await policy.RunNowAsync());
+
+        Assert.Equal(PolicyRunState.Completed, run.State);
+        Assert.Equal(1, run.PolicyVersion);
+        Assert.Equal(["kvm-01/pa-1", "kvm-01/pa-2", "kvm-01/pa-3", "kvm-02/pa-4", "kvm-03/pa-5"], run.Targets.Select(t => t.Key).Order(StringComparer.Ordinal));
+        Assert.All(run.Targets, t => Assert.Equal(PolicyTargetStatus.Succeeded, t.Status));
+        Assert.Equal(2, MaxOverlap(run.Targets));
+        Assert.Equal(1, MaxOverlap(run.Targets.Where(t => t.Host == "kvm-01")));
+        Assert.NotNull(run.TraceId);
+        foreach (var target in run.Targets)
+        {
+            Assert.StartsWith($"{target.Host}/{target.Vm}/b-", target.BackupRun, StringComparison.Ordinal);
+            var backup = await fixture.Grains.GetGrain<IVirtualMachineGrain>(target.Key).GetBackupAsync(target.BackupRun!.Split('/')[^1]);
+            Assert.Equal(BackupStep.Completed, backup.Step);
+            Assert.Equal(("budgets", 1, run.RunId), (backup.Policy, backup.PolicyVersion, backup.PolicyRun));
+            Assert.Equal(run.TraceId, backup.TraceId);
+            Assert.Equal(Path.Combine(fixture.BackupRoot, "budgets", target.Host, target.Vm, backup.RunKey.Split('/')[^1]), backup.BackupSetPath);
+        }
+
+        var after = (await Fleet.GetComplianceAsync()).Single(c => c.Key == "kvm-02/pa-4");
+        Assert.Equal(ComplianceStatus.Unprotected, unprotected.Status);
+        Assert.Equal(ComplianceStatus.Never, before.Status);
+        Assert.Equal(ComplianceStatus.Ok, after.Status);
+        Assert.Equal(ComplianceStatus.Ok, Assert.Single(after.Policies, p => p.Policy == "budgets").Status);
+        Assert.Empty(await fixture.Grains.GetGrain<IFleetGrain>(GrainKeys.Fleet).SelectAsync(new PolicySelector { Labels = new Dictionary<string, string> { ["group"] = "nobody" } }));
+    }
+
+    [Fact]
+    public async Task RunNow_HostWithoutSilo_SkipsItsVmsAndRetriesThemWhenTheSiloJoins()
+    {
+        await AddVmAsync("kvm-02", "pb-1", "pb");
+
+        // kvm-09's VM is in the fleet's index (seen by an earlier sync), but no silo serves kvm-09 now.
+        var late = PolicyClusterFixture.LateHost;
+        await Fleet.ReportInventoryAsync(late, [new VmIndexEntry(late, "pb-9", Guid.NewGuid(), true, new Dictionary<string, string> { ["group"] = "pb" }, null, null)]);
+        var policy = Policy("skips");
+        await policy.ApplyAsync(BackupPolicy("skips", "pb"));
+
+        var first = await WaitEndAsync(policy, await policy.RunNowAsync());
+
+        Assert.Equal(PolicyRunState.Partial, first.State);
+        Assert.Equal(PolicyTargetStatus.Succeeded, first.Targets.Single(t => t.Host == "kvm-02").Status);
+        var skipped = first.Targets.Single(t => t.Host == late);
+        Assert.Equal(PolicyTargetStatus.Skipped, skipped.Status);
+        Assert.Contains("host unavailable", skipped.Reason, StringComparison.Ordinal);
+        Assert.Equal([$"{late}/pb-9"], (await policy.GetAsync()).PendingRetries);
+        Assert.Equal(ComplianceStatus.Never, (await Fleet.GetComplianceAsync()).Single(c => c.Key == $"{late}/pb-9").Status);
+
+        // The host's silo comes up with that VM: the policy notices and runs a retry for it alone.
+        await fixture.Cluster.StartAdditionalSiloAsync();
+        fixture.Hypervisors[late].AddDomain("pb-9", DomainPowerState.Running, [("vda", "qcow2", 64 * MiB)], new Dictionary<string, string> { ["group"] = "pb" });
+        await SyncWhenPlacedAsync(late);
+        PolicyRunView? retry = null;
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (retry is null)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "no retry run started");
+            retry = (await policy.ListRunsAsync()).FirstOrDefault(r => r.Trigger == PolicyRunTrigger.Retry);
+            await Task.Delay(200);
+        }
+
+        retry = await WaitEndAsync(policy, retry);
+        Assert.Equal(PolicyRunState.Completed, retry.State);
+        Assert.Equal(first.RunId, retry.RetryOf);
+        Assert.Equal($"{late}/pb-9", Assert.Single(retry.Targets).Key);
+        Assert.Empty((await policy.GetAsync()).PendingRetries);
+        Assert.Equal(ComplianceStatus.Ok, (await Fleet.GetComplianceAsync()).Single(c => c.Key == $"{late}/pb-9").Status);
+    }
+
+    [Fact]
+    public async Task RunNow_CheckpointPolicy_CheckpointsQcow2VmsPrunesByRetentionAndFailsRawOnes()
+    {
+        await AddVmAsync("kvm-03", "pc-1", "pc");
+        await AddVmAsync("kvm-01", "pc-raw", "pc", format: "raw");
+        var policy = Policy("hourly-cp");
+        await policy.ApplyAsync(new PolicySpec
+        {
+            Name = "hourly-cp",
+            Kind = PolicyKind.Checkpoint,
+            Selector = new PolicySelector { Labels = new Dictionary<string, string> { ["group"] = "pc" } },
+            Schedule = new PolicySchedule("0 * * * *"),
+            Retention = new RetentionPolicy(KeepLast: 1),
+            Concurrency = new PolicyConcurrency(1, 2),
+        });
+
+        var first = await WaitEndAsync(policy, await policy.RunNowAsync());
+        await Task.Delay(1100);
+        var second = await WaitEndAsync(policy, await policy.RunNowAsync());
+
+        Assert.Equal(PolicyRunState.Partial, second.State);
+        var raw = second.Targets.Single(t => t.Vm == "pc-raw");
+        Assert.Equal(PolicyTargetStatus.Failed, raw.Status);
+        Assert.Contains("raw", raw.Reason, StringComparison.OrdinalIgnoreCase);
+        var good = second.Targets.Single(t => t.Vm == "pc-1");
+        Assert.Equal(PolicyTargetStatus.Succeeded, good.Status);
+        Assert.StartsWith("pol-hourly-cp-", good.Checkpoint, StringComparison.Ordinal);
+        var checkpoints = await fixture.Grains.GetGrain<IVirtualMachineGrain>("kvm-03/pc-1").ListCheckpointsAsync();
+        var kept = Assert.Single(checkpoints);
+        Assert.Equal(good.Checkpoint, kept.Name);
+        Assert.Equal(CheckpointOrigin.Policy, kept.Origin);
+        Assert.NotEqual(first.Targets.Single(t => t.Vm == "pc-1").Checkpoint, kept.Name);
+        Assert.NotNull((await policy.GetAsync()).NextRunAt);
+    }
+
+    [Fact]
+    public async Task RunNow_PolicyGrainDeactivatedMidRun_NewActivationResumesWithoutStartingABackupTwice()
+    {
+        await AddVmAsync("kvm-01", "pr-1", "pr", size: 1024 * MiB);
+        await AddVmAsync("kvm-02", "pr-2", "pr", size: 1024 * MiB);
+        await AddVmAsync("kvm-03", "pr-3", "pr", size: 1024 * MiB);
+        var policy = Policy("resumes");
+        await policy.ApplyAsync(BackupPolicy("resumes", "pr", perHost: 1, fleet: 2, bandwidth: 128 * MiB));
+        var run = await policy.RunNowAsync();
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (!run.Targets.Any(t => t.BackupRun is not null))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "no backup was dispatched");
+            run = await policy.WaitRunAsync(run.RunId, run.Version, TimeSpan.FromSeconds(5));
+        }
+
+        // The activation (and the task driving the run) goes away mid-run, as when its silo dies.
+        Assert.False(run.IsTerminal);
+        await fixture.Cluster.DeactivateAsync((Orleans.Runtime.IAddressable)policy);
+        var final = await WaitEndAsync(policy, await policy.GetRunAsync(run.RunId));
+
+        Assert.Equal(PolicyRunState.Completed, final.State);
+        foreach (var target in final.Targets)
+        {
+            var backups = await fixture.Grains.GetGrain<IVirtualMachineGrain>(target.Key).ListBackupsAsync();
+            var own = Assert.Single(backups, b => b.PolicyRun == run.RunId);
+            Assert.Equal(BackupStep.Completed, own.Step);
+            Assert.Equal(own.RunKey, target.BackupRun);
+        }
+    }
+
+    [Fact]
+    public async Task Delete_WhileARunIsInProgress_ConflictThenDeletedAfterIt()
+    {
+        await AddVmAsync("kvm-02", "pd-1", "pd", size: 256 * MiB);
+        var policy = Policy("deletable");
+        await policy.ApplyAsync(BackupPolicy("deletable", "pd", bandwidth: 128 * MiB));
+        var run = await policy.RunNowAsync();
+
+        var busy = await Assert.ThrowsAsync<OrchestratorException>(() => policy.DeleteAsync());
+        var second = await Assert.ThrowsAsync<OrchestratorException>(() => policy.RunNowAsync());
+        await WaitEndAsync(policy, run);
+
+        Assert.Equal(ErrorCode.Conflict, busy.Code);
+        Assert.Equal(ErrorCode.Conflict, second.Code);
+        Assert.True(await policy.DeleteAsync());
+        Assert.Equal(ErrorCode.NotFound, (await Assert.ThrowsAsync<OrchestratorException>(() => policy.GetAsync())).Code);
+        Assert.DoesNotContain(await Fleet.ListPoliciesAsync(), p => p.Spec.Name == "deletable");
+    }
+
+    [Fact]
+    public async Task TryAdmit_BudgetsAndOneRunPerVm_Enforced()
+    {
+        var limits = new PolicyConcurrency(PerHost: 1, Fleet: 2);
+        Assert.True((await Fleet.TryAdmitAsync(new AdmissionRequest("adm", "p-1", "kvm-01", "a", limits))).Granted);
+        Assert.True((await Fleet.TryAdmitAsync(new AdmissionRequest("adm", "p-1", "kvm-01", "a", limits))).Granted);
+
+        var sameHost = await Fleet.TryAdmitAsync(new AdmissionRequest("adm", "p-1", "kvm-01", "b", limits));
+        var otherPolicySameVm = await Fleet.TryAdmitAsync(new AdmissionRequest("adm-2", "p-2", "kvm-01", "a", limits));
+        Assert.True((await Fleet.TryAdmitAsync(new AdmissionRequest("adm", "p-1", "kvm-02", "c", limits))).Granted);
+        var fleetFull = await Fleet.TryAdmitAsync(new AdmissionRequest("adm", "p-1", "kvm-03", "d", limits));
+        await Fleet.ReleaseAsync("p-1", "kvm-01", "a");
+        var afterRelease = await Fleet.TryAdmitAsync(new AdmissionRequest("adm", "p-1", "kvm-01", "b", limits));
+        await Fleet.ReleaseRunAsync("p-1");
+
+        Assert.False(sameHost.Granted);
+        Assert.Contains("concurrency.per_host", sameHost.Reason, StringComparison.Ordinal);
+        Assert.False(otherPolicySameVm.Granted);
+        Assert.Contains("p-1", otherPolicySameVm.Reason, StringComparison.Ordinal);
+        Assert.False(fleetFull.Granted);
+        Assert.Contains("concurrency.fleet", fleetFull.Reason, StringComparison.Ordinal);
+        Assert.True(afterRelease.Granted);
+        Assert.True((await Fleet.TryAdmitAsync(new AdmissionRequest("adm", "p-3", "kvm-03", "d", limits))).Granted);
+        await Fleet.ReleaseRunAsync("p-3");
+    }
+
+    private async Task SyncWhenPlacedAsync(string host)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (true)
+        {
+            try
+            {
+                await fixture.Grains.GetGrain<IHostGrain>(host).SyncInventoryAsync();
+                return;
+            }
+            catch (OrchestratorException e) when (e.Code == ErrorCode.HostUnavailable && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(100);
+            }
+        }
+    }
+}
