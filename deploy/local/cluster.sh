@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# shellcheck disable=SC1090,SC2153,SC2015  # state is sourced from cluster.env; A && B || die is intended
+# shellcheck disable=SC1090,SC2153,SC2015,SC2154  # state is sourced from cluster.env; A && B || die is intended
 # A real multi-host Orchestrator cluster on one machine: a private PostgreSQL, N libvirt "hosts" (each
 # libvirtd + virtlogd in its own mount namespace, tests/lab/host.sh) with labelled test guests
 # (tests/lab/vm.sh), and N silo processes in Cluster mode, one per host, on their own ports.
@@ -17,7 +17,8 @@
 # Everything lives under $CLUSTER_DIR (default <repo>/.local-cluster, git-ignored):
 #     cluster.env (what `up` started), lab/ (LAB_DIR of the hosts; the guest build is kept across `down`),
 #     pg/ (PostgreSQL data and log), silos/HOST/{silo.pid,silo.log} (working dir of each silo),
-#     backups/HOST/ (each host's backup root and default target).
+#     backups/ (the backup root of every silo, as /var/backups/vms would be on every real host) with
+#     backups/HOST/ (that host's default target), policy-local.yaml (a sample live-backup policy).
 # Reuses, and calls: tests/lab/install.sh, tests/lab/guest-build.sh, tests/lab/host.sh, tests/lab/vm.sh
 # (the test lab) and tests/infra/postgres.sh (the tests' private PostgreSQL). Run as root (unshare, apt).
 set -euo pipefail
@@ -136,11 +137,35 @@ cmd_up() {
         done
     done
 
+    write_sample_policy
     for i in $(seq 1 "$hosts"); do start_silo "$i" "$otlp"; done
     for i in $(seq 1 "$hosts"); do wait_silo "$i"; done
     trap - EXIT
     log "up in $(( ($(now_ms) - t0) / 1000 )) s"
     print_summary
+}
+
+# A live-backup policy for every guest of this cluster (labels env=local), into ROOT/{host}/{policy}.
+write_sample_policy() {
+    cat > "$CLUSTER_DIR/policy-local.yaml" <<YAML
+# Written by deploy/local/cluster.sh: a live backup of every guest of the local cluster, nightly at 02:00 UTC.
+#   orchestrator policy apply -f $CLUSTER_DIR/policy-local.yaml
+#   orchestrator policy run local-nightly --watch
+name: local-nightly
+kind: live-backup
+description: every guest of the local cluster
+selector:
+  hosts: ["kvm-*"]
+  labels:
+    env: local
+schedule:
+  cron: "0 2 * * *"
+  time_zone: UTC
+retention: {keep_last: 3}
+target: $CLUSTER_DIR/backups/{host}/{policy}
+concurrency: {per_host: 1, fleet: 2}
+rpo: 26h
+YAML
 }
 
 silo_env() { # i -> NAME=VALUE lines for silo i
@@ -160,7 +185,7 @@ Orchestrator__Cluster__GatewayPort=$((29999 + i))
 Orchestrator__Endpoints__GrpcPort=$((BASE + 10 * (i - 1)))
 Orchestrator__Endpoints__HttpPort=$((BASE + 1 + 10 * (i - 1)))
 Orchestrator__Endpoints__Dashboard=$([ "$i" = 1 ] && echo true || echo false)
-Orchestrator__Backup__Roots__0=$CLUSTER_DIR/backups/$h
+Orchestrator__Backup__Roots__0=$CLUSTER_DIR/backups
 Orchestrator__Backup__DefaultTarget=$CLUSTER_DIR/backups/$h
 ENV
 }
@@ -219,6 +244,9 @@ print_summary() {
     echo "  $CLI_REL --endpoint http://127.0.0.1:$BASE host list"
     echo "  $CLI_REL --endpoint http://127.0.0.1:$BASE vm list"
     echo "  $CLI_REL --endpoint http://127.0.0.1:$BASE backup start $(host_name "$HOSTS")/app-1 --wait"
+    echo "  $CLI_REL --endpoint http://127.0.0.1:$BASE policy apply -f $CLUSTER_DIR/policy-local.yaml"
+    echo "  $CLI_REL --endpoint http://127.0.0.1:$BASE policy run local-nightly --watch"
+    echo "  $CLI_REL --endpoint http://127.0.0.1:$BASE fleet compliance"
     echo "Dashboard: http://127.0.0.1:$((BASE + 1))/dashboard   Stop: deploy/local/cluster.sh down"
 }
 
@@ -265,7 +293,7 @@ cmd_down() {
     [ -n "$pg" ] || pg="$(pg_dir)"
     if [ -d "$pg" ]; then bash "$REPO/tests/infra/postgres.sh" stop "$pg"; log "PostgreSQL stopped and its data removed"; fi
     rm -rf "$CLUSTER_DIR/backups"
-    rm -f "$STATE"
+    rm -f "$STATE" "$CLUSTER_DIR/policy-local.yaml"
     log "down ($(( $(now_ms) - t0 )) ms); silo logs kept in $CLUSTER_DIR/silos"
 }
 

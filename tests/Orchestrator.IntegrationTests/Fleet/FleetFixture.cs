@@ -192,7 +192,7 @@ public sealed class FleetFixture : IAsyncLifetime
     public async Task<JsonElement> CliJsonAsync(params string[] args)
     {
         var result = await CliAsync([.. args, "--format", "json"]);
-        Assert.True(result.ExitCode == 0, $"orchestrator {string.Join(' ', args)}: {ProcessRunner.Describe(result)}");
+        Assert.True(result.ExitCode == 0, $"orchestrator {string.Join(' ', args)}: {ProcessRunner.Describe(result)}\n{SiloLogs()}");
         using var json = JsonDocument.Parse(result.StandardOutput);
         return json.RootElement.Clone();
     }
@@ -218,6 +218,8 @@ public sealed class FleetFixture : IAsyncLifetime
             ["Orchestrator__Backup__DefaultTarget"] = HostBackupDir(host),
             ["Orchestrator__Backup__ReconcileInterval"] = "00:00:05",
             ["Orchestrator__Policies__RetryInterval"] = "00:00:05",
+            // The orchestrator's own log lines (policy runs, targets, backups) in SiloLogs() when a test fails.
+            ["Logging__LogLevel__Orchestrator"] = "Information",
         };
         foreach (var (key, value) in Otlp.ExporterEnvironment)
         {

@@ -25,8 +25,8 @@ public sealed class FleetPolicyTests(FleetFixture fixture, ITestOutputHelper out
         var first = await fixture.FirstRunAsync();
         output.WriteLine($"policy run --watch took {first.Duration.TotalSeconds:0.0} s\n{first.WatchStderr}");
         var applied = first.Applied;
-        Assert.True(applied.GetProperty("created").GetBoolean(), applied.ToString());
-        Assert.Equal(1, applied.GetProperty("policy").GetProperty("version").GetInt32());
+        Assert.Equal("created", applied.GetProperty("result").GetString());
+        Assert.Equal(1, applied.GetProperty("version").GetInt32());
 
         var run = first.Run;
         Assert.Equal("completed", run.GetProperty("state").GetString());
@@ -153,7 +153,7 @@ public sealed class FleetPolicyTests(FleetFixture fixture, ITestOutputHelper out
         var sw = Stopwatch.StartNew();
         try
         {
-            var watching = fixture.CliAsync("policy", "run", Policy, "--watch", "--format", "json");
+            var watching = fixture.CliAsync(TimeSpan.FromMinutes(4), "policy", "run", Policy, "--watch", "--format", "json");
             var runId = await WaitForNewRunAsync(policies, known: [first.RunId], watching);
             await victim.KillAsync();
             output.WriteLine($"{sw.Elapsed.TotalSeconds:0.0} s: run {runId} started; fc's silo killed");
@@ -202,6 +202,14 @@ public sealed class FleetPolicyTests(FleetFixture fixture, ITestOutputHelper out
             Assert.Empty((await fixture.CliJsonAsync("policy", "show", Policy)).GetProperty("pending_retries").EnumerateArray());
             await AssertNoOverlayAnywhereAsync();
         }
+        catch
+        {
+            output.WriteLine($"{sw.Elapsed.TotalSeconds:0.0} s: failed");
+            var runs = await fixture.CliAsync(TimeSpan.FromSeconds(60), "policy", "runs", Policy, "--format", "json");
+            output.WriteLine($"policy runs {Policy}: {ProcessRunner.Describe(runs)}");
+            output.WriteLine(fixture.SiloLogs(300));
+            throw;
+        }
         finally
         {
             if (victim.HasExited)
@@ -249,7 +257,8 @@ public sealed class FleetPolicyTests(FleetFixture fixture, ITestOutputHelper out
         const string Name = "dup-kind";
         var checkpoints = fixture.WritePolicyFile(Name + "-checkpoint", $"name: {Name}\nkind: checkpoint\nselector:\n  labels: {{suite: fleet}}\nretention:\n  keep_last: 2\n");
         var created = await fixture.CliJsonAsync("policy", "apply", "-f", checkpoints);
-        Assert.Equal(1, created.GetProperty("policy").GetProperty("version").GetInt32());
+        Assert.Equal("created", created.GetProperty("result").GetString());
+        Assert.Equal(1, created.GetProperty("version").GetInt32());
         try
         {
             var backups = fixture.WritePolicyFile(Name + "-backup", $"name: {Name}\nkind: live-backup\nselector:\n  labels: {{suite: fleet}}\n");
