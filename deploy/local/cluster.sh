@@ -83,7 +83,8 @@ cmd_up() {
             if silo_pid "$f" >/dev/null; then die "a cluster is already up in $CLUSTER_DIR (see: $0 status); run '$0 down' first"; fi
         done
     fi
-    local i h
+    local i h sock="$LAB_DIR/hosts/kvm-00/run/libvirt/libvirt-sock"
+    [ ${#sock} -le 107 ] || die "CLUSTER_DIR is too long for the hosts' libvirt sockets (${#sock} > 107 bytes: $sock)"
     port_busy "$pgport" && die "port $pgport (PostgreSQL) is in use; pick another with --pg-port"
     for i in $(seq 1 "$hosts"); do
         for p in $((base + 10 * (i - 1))) $((base + 1 + 10 * (i - 1))) $((11110 + i)) $((29999 + i)); do
@@ -233,7 +234,7 @@ print_summary() {
     local i h
     echo
     echo "Orchestrator local cluster ($HOSTS hosts, PostgreSQL 127.0.0.1:$PG_PORT, state in $CLUSTER_DIR)"
-    printf '%-8s %-24s %-24s %s\n' HOST GRPC HEALTH BACKUP-ROOT
+    printf '%-8s %-24s %-24s %s\n' HOST GRPC HEALTH BACKUPS
     for i in $(seq 1 "$HOSTS"); do
         h="$(host_name "$i")"
         printf '%-8s %-24s %-24s %s\n' "$h" "http://127.0.0.1:$((BASE + 10 * (i - 1)))" \
@@ -258,16 +259,16 @@ cmd_down() {
         if pid="$(silo_pid "$f")"; then kill -TERM "$pid" 2>/dev/null || true; pids+=("$pid"); fi
     done
     if [ ${#pids[@]} -gt 0 ]; then
-        local n=0 alive
+        local n=0 alive how="SIGTERM"
         while :; do
             alive=0; for pid in "${pids[@]}"; do [ -d "/proc/$pid" ] && alive=1; done
             [ $alive = 0 ] && break
             n=$((n + 1))
-            if [ $n -ge 150 ]; then for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done; fi
+            if [ $n -ge 150 ]; then how="SIGKILL after 15 s"; for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done; fi
             [ $n -lt 200 ] || break
             sleep 0.1
         done
-        log "silos stopped (${pids[*]})"
+        log "silos stopped (${pids[*]}; $how, $(( $(now_ms) - t0 )) ms)"
     fi
     rm -f "$CLUSTER_DIR"/silos/*/silo.pid
     local d h vm
@@ -275,15 +276,18 @@ cmd_down() {
         for d in "$LAB_DIR"/hosts/*/; do
             [ -d "$d" ] || continue
             h="$(basename "$d")"
-            if lab host.sh status "$h" >/dev/null 2>&1; then
-                for vm in $(virsh -q -c "$(lab host.sh uri "$h")" list --all --name 2>/dev/null || true); do
-                    lab vm.sh delete "$h" "$vm" 2>/dev/null || true
-                done
-            fi
-            ( lab host.sh clean "$h" 2>/dev/null || true ) &
+            # Each host in parallel: delete its guests (domain, images, console log), then stop and remove the host.
+            (
+                if lab host.sh status "$h" >/dev/null 2>&1; then
+                    for vm in $(virsh -q -c "$(lab host.sh uri "$h")" list --all --name 2>/dev/null || true); do
+                        lab vm.sh delete "$h" "$vm" 2>/dev/null || true
+                    done
+                fi
+                lab host.sh clean "$h" 2>/dev/null || true
+            ) &
         done
         wait
-        log "hosts stopped and removed"
+        log "guests deleted, hosts stopped and removed ($(( $(now_ms) - t0 )) ms)"
     fi
     local pg=""
     if [ -f "$STATE" ]; then

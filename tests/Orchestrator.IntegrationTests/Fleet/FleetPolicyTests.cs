@@ -153,7 +153,7 @@ public sealed class FleetPolicyTests(FleetFixture fixture, ITestOutputHelper out
         var sw = Stopwatch.StartNew();
         try
         {
-            var watching = fixture.CliAsync(TimeSpan.FromMinutes(4), "policy", "run", Policy, "--watch", "--format", "json");
+            var watching = fixture.CliAsync(TimeSpan.FromMinutes(3), "policy", "run", Policy, "--watch", "--format", "json");
             var runId = await WaitForNewRunAsync(policies, known: [first.RunId], watching);
             await victim.KillAsync();
             output.WriteLine($"{sw.Elapsed.TotalSeconds:0.0} s: run {runId} started; fc's silo killed");
