@@ -6,9 +6,10 @@ using Orchestrator.Bench;
 //   dotnet run -c Release --project bench/Orchestrator.Bench -- copy [--rounds 5]
 //   dotnet run -c Release --project bench/Orchestrator.Bench -- backup [--rounds 5] [--host NAME] [--keep]   (builds and starts a silo)
 //   dotnet run -c Release --project bench/Orchestrator.Bench -- checkpoint [--rounds 5] [--host NAME] [--keep]   (starts a silo too)
+//   dotnet run -c Release --project bench/Orchestrator.Bench -- fleet [--rounds 3] [--hosts 4] [--vms-per-host 25] [--per-host 2] [--fleet 8]   (simulated hosts)
 if (args.Length == 0 || args[0] is "-h" or "--help")
 {
-    Console.WriteLine("usage: Orchestrator.Bench driver [--rounds N] [--host NAME] [--keep] [--uri URI --domain DOM] | copy [--rounds N] | backup [--rounds N] [--host NAME] [--keep] | checkpoint [--rounds N] [--host NAME] [--keep]");
+    Console.WriteLine("usage: Orchestrator.Bench driver [--rounds N] [--host NAME] [--keep] [--uri URI --domain DOM] | copy [--rounds N] | backup [--rounds N] [--host NAME] [--keep] | checkpoint [--rounds N] [--host NAME] [--keep] | fleet [--rounds N] [--hosts N] [--vms-per-host N] [--per-host N] [--fleet N]");
     return 2;
 }
 
@@ -18,12 +19,13 @@ return args[0] switch
     "copy" => await CopyBenchmark.RunAsync(BenchOptions.Parse(args[1..])),
     "backup" => await BackupBenchmark.RunAsync(BackupOptions(args[1..])),
     "checkpoint" => await CheckpointBenchmark.RunAsync(BackupOptions(args[1..])),
+    "fleet" => await FleetBenchmark.RunAsync(FleetBenchmark.Options.Parse(args[1..])),
     _ => Usage(args[0]),
 };
 
 static int Usage(string mode)
 {
-    Console.Error.WriteLine($"unknown mode '{mode}'; modes: driver, copy, backup, checkpoint");
+    Console.Error.WriteLine($"unknown mode '{mode}'; modes: driver, copy, backup, checkpoint, fleet");
     return 2;
 }
 

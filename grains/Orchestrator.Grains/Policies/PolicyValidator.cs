@@ -195,7 +195,15 @@ public static partial class PolicyValidator
         }
 
         // Host and VM names cannot hold '/', so the directory a placeholder fills stays where the template puts it.
-        BackupTargets.Resolve(RenderTarget(text, policy, "host", "vm"), backup, "target");
+        try
+        {
+            BackupTargets.Resolve(RenderTarget(text, policy, "host", "vm"), backup, "target");
+        }
+        catch (OrchestratorException) when (backup.Roots.Count > 0)
+        {
+            throw OrchestratorException.InvalidArgument("target", $"'{text}' is outside the configured backup roots ({string.Join(", ", backup.Roots)})");
+        }
+
         return text;
     }
 
