@@ -200,6 +200,11 @@ public sealed class FleetPolicyTests(FleetFixture fixture, ITestOutputHelper out
             }
 
             Assert.Empty((await fixture.CliJsonAsync("policy", "show", Policy)).GetProperty("pending_retries").EnumerateArray());
+
+            // The restarted silo's VMs (their state read back from PostgreSQL) are listed again, labels included.
+            var vms = (await fixture.CliJsonAsync("vm", "list")).EnumerateArray().ToList();
+            Assert.Equal(FleetFixture.Guests.Select(g => g.Key).Order(StringComparer.Ordinal), vms.Select(v => v.GetProperty("key").GetString()));
+            Assert.All(vms, v => Assert.Equal(FleetFixture.SuiteValue, v.GetProperty("labels").GetProperty(FleetFixture.SuiteLabel).GetString()));
             await AssertNoOverlayAnywhereAsync();
         }
         catch
