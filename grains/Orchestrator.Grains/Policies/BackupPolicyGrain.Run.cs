@@ -22,6 +22,12 @@ internal sealed partial class BackupPolicyGrain
     private async Task<PolicyRunRecord> StartRunAsync(PolicyRunTrigger trigger, CancellationToken cancellationToken)
     {
         var s = state.State;
+        if (s.ActiveRun is { IsTerminal: true } previous)
+        {
+            // The previous run ended a moment ago and its task is still filing it.
+            await ArchiveRunAsync(previous, cancellationToken);
+        }
+
         var now = time.GetUtcNow();
         var run = new PolicyRunRecord
         {
@@ -60,9 +66,18 @@ internal sealed partial class BackupPolicyGrain
             run.Error = "the selector matches no VM in the fleet's inventory (see: orchestrator vm list)";
         }
 
-        s.Runs.Add(run);
-        TrimHistory();
         run.Version++;
+        if (run.IsTerminal)
+        {
+            history.State.Runs.Add(run);
+            TrimHistory();
+            await history.WriteStateAsync(cancellationToken);
+        }
+        else
+        {
+            s.ActiveRun = run;
+        }
+
         await WriteAsync(cancellationToken);
         activity?.SetTag("targets", run.Targets.Count);
         LogRunStarted(logger, Name, run.RunId, trigger, run.Targets.Count);
@@ -490,7 +505,9 @@ internal sealed partial class BackupPolicyGrain
             LogReleaseFailed(logger, Name, run.RunId, "*", e.Message);
         }
 
-        await PersistRunAsync(run, cancellationToken);
+        run.Version++;
+        await ArchiveRunAsync(run, cancellationToken);
+        SignalRunChanged();
         LogRunFinished(logger, Name, run.RunId, run.State, succeeded, run.Targets.Count);
         if (state.State.PendingRetries.Count > 0)
         {
@@ -512,13 +529,32 @@ internal sealed partial class BackupPolicyGrain
         previous.TrySetResult();
     }
 
+    /// <summary>Moves the finished active run into the history (written first: a crash in between leaves it in both, never in neither).</summary>
+    private async Task ArchiveRunAsync(PolicyRunRecord run, CancellationToken cancellationToken)
+    {
+
+        if (!history.State.Runs.Any(r => r.RunId == run.RunId))
+        {
+            history.State.Runs.Add(run);
+            TrimHistory();
+            await history.WriteStateAsync(cancellationToken);
+        }
+
+        // A new run may have started while the history was written (the run's task interleaves with calls).
+        if (ReferenceEquals(state.State.ActiveRun, run))
+        {
+            state.State.ActiveRun = null;
+            await WriteAsync(cancellationToken);
+        }
+    }
+
     private void TrimHistory()
     {
-        var runs = state.State.Runs;
+        var runs = history.State.Runs;
         var limit = Math.Max(1, options.Value.RunHistoryLimit);
-        while (runs.Count > limit && runs[0].IsTerminal)
+        if (runs.Count > limit)
         {
-            runs.RemoveAt(0);
+            runs.RemoveRange(0, runs.Count - limit);
         }
     }
 }

@@ -17,6 +17,7 @@ namespace Orchestrator.Grains.Policies;
 [PreferLocalPlacement]
 internal sealed partial class BackupPolicyGrain(
     [PersistentState("policy", StorageNames.Default)] IPersistentState<BackupPolicyState> state,
+    [PersistentState("policy-runs", StorageNames.Default)] IPersistentState<PolicyRunHistoryState> history,
     IHostDirectory hostDirectory,
     IOptions<BackupOptions> backupOptions,
     IOptions<PolicyOptions> options,
@@ -39,6 +40,12 @@ internal sealed partial class BackupPolicyGrain(
         if (!state.State.Exists)
         {
             return;
+        }
+
+        if (state.State.ActiveRun is { IsTerminal: true } finished)
+        {
+            // The silo died between recording a finished run in the history and clearing it here.
+            await ArchiveRunAsync(finished, cancellationToken);
         }
 
         try
@@ -138,6 +145,8 @@ internal sealed partial class BackupPolicyGrain(
         }
 
         await Fleet.UnregisterPolicyAsync(Name, cancellationToken);
+        await history.ClearStateAsync(cancellationToken);
+        history.State = new PolicyRunHistoryState();
         await state.ClearStateAsync(cancellationToken);
         state.State = new BackupPolicyState();
         _tickTimer?.Dispose();
@@ -177,7 +186,7 @@ internal sealed partial class BackupPolicyGrain(
             throw OrchestratorException.InvalidArgument("limit", $"must be between 1 and 1000, not {limit}");
         }
 
-        return Task.FromResult<IReadOnlyList<PolicyRunView>>([.. state.State.Runs.AsEnumerable().Reverse().Take(limit).Select(RunView)]);
+        return Task.FromResult<IReadOnlyList<PolicyRunView>>([.. AllRuns().Reverse().Take(limit).Select(RunView)]);
     }
 
     public async Task<PolicyRunView> WaitRunAsync(string runId, long afterVersion, TimeSpan maxWait, CancellationToken cancellationToken = default)
@@ -364,12 +373,18 @@ internal sealed partial class BackupPolicyGrain(
         }
     }
 
-    private PolicyRunRecord? ActiveRun() => state.State.Runs.LastOrDefault(r => !r.IsTerminal);
+    private PolicyRunRecord? ActiveRun() => state.State.ActiveRun is { IsTerminal: false } run ? run : null;
+
+    /// <summary>Finished runs and the one in progress, oldest first.</summary>
+    private IEnumerable<PolicyRunRecord> AllRuns() =>
+        state.State.ActiveRun is { } active && !history.State.Runs.Any(r => r.RunId == active.RunId)
+            ? history.State.Runs.Append(active)
+            : history.State.Runs;
 
     private PolicyRunRecord FindRun(string runId)
     {
         RequireExists();
-        return state.State.Runs.FirstOrDefault(r => r.RunId == runId)
+        return AllRuns().FirstOrDefault(r => r.RunId == runId)
             ?? throw OrchestratorException.NotFound($"policy '{Name}' has no run '{runId}' (it keeps the last {options.Value.RunHistoryLimit})");
     }
 
@@ -382,7 +397,7 @@ internal sealed partial class BackupPolicyGrain(
             s.CreatedAt,
             s.UpdatedAt,
             s.NextRunAt,
-            s.Runs.Count > 0 ? RunView(s.Runs[^1]) : null,
+            AllRuns().LastOrDefault() is { } last ? RunView(last) : null,
             [.. s.PendingRetries.Select(p => p.Key)]);
     }
 

@@ -33,10 +33,12 @@ public sealed record class BackupPolicyState
     [Key(5)]
     public DateTimeOffset? NextRunAt { get; set; }
 
-    /// <summary>Runs, oldest first; at most one is not terminal.</summary>
-    [Id(6)]
-    [Key(6)]
-    public List<PolicyRunRecord> Runs { get; set; } = [];
+    // Key 6 is retired (it held every run; finished runs now live in PolicyRunHistoryState).
+
+    /// <summary>The run in progress (persisted at every change of one of its VMs); null between runs.</summary>
+    [Id(9)]
+    [Key(9)]
+    public PolicyRunRecord? ActiveRun { get; set; }
 
     /// <summary>VMs skipped because their host's silo was down, to run again when it is back.</summary>
     [Id(7)]
@@ -47,6 +49,20 @@ public sealed record class BackupPolicyState
     [Id(8)]
     [Key(8)]
     public int MissedSlots { get; set; }
+}
+
+/// <summary>
+/// A policy's finished runs, oldest first, in their own state: written once per run, so a run's many small changes
+/// do not rewrite the whole history.
+/// </summary>
+[GenerateSerializer]
+[Alias("orchestrator.PolicyRunHistoryState")]
+[MessagePackObject]
+public sealed record class PolicyRunHistoryState
+{
+    [Id(0)]
+    [Key(0)]
+    public List<PolicyRunRecord> Runs { get; set; } = [];
 }
 
 [GenerateSerializer]
