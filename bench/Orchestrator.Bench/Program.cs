@@ -1,6 +1,6 @@
 using Orchestrator.Bench;
 
-// Benchmarks (not tests). Usage:
+// Benchmarks (not tests). The fleet mode's in-process cluster writes its silo logs under ./logs (git-ignored). Usage:
 //   dotnet run -c Release --project bench/Orchestrator.Bench -- driver [--rounds 5] [--host NAME] [--keep]
 //   dotnet run -c Release --project bench/Orchestrator.Bench -- driver --uri URI --domain DOM   (an existing guest)
 //   dotnet run -c Release --project bench/Orchestrator.Bench -- copy [--rounds 5]

@@ -30,7 +30,7 @@ public sealed class BackupOutputTests
         Assert.Equal(
             [
                 "key", "host", "vm", "step", "rolling_back", "error", "started_at", "ended_at", "backup_set_path",
-                "quiesce_outcome", "freeze_ms", "trace_id", "policy", "policy_version", "disks", "steps",
+                "quiesce_outcome", "freeze_ms", "trace_id", "policy", "policy_version", "policy_run", "disks", "steps",
             ],
             PropertyNames(run));
         Assert.Equal(Samples.RunKey, run.GetProperty("key").GetString());
@@ -47,6 +47,7 @@ public sealed class BackupOutputTests
         Assert.Equal("4bf92f3577b34da6a3ce929d0e0e4736", run.GetProperty("trace_id").GetString());
         Assert.Equal("nightly", run.GetProperty("policy").GetString());
         Assert.Equal(3, run.GetProperty("policy_version").GetInt32());
+        Assert.Equal("p-20261126-210000-abc123", run.GetProperty("policy_run").GetString());
     }
 
     [Fact]
@@ -84,6 +85,7 @@ public sealed class BackupOutputTests
         BackupRun sample = Samples.CopyingRun();
         sample.TraceId = "";
         sample.Policy = "";
+        sample.PolicyRun = "";
 
         JsonElement run = Serialize(BackupRunView.From(sample), CliJsonContext.Output.BackupRunView);
 
@@ -91,6 +93,7 @@ public sealed class BackupOutputTests
         Assert.Equal(JsonValueKind.Null, run.GetProperty("ended_at").ValueKind);
         Assert.Equal(JsonValueKind.Null, run.GetProperty("trace_id").ValueKind);
         Assert.Equal(JsonValueKind.Null, run.GetProperty("policy").ValueKind);
+        Assert.Equal(JsonValueKind.Null, run.GetProperty("policy_run").ValueKind);
         Assert.Equal(JsonValueKind.Null, run.GetProperty("disks")[0].GetProperty("sha256").ValueKind);
     }
 
@@ -210,7 +213,7 @@ public sealed class BackupOutputTests
         Assert.Contains("Bytes:       12 GiB", lines);
         Assert.Contains("Quiesce:     frozen (2 file systems)", lines);
         Assert.Contains("Freeze:      12.5 ms", lines);
-        Assert.Contains("Policy:      nightly (version 3)", lines);
+        Assert.Contains("Policy:      nightly (version 3, run p-20261126-210000-abc123)", lines);
         int disks = Array.IndexOf(lines, "DISK  FORMAT  COPIED   TOTAL  DONE  COMMITTED  VERIFIED  SHA256        BACKUP");
         Assert.True(disks > 0, string.Join(Environment.NewLine, lines));
         Assert.Equal(

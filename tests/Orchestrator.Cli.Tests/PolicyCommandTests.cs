@@ -39,7 +39,7 @@ public sealed class PolicyCommandTests : IDisposable
         "  cron: \"0 2 * * *\"",                      // 9
         "  time_zone: Europe/Berlin",                 // 10
         "retention: {keep_last: 7, daily: 7, weekly: 4, monthly: 6}", // 11
-        "target: /backups/{host}/{vm}",               // 12
+        "target: /backups/{host}",               // 12
         "quiesce: try",                               // 13
         "verify: true",                               // 14
         "bandwidth: 100MiB",                          // 15
@@ -313,7 +313,7 @@ public sealed class PolicyCommandTests : IDisposable
                 "Schedule:         0 2 * * * (Europe/Berlin)",
                 "Next run:         2026-11-27T02:00:00Z",
                 "Retention:        last 7, daily 7, weekly 4, monthly 6",
-                "Target:           /backups/{host}/{vm}",
+                "Target:           /backups/{host}",
                 "Quiesce:          try",
                 "Verify:           yes",
                 "Bandwidth:        100 MiB/s",
@@ -489,7 +489,7 @@ public sealed class PolicyCommandTests : IDisposable
         Assert.Equal("partial", json.RootElement.GetProperty("state").GetString());
         Assert.Contains("0:01:35  kvm-03/web-3  skipped  host unavailable: no live silo serves host 'kvm-03'", Lines(run.Stderr));
         Assert.EndsWith(
-            $"error: policy nightly-web: run {PolicySamples.RunId} ended partial (targets 3: 2 succeeded, 1 skipped){NL}",
+            $"error: policy nightly-web: run {PolicySamples.RunId} ended partial: targets 3: 2 succeeded, 1 skipped{NL}",
             run.Stderr,
             StringComparison.Ordinal);
     }
@@ -503,7 +503,7 @@ public sealed class PolicyCommandTests : IDisposable
 
         Assert.Equal(ExitCodes.RunFailed, run.ExitCode);
         Assert.EndsWith(
-            $"error: policy nightly-web: run {PolicySamples.RunId} ended failed (targets none; the fleet index is empty){NL}",
+            $"error: policy nightly-web: run {PolicySamples.RunId} ended failed: the fleet index is empty{NL}",
             run.Stderr,
             StringComparison.Ordinal);
     }
@@ -552,6 +552,20 @@ public sealed class PolicyCommandTests : IDisposable
         Assert.Equal("  targets 3: 3 succeeded  (budgets 1 per host, 4 fleet-wide)", second[1]);
         Assert.Equal("  kvm-01/web-1  succeeded         1  0:00:41  kvm-01/web-1/b-20261126-020001-0a0b0c  -", second[3]);
         Assert.Empty(run.Stderr);
+    }
+
+    [Fact]
+    public async Task RunWatchTable_NarrowTerminal_NoFrameLineIsWiderThanIt()
+    {
+        FakeCallInvoker invoker = Watching(PolicySamples.RunningRun(), PolicySamples.PartialRun());
+
+        CliRun run = await CliRun.RunWithAsync(
+            invoker, environment => environment with { Interactive = true, TerminalWidth = () => 60 }, "policy", "run", "nightly-web", "--watch");
+
+        Assert.Equal(ExitCodes.RunFailed, run.ExitCode);
+        string[] lines = Lines(run.Stdout.Replace("\u001b[0m", "", StringComparison.Ordinal));
+        Assert.All(lines, line => Assert.True(line.Length <= 59 + "\u001b[8F\u001b[J".Length, line));
+        Assert.Contains(lines, line => line.Length == 59);
     }
 
     [Fact]

@@ -36,7 +36,7 @@ public sealed class PolicyFileTests
         "  cron: \"0 2 * * *\"",                      // 11
         "  time_zone: Europe/Berlin",                 // 12
         "retention: {keep_last: 7, daily: 7, weekly: 4, monthly: 6}", // 13
-        "target: /backups/{host}/{vm}",               // 14
+        "target: /backups/{host}",               // 14
         "quiesce: try",                               // 15
         "verify: true",                               // 16
         "bandwidth: 100MiB",                          // 17
@@ -62,7 +62,7 @@ public sealed class PolicyFileTests
               "selector": {"hosts": ["kvm-*"], "vms": ["web-*", "db-1"], "labels": {"tier": "web", "backup": "*"}},
               "schedule": {"cron": "0 2 * * *", "time_zone": "Europe/Berlin"},
               "retention": {"keep_last": 7, "daily": 7, "weekly": 4, "monthly": 6},
-              "target": "/backups/{host}/{vm}",
+              "target": "/backups/{host}",
               "quiesce": "try",
               "verify": true,
               "bandwidth": 104857600,

@@ -168,7 +168,7 @@ internal static class BackupCommands
             }
             else if (context.Interactive)
             {
-                var live = new LiveFrame(context.Out);
+                var live = new LiveFrame(context.Out, context.TerminalWidth);
                 void Draw(BackupRun run) =>
                     live.Draw(BackupProgressView.Frame(BackupRunView.From(run), context.Clock.GetUtcNow().UtcDateTime, context.Color));
                 ended = await BackupFollower.FollowAsync(context, runKey, Draw, Draw, cancellationToken);

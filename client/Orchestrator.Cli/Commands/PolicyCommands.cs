@@ -420,7 +420,7 @@ internal static class PolicyCommands
     /// <summary>The live frame on a terminal, redrawn at every update and every second (the elapsed times count).</summary>
     private static Task<PolicyRunView> FollowLiveAsync(CommandContext context, string policy, string runId, CancellationToken cancellationToken)
     {
-        var live = new LiveFrame(context.Out);
+        var live = new LiveFrame(context.Out, context.TerminalWidth);
         void Draw(PolicyRunView run) => live.Draw(PolicyRunProgressView.Frame(run, Now(context), context.Color));
         return FollowAsync(context, policy, runId, Draw, Draw, cancellationToken);
     }
@@ -430,8 +430,9 @@ internal static class PolicyCommands
     {
         if (run.State != "completed")
         {
-            string why = run.Error is { } error ? $"{run.Summary()}; {error}" : run.Summary();
-            throw new CliException(ExitCodes.RunFailed, $"policy {run.Policy}: run {run.RunId} ended {run.State} (targets {why})");
+            // The server's own account when it gives one ("4 of 5 VMs succeeded, ..."), else the targets' counts.
+            string why = run.Error ?? $"targets {run.Summary()}";
+            throw new CliException(ExitCodes.RunFailed, $"policy {run.Policy}: run {run.RunId} ended {run.State}: {why}");
         }
     }
 

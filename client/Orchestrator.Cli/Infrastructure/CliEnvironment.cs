@@ -22,6 +22,9 @@ internal sealed record CliEnvironment
     /// <summary>True when stdout is an interactive terminal, where live views may redraw in place.</summary>
     public bool Interactive { get; init; }
 
+    /// <summary>Columns of the terminal stdout is, or null when it is none or its width is not known.</summary>
+    public Func<int?> TerminalWidth { get; init; } = () => null;
+
     /// <summary>Standard input (<c>policy apply -f -</c>).</summary>
     public Func<TextReader> Stdin { get; init; } = () => Console.In;
 
@@ -43,7 +46,20 @@ internal sealed record CliEnvironment
             GetVariable = Environment.GetEnvironmentVariable,
             Color = terminal && string.IsNullOrEmpty(Environment.GetEnvironmentVariable("NO_COLOR")),
             Interactive = terminal,
+            TerminalWidth = terminal ? ConsoleWidth : () => null,
         };
+    }
+
+    private static int? ConsoleWidth()
+    {
+        try
+        {
+            return Console.WindowWidth > 0 ? Console.WindowWidth : null;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
     }
 
     /// <summary>Plain http:// is HTTP/2 without TLS (h2c), which is how the silo serves gRPC on its port.</summary>

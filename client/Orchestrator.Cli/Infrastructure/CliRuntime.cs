@@ -31,7 +31,7 @@ internal sealed class CliRuntime(GlobalOptions globals, CliEnvironment environme
             try
             {
                 var context = new CommandContext(
-                    settings, channel.CreateCallInvoker(), stdout, stderr, Environment.Color, Environment.Interactive, Environment.Clock);
+                    settings, channel.CreateCallInvoker(), stdout, stderr, Environment.Color, Environment.Interactive, Environment.Clock, Environment.TerminalWidth);
                 await body(parseResult, context, cancellationToken);
                 return ExitCodes.Ok;
             }

@@ -7,7 +7,14 @@ namespace Orchestrator.Cli.Infrastructure;
 
 /// <summary>Everything a command body needs for one invocation: the connection, the settings and the output.</summary>
 internal sealed class CommandContext(
-    GlobalSettings settings, CallInvoker callInvoker, TextWriter stdout, TextWriter stderr, bool color, bool interactive, TimeProvider clock)
+    GlobalSettings settings,
+    CallInvoker callInvoker,
+    TextWriter stdout,
+    TextWriter stderr,
+    bool color,
+    bool interactive,
+    TimeProvider clock,
+    Func<int?>? terminalWidth = null)
 {
     public GlobalSettings Settings { get; } = settings;
 
@@ -23,6 +30,9 @@ internal sealed class CommandContext(
     public bool Interactive { get; } = interactive;
 
     public TimeProvider Clock { get; } = clock;
+
+    /// <summary>Columns of the terminal, for live views; null when unknown.</summary>
+    public Func<int?> TerminalWidth { get; } = terminalWidth ?? (() => null);
 
     /// <summary>Options for one call: the --timeout deadline, counted from now, and cancellation.</summary>
     public CallOptions CallOptions(CancellationToken cancellationToken) =>

@@ -22,6 +22,7 @@ internal sealed record BackupRunView(
     string? TraceId,
     string? Policy,
     int PolicyVersion,
+    string? PolicyRun,
     IReadOnlyList<BackupDiskView> Disks,
     IReadOnlyList<BackupStepView> Steps)
 {
@@ -41,6 +42,7 @@ internal sealed record BackupRunView(
         NullIfEmpty(run.TraceId),
         NullIfEmpty(run.Policy),
         run.PolicyVersion,
+        NullIfEmpty(run.PolicyRun),
         [.. run.Disks.Select(BackupDiskView.From)],
         [.. run.Steps.Select(BackupStepView.From)]);
 
@@ -86,7 +88,7 @@ internal sealed record BackupRunView(
             .Add("Backup set", run.BackupSetPath)
             .Add("Quiesce", run.QuiesceOutcome)
             .Add("Freeze", run.FreezeMs > 0 ? $"{run.FreezeMs.ToString("0.#", CultureInfo.InvariantCulture)} ms" : null)
-            .Add("Policy", run.Policy is null ? null : $"{run.Policy} (version {run.PolicyVersion.ToString(CultureInfo.InvariantCulture)})")
+            .Add("Policy", run.Policy is null ? null : PolicyText(run))
             .Add("Trace ID", run.TraceId)
             .WriteTo(writer, color);
         writer.WriteLine();
@@ -138,6 +140,10 @@ internal sealed record BackupRunView(
 
         steps.WriteTo(writer, color);
     }
+
+    /// <summary>"nightly (version 3)", with ", run p-..." when a policy run started it.</summary>
+    private static string PolicyText(BackupRunView run) =>
+        $"{run.Policy} (version {run.PolicyVersion.ToString(CultureInfo.InvariantCulture)}{(run.PolicyRun is { } policyRun ? $", run {policyRun}" : "")})";
 
     /// <summary>The step for people: "committing (rolling back)" while a failed run undoes its overlays.</summary>
     internal static string StepText(BackupRunView run) => run.RollingBack ? $"{run.Step} (rolling back)" : run.Step;

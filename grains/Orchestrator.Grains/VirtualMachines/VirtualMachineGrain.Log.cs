@@ -78,4 +78,7 @@ internal sealed partial class VirtualMachineGrain
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: telling the fleet about a new backup or checkpoint failed (the next inventory sync does): {Reason}")]
     private static partial void LogProtectionReportFailed(ILogger logger, string key, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: pruning checkpoints of policy {Policy} failed (the next run tries again): {Reason}")]
+    private static partial void LogPolicyPruneFailed(ILogger logger, string key, string policy, string reason);
 }

@@ -28,19 +28,11 @@ internal sealed partial class VirtualMachineGrain
             .Where(c => c.Origin == CheckpointOrigin.Policy && c.Policy == request.Policy)
             .Select(c => new RetainedCheckpoint(c.Name, c.CreatedAt))
             .ToList();
-        var pruned = new List<string>();
-        foreach (var checkpoint in CheckpointSchedulePlanner.SelectForPruning(own, request.Retention, TimeZoneInfo.Utc))
+        var errors = new List<string>();
+        var pruned = await PruneCheckpointsAsync(own, request.Retention, TimeZoneInfo.Utc, errors.Add, cancellationToken);
+        if (errors.Count > 0)
         {
-            try
-            {
-                await DeleteCheckpointCoreAsync(checkpoint.Name, PruneKind, cancellationToken);
-                pruned.Add(checkpoint.Name);
-            }
-            catch (OrchestratorException e) when (e.Code == ErrorCode.NotFound)
-            {
-                state.State.Checkpoints.RemoveAll(c => c.Name == checkpoint.Name);
-                pruned.Add(checkpoint.Name);
-            }
+            LogPolicyPruneFailed(logger, VmKey, request.Policy, string.Join("; ", errors));
         }
 
         if (pruned.Count > 0)

@@ -201,8 +201,18 @@ internal sealed partial class VirtualMachineGrain : IRemindable
             .Where(c => c.Origin == CheckpointOrigin.Schedule)
             .Select(c => new RetainedCheckpoint(c.Name, c.CreatedAt))
             .ToList();
+        return await PruneCheckpointsAsync(scheduled, parsed.Retention, parsed.Zone, error => run.Error = error, cancellationToken);
+    }
+
+    /// <summary>
+    /// Deletes the checkpoints among <paramref name="candidates"/> that the retention no longer keeps; one already gone
+    /// is forgotten, any other failure is reported through <paramref name="onError"/> and the rest go on.
+    /// </summary>
+    private async Task<List<string>> PruneCheckpointsAsync(
+        IReadOnlyList<RetainedCheckpoint> candidates, RetentionPolicy retention, TimeZoneInfo zone, Action<string> onError, CancellationToken cancellationToken)
+    {
         var pruned = new List<string>();
-        foreach (var checkpoint in CheckpointSchedulePlanner.SelectForPruning(scheduled, parsed.Retention, parsed.Zone))
+        foreach (var checkpoint in CheckpointSchedulePlanner.SelectForPruning(candidates, retention, zone))
         {
             try
             {
@@ -217,7 +227,7 @@ internal sealed partial class VirtualMachineGrain : IRemindable
             }
             catch (OrchestratorException e)
             {
-                run.Error = $"pruning {checkpoint.Name} failed: {e.Message}";
+                onError($"pruning {checkpoint.Name} failed: {e.Message}");
             }
         }
 

@@ -106,6 +106,7 @@ internal sealed class BackupService(IGrainFactory grains, IHostDirectory directo
             Version = view.Version,
             Policy = view.Policy ?? "",
             PolicyVersion = view.PolicyVersion,
+            PolicyRun = view.PolicyRun ?? "",
         };
         if (view.EndedAt is { } ended)
         {

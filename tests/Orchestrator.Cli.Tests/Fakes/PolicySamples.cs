@@ -20,7 +20,7 @@ internal static class PolicySamples
         Selector = new PolicySelector { Hosts = { "kvm-*" }, Vms = { "web-*", "db-1" }, Labels = { ["tier"] = "web", ["backup"] = "*" } },
         Schedule = new PolicySchedule { Cron = "0 2 * * *", TimeZone = "Europe/Berlin" },
         Retention = new PolicyRetention { KeepLast = 7, Daily = 7, Weekly = 4, Monthly = 6 },
-        Target = "/backups/{host}/{vm}",
+        Target = "/backups/{host}",
         Quiesce = QuiesceMode.Try,
         Verify = true,
         BandwidthBytesPerSecond = 100L << 20,

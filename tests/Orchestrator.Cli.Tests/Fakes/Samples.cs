@@ -108,6 +108,7 @@ internal static class Samples
         TraceId = "4bf92f3577b34da6a3ce929d0e0e4736",
         Policy = "nightly",
         PolicyVersion = 3,
+        PolicyRun = "p-20261126-210000-abc123",
         Version = 7,
         Disks =
         {
@@ -167,6 +168,7 @@ internal static class Samples
         run.TraceId = "";
         run.Policy = "";
         run.PolicyVersion = 0;
+        run.PolicyRun = "";
         run.Steps.Add(new BackupStepRecord { Step = BackupStep.Failed, At = run.EndedAt });
         return run;
     }
