@@ -2,13 +2,15 @@
 # Test VMs on a lab host (see host.sh). virsh is used only here: this is test scaffolding.
 #
 #   vm.sh create HOST VM [--disks "raw:64M qcow2:64M"] [--interval-ms N] [--slots N]
-#                        [--print-every N] [--memory MiB] [--no-start]
+#                        [--print-every N] [--memory MiB] [--label KEY=VALUE]... [--no-start]
 #        Creates the disk images $LAB_DIR/hosts/HOST/images/VM-vda.raw, VM-vdb.qcow2, ... (in order:
 #        vda, vdb, ...), defines a <domain type='qemu'> (TCG) with 128 MiB RAM, 1 vcpu, direct kernel
 #        boot of the lab guest (guest-build.sh), the disks as virtio, the serial console written to
 #        $LAB_DIR/hosts/HOST/console/VM.log, no network, no graphics, and starts it.
 #        A disk spec that is an absolute path uses that existing image in place (format detected),
 #        e.g. to boot a restored backup; the guest then resumes counting at its highest seq + 1.
+#        --label (repeatable) writes the orchestrator's labels into the domain's <metadata> (namespace
+#        https://orchestrator.dev/xmlns/labels/1); a key given twice keeps the last value.
 #        Re-running on an existing VM only makes sure it runs. Default disks: "raw:64M".
 #   vm.sh start HOST VM       start (no-op when running)
 #   vm.sh destroy HOST VM     hard stop (no-op when not running)
@@ -67,10 +69,38 @@ do_undefine() {
 
 size_ok() { [[ "$1" =~ ^[0-9]+[KMGkmg]?$ ]]; }
 
+# XML text/attribute escaping for label keys and values.
+xml_escape() {
+    # sed, not ${s//&/...}: bash 5.2 expands '&' in a pattern substitution's replacement to the match.
+    printf '%s' "$1" | sed -e 's/&/\&amp;/g' -e 's/</\&lt;/g' -e 's/>/\&gt;/g' -e "s/'/\\&apos;/g" -e 's/"/\&quot;/g'
+}
+
+# The <metadata> element with the orchestrator's labels, from "KEY=VALUE" arguments (last value of a key wins).
+labels_xml() {
+    [ $# -gt 0 ] || return 0
+    local -A seen=() ; local -a order=() ; local kv key
+    for kv in "$@"; do
+        key="${kv%%=*}"
+        [ -z "${seen[$key]+x}" ] && order+=("$key")
+        seen[$key]="${kv#*=}"
+    done
+    printf "  <metadata>\n    <orch:labels xmlns:orch='https://orchestrator.dev/xmlns/labels/1'>\n"
+    for key in "${order[@]}"; do
+        printf "      <orch:label key='%s'>%s</orch:label>\n" "$(xml_escape "$key")" "$(xml_escape "${seen[$key]}")"
+    done
+    printf "    </orch:labels>\n  </metadata>\n"
+}
+
 do_create() {
     local disks="raw:64M" interval=100 slots=64 every=10 mem=128 start=1
+    local -a labels=()
     while [ $# -gt 0 ]; do
         case "$1" in
+            --label)
+                [ $# -ge 2 ] || usage
+                # keys: a letter or digit, then letters, digits, _ . / -; the value may be empty
+                [[ "$2" =~ ^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}=.*$ ]] || lab_die "--label wants KEY=VALUE (key: letters, digits, _ . / -): '$2'"
+                labels+=("$2"); shift 2 ;;
             --disks) disks="$2"; shift 2 ;;
             --interval-ms) interval="$2"; shift 2 ;;
             --slots) slots="$2"; shift 2 ;;
@@ -124,6 +154,7 @@ do_create() {
     cat > "$xml" <<XML
 <domain type='qemu'>
   <name>$VM</name>
+$(labels_xml "${labels[@]}")
   <memory unit='MiB'>$mem</memory>
   <vcpu>1</vcpu>
   <os>

@@ -45,14 +45,22 @@ public sealed partial class LabHost(string name) : IAsyncLifetime, IAsyncDisposa
         await WaitForSeqAsync(vm, 1);
     }
 
-    /// <summary>vm.sh create (after deleting a leftover of an earlier run). Disks like "qcow2:64M" or "raw:64M qcow2:64M".</summary>
-    public async Task CreateVmAsync(string vm, string disks, int intervalMs, bool start = true)
+    /// <summary>
+    /// vm.sh create (after deleting a leftover of an earlier run). Disks like "qcow2:64M" or "raw:64M qcow2:64M";
+    /// <paramref name="labels"/> become the VM's orchestrator labels (vm.sh --label).
+    /// </summary>
+    public async Task CreateVmAsync(string vm, string disks, int intervalMs, bool start = true, IReadOnlyDictionary<string, string>? labels = null)
     {
         await LabAsync("vm.sh", "delete", Name, vm);
         List<string> args = ["create", Name, vm, "--disks", disks, "--interval-ms", intervalMs.ToString(CultureInfo.InvariantCulture)];
         if (!start)
         {
             args.Add("--no-start");
+        }
+
+        foreach (var (key, value) in labels ?? new Dictionary<string, string>())
+        {
+            args.AddRange(["--label", $"{key}={value}"]);
         }
 
         await LabAsync("vm.sh", [.. args]);
