@@ -54,23 +54,25 @@ public sealed class FleetClusterTests(FleetFixture fixture, ITestOutputHelper ou
     [Fact]
     public async Task Otlp_GrpcCallToOneSilo_TraceContinuesOnTheSiloOfTheVmsHost()
     {
-        // A request with our own trace context to fa's silo for a VM of fc: fa serves the gRPC call, fc runs the grain.
+        // A request with our own trace context to fa's silo for a disk of fc's VM: fa serves the gRPC call, fc runs the
+        // disk chain grain.
         var traceId = ActivityTraceId.CreateRandom().ToHexString();
         var parent = ActivitySpanId.CreateRandom().ToHexString();
         var fleet = GrpcClients.Fleet(fixture.Entry.GrpcEndpoint);
-        var vm = (await fleet.GetVmAsync(new GetVmRequest { Key = "fc/app-1" }, new Metadata { { "traceparent", $"00-{traceId}-{parent}-01" } })).Vm;
-        Assert.Equal("fc", vm.Host);
+        var chain = (await fleet.GetDiskChainAsync(new GetDiskChainRequest { Key = "fc/app-1/vda" }, new Metadata { { "traceparent", $"00-{traceId}-{parent}-01" } })).Chain;
+        Assert.NotEmpty(chain.Layers);
 
+        // Each process exports its spans as they end: fa's server span ends last, so wait for it explicitly.
         var spans = await fixture.Otlp.WaitForAsync(
-            s => s.Any(x => x.TraceId == traceId && x.ServiceInstance == "fa") && s.Any(x => x.TraceId == traceId && x.ServiceInstance == "fc"),
+            s => s.Any(x => x.TraceId == traceId && x.ServiceInstance == "fa" && x.ParentSpanId == parent) && s.Any(x => x.TraceId == traceId && x.ServiceInstance == "fc"),
             TimeSpan.FromSeconds(60),
-            $"spans of trace {traceId} from fa and fc");
+            $"fa's server span below {parent} and fc's spans of trace {traceId}");
         var trace = spans.Where(s => s.TraceId == traceId).ToList();
         output.WriteLine(string.Join('\n', trace));
 
         // fa's server span is the child of our context; fc's spans hang below spans that fa sent (one tree across processes).
         var server = Assert.Single(trace, s => s.ServiceInstance == "fa" && s.ParentSpanId == parent);
-        Assert.Contains("GetVm", server.Name + " " + string.Join(' ', server.Attributes.Values), StringComparison.Ordinal);
+        Assert.Contains("GetDiskChain", server.Name + " " + string.Join(' ', server.Attributes.Values), StringComparison.Ordinal);
         var fromFa = trace.Where(s => s.ServiceInstance == "fa").Select(s => s.SpanId).ToHashSet();
         Assert.Contains(trace, s => s.ServiceInstance == "fc" && s.ParentSpanId is { } p && fromFa.Contains(p));
         Assert.DoesNotContain(trace, s => s.ServiceInstance == "fb");

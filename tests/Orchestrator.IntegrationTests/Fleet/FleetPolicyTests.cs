@@ -109,16 +109,28 @@ public sealed class FleetPolicyTests(FleetFixture fixture, ITestOutputHelper out
         var backupRuns = first.Run.GetProperty("targets").EnumerateArray()
             .ToDictionary(TargetKey, t => t.GetProperty("backup_run").GetString()!.Split('/')[2]);
 
-        var spans = await fixture.Otlp.WaitForAsync(
-            s =>
-            {
-                var t = s.Where(x => x.TraceId == traceId).ToList();
-                return t.Select(x => x.ServiceInstance).Distinct().Count() >= 3
-                    && t.Count(x => x.Name == "backup.run") >= FleetFixture.Guests.Length
-                    && t.Any(x => x.Name == "policy.run");
-            },
-            TimeSpan.FromSeconds(60),
-            $"spans of trace {traceId} from three silos with policy.run and four backup.run");
+        // Every process exports what has ended on its own schedule: wait until each backup.run's chain of parents up to
+        // policy.run has arrived (or a minute passed; the assertions below then say what is missing).
+        bool Complete(IReadOnlyList<ReceivedSpan> s)
+        {
+            var t = s.Where(x => x.TraceId == traceId).ToList();
+            var ids = t.GroupBy(x => x.SpanId).ToDictionary(g => g.Key, g => g.First());
+            var top = t.FirstOrDefault(x => x.Name == "policy.run");
+            var runs = t.Where(x => x.Name == "backup.run").ToList();
+            return top is not null && runs.Count >= FleetFixture.Guests.Length && runs.All(r => Ancestors(r, ids).Any(a => a.SpanId == top.SpanId));
+        }
+
+        IReadOnlyList<ReceivedSpan> spans;
+        try
+        {
+            spans = await fixture.Otlp.WaitForAsync(Complete, TimeSpan.FromSeconds(60), $"policy.run and four backup.run below it in trace {traceId}");
+        }
+        catch (TimeoutException e)
+        {
+            output.WriteLine(e.Message);
+            spans = fixture.Otlp.Spans;
+        }
+
         var trace = spans.Where(s => s.TraceId == traceId).ToList();
         output.WriteLine($"{trace.Count} spans in trace {traceId}");
         foreach (var span in trace.Where(s => s.Name.StartsWith("policy.", StringComparison.Ordinal) || s.Name.StartsWith("backup.", StringComparison.Ordinal)))
@@ -153,11 +165,12 @@ public sealed class FleetPolicyTests(FleetFixture fixture, ITestOutputHelper out
         var sw = Stopwatch.StartNew();
         try
         {
-            var watching = fixture.CliAsync(TimeSpan.FromMinutes(3), "policy", "run", Policy, "--watch", "--format", "json");
+            var watching = fixture.CliAsync(TimeSpan.FromMinutes(2), "policy", "run", Policy, "--watch", "--format", "json");
             var runId = await WaitForNewRunAsync(policies, known: [first.RunId], watching);
             await victim.KillAsync();
             output.WriteLine($"{sw.Elapsed.TotalSeconds:0.0} s: run {runId} started; fc's silo killed");
 
+            // It ends within seconds once fc's silo is declared dead (about 10-30 s after the kill).
             var watch = await watching;
             output.WriteLine($"{sw.Elapsed.TotalSeconds:0.0} s: run ended\n{watch.StandardError}");
             // Not completed: the CLI exits 7 and still prints the ended run.
