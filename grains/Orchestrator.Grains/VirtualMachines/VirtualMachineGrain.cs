@@ -130,7 +130,8 @@ internal sealed partial class VirtualMachineGrain(
             s.Uuid,
             s.PowerState,
             [.. s.Disks.Select(d => new DiskView(d.Target, d.SourcePath, d.Format, d.ChainDepth))],
-            s.Labels,
+            // A copy: state read back by MessagePack (UntrustedData) carries a comparer Orleans cannot serialize.
+            new Dictionary<string, string>(s.Labels, StringComparer.Ordinal),
             s.MemoryKiB,
             s.VirtualCpus,
             _lastSync == default ? s.LastChanged : _lastSync,
