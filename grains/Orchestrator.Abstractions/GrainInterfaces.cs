@@ -25,11 +25,12 @@ public interface IVirtualMachineGrain : IGrainWithStringKey, ICheckpointOperatio
     Task<VmView> GetAsync(CancellationToken cancellationToken = default);
 
     [Alias("ApplyInventory")]
-    Task ApplyInventoryAsync(VmInventory inventory, CancellationToken cancellationToken = default);
+    /// <summary>Applies what a sync found and returns the VM record afterwards.</summary>
+    Task<VmView> ApplyInventoryAsync(VmInventory inventory, CancellationToken cancellationToken = default);
 
-    /// <summary>The VM was not found on its host at a sync.</summary>
+    /// <summary>The VM was not found on its host at a sync; returns its record (null when it was never known).</summary>
     [Alias("MarkAbsent")]
-    Task MarkAbsentAsync(DateTimeOffset syncedAt, CancellationToken cancellationToken = default);
+    Task<VmView?> MarkAbsentAsync(DateTimeOffset syncedAt, CancellationToken cancellationToken = default);
 }
 
 /// <summary>One disk's backing chain (key: host/vm/disk). Lives on its host's silo.</summary>

@@ -51,19 +51,15 @@ internal sealed partial class FleetGrain
             return;
         }
 
-        if (kind == PolicyKind.LiveBackup && (record.LastBackupAt is null || record.LastBackupAt < at))
-        {
-            record.LastBackupAt = at;
-        }
-        else if (kind == PolicyKind.Checkpoint && (record.LastCheckpointAt is null || record.LastCheckpointAt < at))
-        {
-            record.LastCheckpointAt = at;
-        }
-        else
+        var (backup, checkpoint) = kind == PolicyKind.LiveBackup
+            ? (Latest(record.LastBackupAt, at), record.LastCheckpointAt)
+            : (record.LastBackupAt, Latest(record.LastCheckpointAt, at));
+        if (backup == record.LastBackupAt && checkpoint == record.LastCheckpointAt)
         {
             return;
         }
 
+        (record.LastBackupAt, record.LastCheckpointAt) = (backup, checkpoint);
         await state.WriteStateAsync(cancellationToken);
     }
 
@@ -205,27 +201,22 @@ internal sealed partial class FleetGrain
     private static VmIndexEntry ToEntry(VmIndexRecord r) =>
         new(r.Host, r.Name, r.Uuid, r.Present, new Dictionary<string, string>(r.Labels, StringComparer.Ordinal), r.LastBackupAt, r.LastCheckpointAt);
 
+    /// <summary>Brings an index record up to a sync's entry; protection times only move forward. True when anything changed.</summary>
     private static bool Update(VmIndexRecord record, VmIndexEntry vm)
     {
+        var backup = Latest(record.LastBackupAt, vm.LastBackupAt);
+        var checkpoint = Latest(record.LastCheckpointAt, vm.LastCheckpointAt);
         var changed = record.Uuid != vm.Uuid
             || record.Present != vm.Present
-            || record.Labels.Count != vm.Labels.Count
-            || !vm.Labels.All(l => record.Labels.TryGetValue(l.Key, out var v) && v == l.Value)
-            || (vm.LastBackupAt is { } b && (record.LastBackupAt is null || record.LastBackupAt < b))
-            || (vm.LastCheckpointAt is { } c && (record.LastCheckpointAt is null || record.LastCheckpointAt < c));
+            || !Labels.SameEntries(record.Labels, vm.Labels)
+            || backup != record.LastBackupAt
+            || checkpoint != record.LastCheckpointAt;
         record.Uuid = vm.Uuid;
         record.Present = vm.Present;
         record.Labels = new Dictionary<string, string>(vm.Labels, StringComparer.Ordinal);
-        if (vm.LastBackupAt is { } backup && (record.LastBackupAt is null || record.LastBackupAt < backup))
-        {
-            record.LastBackupAt = backup;
-        }
-
-        if (vm.LastCheckpointAt is { } checkpoint && (record.LastCheckpointAt is null || record.LastCheckpointAt < checkpoint))
-        {
-            record.LastCheckpointAt = checkpoint;
-        }
-
+        (record.LastBackupAt, record.LastCheckpointAt) = (backup, checkpoint);
         return changed;
     }
+
+    private static DateTimeOffset? Latest(DateTimeOffset? a, DateTimeOffset? b) => a is null || (b is not null && b > a) ? b : a;
 }

@@ -23,11 +23,11 @@ internal sealed partial class HostGrain(
         {
             var facts = await hypervisor.GetFactsAsync(cancellationToken);
             var domains = await hypervisor.ListDomainsAsync(cancellationToken);
-            await Task.WhenAll(domains.Select(d => GrainFactory.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(Name, d.Name)).ApplyInventoryAsync(Inventory.From(d, now), cancellationToken)));
+            var applied = await Task.WhenAll(domains.Select(d => GrainFactory.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(Name, d.Name)).ApplyInventoryAsync(Inventory.From(d, now), cancellationToken)));
 
             var present = domains.Select(d => d.Name).ToHashSet(StringComparer.Ordinal);
             var vanished = state.State.Vms.Where(vm => !present.Contains(vm)).ToList();
-            await Task.WhenAll(vanished.Select(vm => GrainFactory.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(Name, vm)).MarkAbsentAsync(now, cancellationToken)));
+            var absent = await Task.WhenAll(vanished.Select(vm => GrainFactory.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(Name, vm)).MarkAbsentAsync(now, cancellationToken)));
 
             var known = state.State.Vms.Union(present, StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
             var firstSync = state.State.LastSync is null || state.State.Uri != facts.Uri;
@@ -45,11 +45,11 @@ internal sealed partial class HostGrain(
                 await fleet.RegisterHostAsync(Name, facts.Uri, cancellationToken);
             }
 
-            // The fleet's VM index (policy selection and compliance work from it, also while this host is down).
-            var views = await ListVmsAsync(cancellationToken);
+            // The fleet's VM index (policy selection and compliance work from it, also while this host is down),
+            // from the records the VMs returned above.
             await fleet.ReportInventoryAsync(
                 Name,
-                [.. views.Select(v => new VmIndexEntry(Name, v.Name, v.Uuid, v.Present, v.Labels, v.LastBackupAt, v.LastCheckpointAt))],
+                [.. applied.Concat(absent.OfType<VmView>()).Select(v => new VmIndexEntry(Name, v.Name, v.Uuid, v.Present, v.Labels, v.LastBackupAt, v.LastCheckpointAt))],
                 cancellationToken);
 
             activity?.SetTag("vms", domains.Count);

@@ -255,9 +255,8 @@ internal sealed partial class BackupPolicyGrain
             var vm = GrainFactory.GetGrain<IVirtualMachineGrain>(target.Key);
             if (run.Spec.Kind == PolicyKind.Checkpoint)
             {
-                var retention = run.Spec.Retention;
                 var result = await vm.CreatePolicyCheckpointAsync(
-                    new PolicyCheckpointRequest(Name, run.PolicyVersion, run.RunId, new RetentionPolicy(retention[0], retention[1], retention[2], retention[3], retention[4]), run.StartedAt),
+                    new PolicyCheckpointRequest(Name, run.PolicyVersion, run.RunId, run.Spec.RetentionContract(), run.StartedAt),
                     cancellationToken);
                 target.Checkpoint = result.Checkpoint.Name;
                 activity?.SetTag("checkpoint", target.Checkpoint);
@@ -343,13 +342,14 @@ internal sealed partial class BackupPolicyGrain
 
         if (target.BackupRun is null)
         {
+            var retention = run.Spec.RetentionContract();
             var request = new BackupRequest
             {
                 Target = run.Spec.Target is { } template ? PolicyValidator.RenderTarget(template, Name, target.Host, target.Vm) : null,
                 Quiesce = run.Spec.Quiesce,
                 Verify = run.Spec.Verify,
                 BandwidthBytesPerSecond = run.Spec.BandwidthBytesPerSecond,
-                Retention = new BackupRetention(run.Spec.Retention[0], run.Spec.Retention[2], run.Spec.Retention[3], run.Spec.Retention[4]),
+                Retention = new BackupRetention(retention.KeepLast, retention.Daily, retention.Weekly, retention.Monthly),
                 Policy = Name,
                 PolicyVersion = run.PolicyVersion,
                 PolicyRun = run.RunId,

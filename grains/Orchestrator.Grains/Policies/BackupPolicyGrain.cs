@@ -109,7 +109,7 @@ internal sealed partial class BackupPolicyGrain(
 
         if (scheduleChanged)
         {
-            s.NextRunAt = validated.Cron?.GetNextOccurrence(now.UtcDateTime, validated.Zone) is { } next ? new DateTimeOffset(next, TimeSpan.Zero) : null;
+            s.NextRunAt = NextOccurrence(now);
         }
 
         await WriteAsync(cancellationToken);

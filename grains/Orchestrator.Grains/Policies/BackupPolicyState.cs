@@ -167,7 +167,7 @@ public sealed record class PolicySpecRecord
             Labels = new SortedDictionary<string, string>(Labels, StringComparer.Ordinal),
         },
         Schedule = Cron is null ? null : new PolicySchedule(Cron, TimeZone),
-        Retention = new RetentionPolicy(Retention[0], Retention[1], Retention[2], Retention[3], Retention[4]),
+        Retention = RetentionContract(),
         Target = Target,
         Quiesce = Quiesce,
         Verify = Verify,
@@ -176,6 +176,9 @@ public sealed record class PolicySpecRecord
         Rpo = Rpo,
     };
 
+    /// <summary>The retention counts (keep_last, hourly, daily, weekly, monthly) as the contract has them.</summary>
+    public RetentionPolicy RetentionContract() => new(Retention[0], Retention[1], Retention[2], Retention[3], Retention[4]);
+
     /// <summary>Same policy content (what bumps the version when it differs).</summary>
     public bool SameAs(PolicySpecRecord other) =>
         Name == other.Name
@@ -183,7 +186,7 @@ public sealed record class PolicySpecRecord
         && Description == other.Description
         && Hosts.SequenceEqual(other.Hosts)
         && Vms.SequenceEqual(other.Vms)
-        && Labels.Count == other.Labels.Count && Labels.All(l => other.Labels.TryGetValue(l.Key, out var v) && v == l.Value)
+        && Grains.Labels.SameEntries(Labels, other.Labels)
         && Cron == other.Cron
         && TimeZone == other.TimeZone
         && Retention.SequenceEqual(other.Retention)

@@ -58,7 +58,7 @@ internal sealed partial class VirtualMachineGrain(
         return Task.FromResult(View());
     }
 
-    public async Task ApplyInventoryAsync(VmInventory inventory, CancellationToken cancellationToken = default)
+    public async Task<VmView> ApplyInventoryAsync(VmInventory inventory, CancellationToken cancellationToken = default)
     {
         _lastSync = inventory.SyncedAt;
         var s = state.State;
@@ -76,7 +76,7 @@ internal sealed partial class VirtualMachineGrain(
             || s.MemoryKiB != inventory.MemoryKiB
             || s.VirtualCpus != inventory.VirtualCpus
             || !s.Disks.SequenceEqual(disks)
-            || !DictionaryEquals(s.Labels, inventory.Labels);
+            || !Labels.SameEntries(s.Labels, inventory.Labels);
 
         if (changed)
         {
@@ -105,9 +105,10 @@ internal sealed partial class VirtualMachineGrain(
         var (host, vm) = Key;
         await Task.WhenAll(inventory.Disks.Select(d =>
             GrainFactory.GetGrain<IDiskChainGrain>(GrainKeys.Disk(host, vm, d.Target)).ReconcileAsync(d, inventory.SyncedAt, cancellationToken)));
+        return View();
     }
 
-    public async Task MarkAbsentAsync(DateTimeOffset syncedAt, CancellationToken cancellationToken = default)
+    public async Task<VmView?> MarkAbsentAsync(DateTimeOffset syncedAt, CancellationToken cancellationToken = default)
     {
         _lastSync = syncedAt;
         if (state.State.Known && state.State.Present)
@@ -117,6 +118,8 @@ internal sealed partial class VirtualMachineGrain(
             await state.WriteStateAsync(cancellationToken);
             LogVanished(logger, this.GetPrimaryKeyString());
         }
+
+        return state.State.Known ? View() : null;
     }
 
     private VmView View()
@@ -140,7 +143,4 @@ internal sealed partial class VirtualMachineGrain(
             lastBackup,
             lastCheckpoint);
     }
-
-    private static bool DictionaryEquals(IReadOnlyDictionary<string, string> a, IReadOnlyDictionary<string, string> b) =>
-        a.Count == b.Count && a.All(kv => b.TryGetValue(kv.Key, out var v) && v == kv.Value);
 }
