@@ -264,6 +264,11 @@ public sealed record PolicyRegistration(
     [property: Id(0)] PolicySpec Spec,
     [property: Id(1)] int Version);
 
+/// <summary>
+/// A run asks for a slot for one VM. <see cref="Holding"/> lists the VM keys the run still has running: the fleet
+/// drops any other slot of the same policy (a slot whose release was lost, or one left by an earlier run), so a
+/// lost release never holds a budget for longer than one admission turn.
+/// </summary>
 [GenerateSerializer]
 [Alias("orchestrator.AdmissionRequest")]
 public sealed record AdmissionRequest(
@@ -271,7 +276,8 @@ public sealed record AdmissionRequest(
     [property: Id(1)] string RunId,
     [property: Id(2)] string Host,
     [property: Id(3)] string Vm,
-    [property: Id(4)] PolicyConcurrency Limits);
+    [property: Id(4)] PolicyConcurrency Limits,
+    [property: Id(5)] IReadOnlyList<string>? Holding = null);
 
 /// <summary>Granted, or why not (VM busy in another run, host or fleet budget full).</summary>
 [GenerateSerializer]

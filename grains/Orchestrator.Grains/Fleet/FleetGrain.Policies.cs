@@ -89,7 +89,9 @@ internal sealed partial class FleetGrain
 
     public async Task UnregisterPolicyAsync(string name, CancellationToken cancellationToken = default)
     {
-        if (state.State.Policies.Remove(name))
+        var slots = state.State.Leases.Where(l => l.Value.Policy == name).Select(l => l.Key).ToList();
+        slots.ForEach(k => state.State.Leases.Remove(k));
+        if (state.State.Policies.Remove(name) || slots.Count > 0)
         {
             await state.WriteStateAsync(cancellationToken);
         }
@@ -106,34 +108,54 @@ internal sealed partial class FleetGrain
         var leases = state.State.Leases;
         var key = GrainKeys.Vm(request.Host, request.Vm);
         var now = time.GetUtcNow();
-        var expired = leases.Where(l => now - l.Value.At > LeaseLifetime).Select(l => l.Key).ToList();
-        expired.ForEach(k => leases.Remove(k));
+        var stale = leases
+            .Where(l => now - l.Value.At > LeaseLifetime || IsStale(l.Key, l.Value, request, key))
+            .Select(l => l.Key)
+            .ToList();
+        stale.ForEach(k => leases.Remove(k));
+        var changed = stale.Count > 0;
 
         if (leases.TryGetValue(key, out var held))
         {
-            if (held.RunId == request.RunId)
-            {
-                return new AdmissionResult(true, null);
-            }
-
-            return new AdmissionResult(false, $"waiting: VM busy in run {held.RunId} of policy '{held.Policy}'");
+            return await AnswerAsync(held.RunId == request.RunId
+                ? new AdmissionResult(true, null)
+                : new AdmissionResult(false, $"waiting: VM busy in run {held.RunId} of policy '{held.Policy}'"));
         }
 
         var mine = leases.Values.Where(l => l.Policy == request.Policy).ToList();
         if (mine.Count(l => l.Host == request.Host) >= request.Limits.PerHost)
         {
-            return new AdmissionResult(false, $"waiting: host {request.Host} has {request.Limits.PerHost} of this policy's VMs running (concurrency.per_host)");
+            return await AnswerAsync(new AdmissionResult(false, $"waiting: host {request.Host} has {request.Limits.PerHost} of this policy's VMs running (concurrency.per_host)"));
         }
 
         if (mine.Count >= request.Limits.Fleet)
         {
-            return new AdmissionResult(false, $"waiting: {request.Limits.Fleet} of this policy's VMs running fleet-wide (concurrency.fleet)");
+            return await AnswerAsync(new AdmissionResult(false, $"waiting: {request.Limits.Fleet} of this policy's VMs running fleet-wide (concurrency.fleet)"));
         }
 
         leases[key] = new AdmissionLease { Policy = request.Policy, RunId = request.RunId, Host = request.Host, At = now };
-        await state.WriteStateAsync(cancellationToken);
-        return new AdmissionResult(true, null);
+        changed = true;
+        return await AnswerAsync(new AdmissionResult(true, null));
+
+        async Task<AdmissionResult> AnswerAsync(AdmissionResult result)
+        {
+            if (changed)
+            {
+                await state.WriteStateAsync(cancellationToken);
+            }
+
+            return result;
+        }
     }
+
+    /// <summary>
+    /// A slot of the asking policy that the asking run no longer holds: one left by an earlier run of the policy
+    /// (a policy runs one run at a time) or one of this run whose VM ended while its release was lost.
+    /// </summary>
+    private static bool IsStale(string key, AdmissionLease lease, AdmissionRequest request, string requested) =>
+        lease.Policy == request.Policy
+        && (lease.RunId != request.RunId
+            || (request.Holding is { } holding && key != requested && !holding.Contains(key, StringComparer.Ordinal)));
 
     public async Task ReleaseAsync(string runId, string host, string vm, CancellationToken cancellationToken = default)
     {

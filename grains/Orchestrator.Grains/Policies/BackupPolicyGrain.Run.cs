@@ -211,8 +211,9 @@ internal sealed partial class BackupPolicyGrain
                 continue;
             }
 
+            var holding = run.Targets.Where(t => t.Status == PolicyTargetStatus.Running).Select(t => t.Key).ToList();
             var admission = await Fleet.TryAdmitAsync(
-                new AdmissionRequest(Name, run.RunId, target.Host, target.Vm, new PolicyConcurrency(run.Spec.PerHost, run.Spec.Fleet)),
+                new AdmissionRequest(Name, run.RunId, target.Host, target.Vm, new PolicyConcurrency(run.Spec.PerHost, run.Spec.Fleet), holding),
                 cancellationToken);
             if (!admission.Granted)
             {
@@ -485,14 +486,11 @@ internal sealed partial class BackupPolicyGrain
 
     private async Task FinishRunAsync(PolicyRunRecord run, CancellationToken cancellationToken)
     {
-        try
+        if (!await TryReleaseRunAsync(run.RunId, cancellationToken))
         {
-            await Fleet.ReleaseRunAsync(run.RunId, cancellationToken);
-        }
-        catch (Exception e) when (e is not OperationCanceledException)
-        {
-            // Each target released its own slot already; a leftover expires in the fleet grain.
-            LogReleaseFailed(logger, Name, run.RunId, "*", e.Message);
+            // The fleet grain is unreachable (its silo just died): the tick frees the slots once it is back, and
+            // the next run of this policy drops them anyway (see AdmissionRequest.Holding).
+            state.State.UnreleasedRuns.Add(run.RunId);
         }
 
         // The outcome and its version change together (no await between): a watcher never sees one without the other.
@@ -512,9 +510,48 @@ internal sealed partial class BackupPolicyGrain
         await ArchiveRunAsync(run, cancellationToken);
         SignalRunChanged();
         LogRunFinished(logger, Name, run.RunId, run.State, succeeded, run.Targets.Count);
-        if (state.State.PendingRetries.Count > 0)
+        if (state.State.PendingRetries.Count > 0 || state.State.UnreleasedRuns.Count > 0)
         {
             ArmTick(options.Value.RetryInterval);
+        }
+    }
+
+    private async Task<bool> TryReleaseRunAsync(string runId, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await Fleet.ReleaseRunAsync(runId, cancellationToken);
+            return true;
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            LogReleaseFailed(logger, Name, runId, "*", e.Message);
+            return false;
+        }
+    }
+
+    /// <summary>Frees the slots of ended runs whose release was lost.</summary>
+    private async Task ReleaseLeftoverSlotsAsync(CancellationToken cancellationToken)
+    {
+        var leftover = state.State.UnreleasedRuns;
+        if (leftover.Count == 0)
+        {
+            return;
+        }
+
+        var freed = new List<string>();
+        foreach (var runId in leftover.ToList())
+        {
+            if (await TryReleaseRunAsync(runId, cancellationToken))
+            {
+                freed.Add(runId);
+            }
+        }
+
+        if (freed.Count > 0)
+        {
+            leftover.RemoveAll(freed.Contains);
+            await WriteAsync(cancellationToken);
         }
     }
 

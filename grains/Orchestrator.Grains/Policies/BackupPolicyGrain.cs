@@ -246,6 +246,7 @@ internal sealed partial class BackupPolicyGrain(
         try
         {
             await EnsureRegisteredAsync(cancellationToken);
+            await ReleaseLeftoverSlotsAsync(cancellationToken);
             var now = time.GetUtcNow();
             var s = state.State;
             var due = s.NextRunAt is { } at && at <= now;

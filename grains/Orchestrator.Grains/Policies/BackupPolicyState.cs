@@ -49,6 +49,11 @@ public sealed record class BackupPolicyState
     [Id(8)]
     [Key(8)]
     public int MissedSlots { get; set; }
+
+    /// <summary>Ended runs whose admission slots the fleet grain could not be told to free yet (retried on every tick).</summary>
+    [Id(10)]
+    [Key(10)]
+    public List<string> UnreleasedRuns { get; set; } = [];
 }
 
 /// <summary>

@@ -24,6 +24,44 @@ public sealed class PolicyClusterFixture : ThreeHostClusterFixture
             o.AdmissionInterval = TimeSpan.FromMilliseconds(100);
             o.UnreachableGrace = TimeSpan.FromSeconds(5);
         });
+        silo.AddIncomingGrainCallFilter(FleetReleaseFaults.FilterAsync);
+    }
+}
+
+/// <summary>
+/// Makes the fleet grain refuse slot releases, as when its silo has just died and the call is lost: the release of
+/// chosen VMs and of chosen whole runs fails with a transport error until cleared.
+/// </summary>
+public static class FleetReleaseFaults
+{
+    private static volatile string[] s_vms = [];
+    private static volatile string[] s_runs = [];
+
+    public static void Fail(IEnumerable<string> vms, IEnumerable<string> runs)
+    {
+        s_vms = [.. vms];
+        s_runs = [.. runs];
+    }
+
+    public static void Clear() => Fail([], []);
+
+    internal static Task FilterAsync(IIncomingGrainCallContext context)
+    {
+        if (context.Grain is IFleetGrain)
+        {
+            var lost = context.MethodName switch
+            {
+                nameof(IFleetGrain.ReleaseAsync) => s_vms.Contains(context.Request.GetArgument(2) as string),
+                nameof(IFleetGrain.ReleaseRunAsync) => s_runs.Contains(context.Request.GetArgument(0) as string),
+                _ => false,
+            };
+            if (lost)
+            {
+                throw new TimeoutException($"injected: {context.MethodName} lost on its way to the fleet grain");
+            }
+        }
+
+        return context.Invoke();
     }
 }
 
