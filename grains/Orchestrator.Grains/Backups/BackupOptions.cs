@@ -15,6 +15,12 @@ public sealed class BackupOptions
     /// <summary>Attempts to pivot a READY commit before the run gives up on that try (with backoff).</summary>
     public int PivotAttempts { get; set; } = 5;
 
+    /// <summary>
+    /// How many disks of one VM are copied at the same time (without a bandwidth limit; with one, the disks are copied
+    /// one after the other, since the limit is the run's whole budget).
+    /// </summary>
+    public int ParallelCopies { get; set; } = 4;
+
     /// <summary>Period of the reconcile that finishes or rolls back interrupted runs.</summary>
     public TimeSpan ReconcileInterval { get; set; } = TimeSpan.FromSeconds(30);
 

@@ -191,59 +191,100 @@ internal sealed partial class VirtualMachineGrain
         }
     }
 
-    /// <summary>Copies every frozen base to the backup set, with a SHA-256 computed while copying.</summary>
+    /// <summary>
+    /// Copies every frozen base to the backup set, with a SHA-256 computed while copying. The disks are copied at the
+    /// same time (up to <see cref="BackupOptions.ParallelCopies"/>), except under a bandwidth limit, which is the run's
+    /// whole budget. This task alone persists the run: finished disks and progress are written once a second.
+    /// </summary>
     private async Task CopyDisksAsync(BackupRunState run, CancellationToken cancellationToken)
     {
         await RequireOverlaysActiveAsync(run, cancellationToken);
-        for (var i = 0; i < run.Disks.Count; i++)
+        var waiting = new Queue<BackupDiskState>(run.Disks.Where(d => !d.Copied));
+        var width = run.BandwidthBytesPerSecond > 0 ? 1 : Math.Max(1, backupOptions.Value.ParallelCopies);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var running = new List<DiskCopy>();
+        try
         {
-            var disk = run.Disks[i];
-            if (disk.Copied)
+            while (waiting.Count > 0 || running.Count > 0)
             {
-                continue;
-            }
-
-            // Restart an interrupted copy from the start: the base is immutable under the overlay.
-            if (await hypervisor.Images.ExistsAsync(disk.BackupPath, cancellationToken))
-            {
-                await hypervisor.Images.DeleteAsync(disk.BackupPath, cancellationToken);
-            }
-
-            using var activity = Telemetry.Source.StartActivity("qemu-img.copy");
-            activity?.SetTag("disk", disk.Target);
-            var progress = new CopyProgressHolder();
-            var copy = hypervisor.Images.CopyAsync(
-                disk.BasePath,
-                disk.BackupPath,
-                new CopyOptions { ComputeSha256 = true, BandwidthBytesPerSecond = run.BandwidthBytesPerSecond },
-                progress,
-                cancellationToken);
-            while (!copy.IsCompleted)
-            {
-                await Task.WhenAny(copy, Task.Delay(TimeSpan.FromSeconds(1), time, cancellationToken));
-                if (progress.BytesDone != disk.BytesCopied)
+                while (waiting.Count > 0 && running.Count < width)
                 {
-                    disk.BytesCopied = progress.BytesDone;
+                    running.Add(await StartCopyAsync(run, waiting.Dequeue(), stop.Token));
+                }
+
+                await Task.WhenAny(running.Select(c => (Task)c.Task).Append(Task.Delay(TimeSpan.FromSeconds(1), time, cancellationToken)));
+                var finished = running.Where(c => c.Task.IsCompleted).ToList();
+                foreach (var copy in running.Where(c => !c.Task.IsCompleted && c.Progress.BytesDone != c.Disk.BytesCopied))
+                {
+                    copy.Disk.BytesCopied = copy.Progress.BytesDone;
+                }
+
+                if (finished.Count == 0)
+                {
                     run.Version++;
                     await state.WriteStateAsync(cancellationToken);
                     SignalBackupChanged();
+                    continue;
+                }
+
+                foreach (var copy in finished)
+                {
+                    running.Remove(copy);
+                    var result = await copy.Task; // a failed copy throws here; the others are stopped below
+                    var disk = copy.Disk;
+                    disk.BytesCopied = result.BytesCopied;
+                    disk.BytesTotal = Math.Max(disk.BytesTotal, result.BytesCopied);
+                    disk.Sha256 = result.Sha256;
+                    disk.Copied = true;
+                    copy.Activity?.SetTag("bytes", result.BytesCopied);
+                    copy.Activity?.Dispose();
+                    Telemetry.BytesCopied.Add(result.BytesCopied);
+
+                    // One step record per disk, as before copies ran side by side.
+                    await PersistBackupAsync(run, BackupStep.Copying, $"{disk.Target}: {result.BytesCopied} bytes in {result.Duration.TotalMilliseconds:F0} ms", cancellationToken);
+                    if (run.Disks.Count(d => d.Copied) < run.Disks.Count || run.Disks.Count == 1)
+                    {
+                        // Crash tests: killed with one disk copied and, with more disks, the others copying or not started.
+                        KillIfAsked("Copying");
+                    }
                 }
             }
-
-            var result = await copy;
-            disk.BytesCopied = result.BytesCopied;
-            disk.BytesTotal = Math.Max(disk.BytesTotal, result.BytesCopied);
-            disk.Sha256 = result.Sha256;
-            disk.Copied = true;
-            activity?.SetTag("bytes", result.BytesCopied);
-            Telemetry.BytesCopied.Add(result.BytesCopied);
-            await PersistBackupAsync(run, BackupStep.Copying, $"{disk.Target}: {result.BytesCopied} bytes in {result.Duration.TotalMilliseconds:F0} ms", cancellationToken);
-            if (i < run.Disks.Count - 1 || run.Disks.Count == 1)
+        }
+        catch
+        {
+            // One copy failed (or the run is cancelled): stop the others; each deletes its partial file.
+            await stop.CancelAsync();
+            foreach (var copy in running)
             {
-                KillIfAsked("Copying");
+                await copy.Task.ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Current);
+                copy.Activity?.Dispose();
             }
+
+            throw;
         }
     }
+
+    private async Task<DiskCopy> StartCopyAsync(BackupRunState run, BackupDiskState disk, CancellationToken cancellationToken)
+    {
+        // Restart an interrupted copy from the start: the base is immutable under the overlay.
+        if (await hypervisor.Images.ExistsAsync(disk.BackupPath, cancellationToken))
+        {
+            await hypervisor.Images.DeleteAsync(disk.BackupPath, cancellationToken);
+        }
+
+        var activity = Telemetry.Source.StartActivity("qemu-img.copy");
+        activity?.SetTag("disk", disk.Target);
+        var progress = new CopyProgressHolder();
+        var task = hypervisor.Images.CopyAsync(
+            disk.BasePath,
+            disk.BackupPath,
+            new CopyOptions { ComputeSha256 = true, BandwidthBytesPerSecond = run.BandwidthBytesPerSecond },
+            progress,
+            cancellationToken);
+        return new DiskCopy(disk, task, progress, activity);
+    }
+
+    private sealed record DiskCopy(BackupDiskState Disk, Task<CopyResult> Task, CopyProgressHolder Progress, Activity? Activity);
 
     /// <summary>Active commit of each overlay, awaited by event, pivoted, confirmed in the domain definition.</summary>
     private async Task CommitDisksAsync(BackupRunState run, CancellationToken cancellationToken)
@@ -352,32 +393,39 @@ internal sealed partial class VirtualMachineGrain
         }
     }
 
-    /// <summary>qemu-img check and a checksum re-read of every copy; then the manifest beside them.</summary>
+    /// <summary>
+    /// qemu-img check and a checksum re-read of every copy, the disks at the same time (and, per disk, the check
+    /// beside the re-read); then the manifest beside them.
+    /// </summary>
     private async Task VerifyAsync(BackupRunState run, CancellationToken cancellationToken)
     {
-        foreach (var disk in run.Disks)
+        if (run.Verify)
         {
-            if (run.Verify && !disk.Verified)
-            {
-                using var activity = Telemetry.Source.StartActivity("qemu-img.check");
-                activity?.SetTag("disk", disk.Target);
-                var check = await hypervisor.Images.CheckAsync(disk.BackupPath, cancellationToken);
-                if (!check.Clean)
-                {
-                    throw new OrchestratorException(ErrorCode.Internal, $"copy of '{disk.Target}' failed qemu-img check: {check.Errors} errors, {check.Leaks} leaks");
-                }
-
-                var sha = await hypervisor.Images.ComputeSha256Async(disk.BackupPath, cancellationToken);
-                if (disk.Sha256 is not null && !string.Equals(sha, disk.Sha256, StringComparison.OrdinalIgnoreCase))
-                {
-                    throw new OrchestratorException(ErrorCode.Internal, $"copy of '{disk.Target}' does not match its checksum: {sha} read back, {disk.Sha256} written");
-                }
-
-                disk.Verified = true;
-            }
+            await Task.WhenAll(run.Disks.Where(d => !d.Verified).Select(d => VerifyDiskAsync(d, cancellationToken)));
         }
 
         await WriteManifestAsync(run, cancellationToken);
+    }
+
+    private async Task VerifyDiskAsync(BackupDiskState disk, CancellationToken cancellationToken)
+    {
+        using var activity = Telemetry.Source.StartActivity("backup.verify-disk");
+        activity?.SetTag("disk", disk.Target);
+        var checking = hypervisor.Images.CheckAsync(disk.BackupPath, cancellationToken);
+        var hashing = hypervisor.Images.ComputeSha256Async(disk.BackupPath, cancellationToken);
+        var check = await checking;
+        var sha = await hashing;
+        if (!check.Clean)
+        {
+            throw new OrchestratorException(ErrorCode.Internal, $"copy of '{disk.Target}' failed qemu-img check: {check.Errors} errors, {check.Leaks} leaks");
+        }
+
+        if (disk.Sha256 is not null && !string.Equals(sha, disk.Sha256, StringComparison.OrdinalIgnoreCase))
+        {
+            throw new OrchestratorException(ErrorCode.Internal, $"copy of '{disk.Target}' does not match its checksum: {sha} read back, {disk.Sha256} written");
+        }
+
+        disk.Verified = true;
     }
 
     private async Task WriteManifestAsync(BackupRunState run, CancellationToken cancellationToken)

@@ -54,15 +54,27 @@ public sealed partial class SimulatedHypervisor
                 ? options.BandwidthBytesPerSecond
                 : host.Options.CopyBytesPerSecond;
             const int Steps = 10;
-            for (var step = 1; step <= Steps; step++)
+            var now = Interlocked.Increment(ref host._copies);
+            for (var max = Volatile.Read(ref host._maxCopies); now > max && Interlocked.CompareExchange(ref host._maxCopies, now, max) != max; max = Volatile.Read(ref host._maxCopies))
             {
-                if (rate > 0)
-                {
-                    await Task.Delay(TimeSpan.FromSeconds((double)total / rate / Steps), host._time, cancellationToken);
-                }
+            }
 
-                cancellationToken.ThrowIfCancellationRequested();
-                progress?.Report(new CopyProgress(total * step / Steps, total));
+            try
+            {
+                for (var step = 1; step <= Steps; step++)
+                {
+                    if (rate > 0)
+                    {
+                        await Task.Delay(TimeSpan.FromSeconds((double)total / rate / Steps), host._time, cancellationToken);
+                    }
+
+                    cancellationToken.ThrowIfCancellationRequested();
+                    progress?.Report(new CopyProgress(total * step / Steps, total));
+                }
+            }
+            finally
+            {
+                Interlocked.Decrement(ref host._copies);
             }
 
             lock (host._lock)

@@ -26,6 +26,14 @@ public sealed partial class SimulatedHypervisor : IHypervisor
 
     public SimulatedOptions Options { get; }
 
+    /// <summary>The most image copies that ran at the same time on this host since the last <see cref="ResetCopyStats"/>.</summary>
+    public int MaxConcurrentCopies => Volatile.Read(ref _maxCopies);
+
+    private int _copies;
+    private int _maxCopies;
+
+    public void ResetCopyStats() => Volatile.Write(ref _maxCopies, Volatile.Read(ref _copies));
+
     public string Uri { get; }
 
     public IDiskImages Images { get; }

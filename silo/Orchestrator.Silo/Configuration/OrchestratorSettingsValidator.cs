@@ -119,6 +119,11 @@ public static class OrchestratorSettingsValidator
             errors.Add($"{P}:HistoryLimit must be at least 1");
         }
 
+        if (backup.ParallelCopies is < 1 or > 64)
+        {
+            errors.Add($"{P}:ParallelCopies must be between 1 and 64");
+        }
+
         if (backup.ReconcileInterval < TimeSpan.FromSeconds(1))
         {
             errors.Add($"{P}:ReconcileInterval must be at least 00:00:01");

@@ -54,6 +54,35 @@ public sealed class BackupWorkflowTests(ThreeHostClusterFixture fixture)
         Assert.Equal(DomainPowerState.Running, after.State);
     }
 
+    [Theory]
+    [InlineData(0L, 3)]
+    [InlineData(64L << 20, 1)]
+    public async Task StartBackup_ThreeDisks_CopiedSideBySideUnlessABandwidthLimitIsSet(long bandwidth, int expectedConcurrency)
+    {
+        var name = $"bk-par-{expectedConcurrency}";
+        var (vm, hypervisor) = await NewVmAsync("kvm-03", name, ("vda", "qcow2", 64L << 20), ("vdb", "raw", 64L << 20), ("vdc", "qcow2", 64L << 20));
+        var speed = hypervisor.Options.CopyBytesPerSecond;
+        BackupRunView run;
+        try
+        {
+            // Each copy takes about a quarter of a second, long enough to overlap.
+            hypervisor.Options.CopyBytesPerSecond = 256L << 20;
+            hypervisor.ResetCopyStats();
+            run = await WaitDoneAsync(vm, await vm.StartBackupAsync(new BackupRequest { BandwidthBytesPerSecond = bandwidth }));
+        }
+        finally
+        {
+            hypervisor.Options.CopyBytesPerSecond = speed;
+        }
+
+        Assert.Equal(BackupStep.Completed, run.Step);
+        Assert.Equal(expectedConcurrency, hypervisor.MaxConcurrentCopies);
+        Assert.All(run.Disks, d => Assert.True(d.Verified && d.Sha256 is { Length: 64 }));
+
+        // Still one step record per disk copied.
+        Assert.Equal(3, run.Steps.Count(s => s.Step == BackupStep.Copying && s.Note is { } n && n.Contains(" bytes in ", StringComparison.Ordinal)));
+    }
+
     [Fact]
     public async Task StartBackup_CopyFails_CommitsBackAndFails()
     {
