@@ -18,7 +18,8 @@ namespace Orchestrator.Bench;
 /// 80 MiB of random data, writing its counter every 100 ms), in one run. Each round, contenders rotated:
 /// (a) gRPC StartBackup to a silo process serving the lab host, timed from the request to Completed seen on
 /// WatchBackup, with verification and with skip_verify; (b) a bash script: virsh snapshot-create-as (both disks,
-/// atomic), cp --sparse=always of both bases, virsh blockcommit --active --pivot --wait per disk, rm the overlays;
+/// atomic), cp --sparse=always of both bases (and, as a second contender, a sync of the copies), virsh blockcommit
+/// --active --pivot --wait per disk, rm the overlays;
 /// (c) copy throughput on frozen copies of the same two images: the driver's copy with and without SHA-256 against
 /// cp --sparse=always (with and without a sync of the copy). After every backup the domain must run on its bases
 /// again and no overlay file may remain.
@@ -31,6 +32,7 @@ internal static class BackupBenchmark
     private const string Orchestrated = "orchestrated";
     private const string OrchestratedNoVerify = "orchestrated skip_verify";
     private const string Script = "virsh script";
+    private const string ScriptSync = "virsh script + sync";
     private const string DriverSha = "driver copy + sha256";
     private const string DriverCopy = "driver copy";
     private const string CpSync = "cp --sparse=always + sync";
@@ -39,9 +41,9 @@ internal static class BackupBenchmark
     // The hand-run backup: overlays on all disks at once, copy the frozen bases, commit back + pivot, remove overlays.
     private const string ScriptText = """
         #!/usr/bin/env bash
-        # usage: backup.sh URI DOMAIN DEST (TARGET BASE OVERLAY)...
+        # usage: backup.sh URI DOMAIN DEST SYNC (TARGET BASE OVERLAY)...   (SYNC 1: make the copies durable)
         set -euo pipefail
-        uri="$1" dom="$2" dest="$3"; shift 3
+        uri="$1" dom="$2" dest="$3" durable="$4"; shift 4
         targets=() bases=() overlays=() specs=()
         while [ $# -gt 0 ]; do
             targets+=("$1"); bases+=("$2"); overlays+=("$3")
@@ -53,6 +55,7 @@ internal static class BackupBenchmark
         for i in "${!targets[@]}"; do
             cp --sparse=always "${bases[$i]}" "$dest/${targets[$i]}.${bases[$i]##*.}"
         done
+        if [ "$durable" = 1 ]; then sync "$dest"/*; fi
         for t in "${targets[@]}"; do
             virsh -q -c "$uri" blockcommit "$dom" "$t" --active --pivot --wait >/dev/null
         done
@@ -125,7 +128,7 @@ internal static class BackupBenchmark
             var results = new Dictionary<string, List<double>>();
             void Add(string key, double value) => (results.TryGetValue(key, out var l) ? l : results[key] = []).Add(value);
 
-            var backupContenders = new[] { Orchestrated, OrchestratedNoVerify, Script };
+            var backupContenders = new[] { Orchestrated, OrchestratedNoVerify, Script, ScriptSync };
             var copyContenders = new (string Name, Func<string, string, Task> Copy)[]
             {
                 (DriverSha, (s, d) => diskImages.CopyAsync(s, d, new CopyOptions())),
@@ -152,9 +155,9 @@ internal static class BackupBenchmark
                     var contender = backupContenders[(i + round) % backupContenders.Length];
                     double ms;
                     string detail;
-                    if (contender == Script)
+                    if (contender is Script or ScriptSync)
                     {
-                        (ms, detail) = await ScriptRoundAsync(lab, scriptPath, uri, work, bases, round);
+                        (ms, detail) = await ScriptRoundAsync(lab, scriptPath, uri, work, bases, round, durable: contender == ScriptSync);
                     }
                     else
                     {
@@ -201,6 +204,9 @@ internal static class BackupBenchmark
             var script = Stats.Median(results[Script]);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"    orchestrated / script             = {Stats.Median(results[Orchestrated]) / script:F2}x (goal <= 1.0x)"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"    orchestrated skip_verify / script = {Stats.Median(results[OrchestratedNoVerify]) / script:F2}x"));
+            var scriptSync = Stats.Median(results[ScriptSync]);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"    orchestrated / script + sync      = {Stats.Median(results[Orchestrated]) / scriptSync:F2}x (both leave durable copies)"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"    orchestrated skip_verify / script + sync = {Stats.Median(results[OrchestratedNoVerify]) / scriptSync:F2}x"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  copy throughput, both frozen images one after the other ({sourceBytes / (double)MiB:F1} MiB allocated):"));
             foreach (var (name, _) in copyContenders)
             {
@@ -313,13 +319,13 @@ internal static class BackupBenchmark
         };
     }
 
-    private static async Task<(double Ms, string Detail)> ScriptRoundAsync(LabScripts lab, string scriptPath, string uri, string work, IReadOnlyList<DomainDisk> bases, int round)
+    private static async Task<(double Ms, string Detail)> ScriptRoundAsync(LabScripts lab, string scriptPath, string uri, string work, IReadOnlyList<DomainDisk> bases, int round, bool durable)
     {
-        var dest = Path.Combine(work, "script-backups", $"r{round}");
-        List<string> args = [scriptPath, uri, BenchVm, dest];
+        var dest = Path.Combine(work, "script-backups", $"r{round}{(durable ? "-sync" : "")}");
+        List<string> args = [scriptPath, uri, BenchVm, dest, durable ? "1" : "0"];
         foreach (var b in bases)
         {
-            args.AddRange([b.Target, b.SourcePath, $"{b.SourcePath}.script-{round}.qcow2"]);
+            args.AddRange([b.Target, b.SourcePath, $"{b.SourcePath}.script-{round}{(durable ? "s" : "")}.qcow2"]);
         }
 
         var sw = Stopwatch.StartNew();
