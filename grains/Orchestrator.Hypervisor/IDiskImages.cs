@@ -14,11 +14,25 @@ public sealed record CopyOptions
 
     /// <summary>Compute a SHA-256 of the written file while copying.</summary>
     public bool ComputeSha256 { get; init; } = true;
+
+    /// <summary>
+    /// Compute the data digest (<see cref="ImageDigests.DataSha256"/>) while copying: it skips holes and zero blocks,
+    /// so it costs only the data, however large and empty the disk.
+    /// </summary>
+    public bool ComputeDataSha256 { get; init; }
 }
+
+/// <summary>
+/// Digests of an image file's logical content. <see cref="Sha256"/> is the plain SHA-256 of every byte (holes read as
+/// zeros), what <c>sha256sum</c> prints. <see cref="DataSha256"/> is a SHA-256 over the file's non-zero 4 KiB blocks
+/// only, each preceded by its byte offset (8 bytes, little-endian): equal for equal content whatever the hole layout,
+/// and cheap for sparse disks.
+/// </summary>
+public sealed record ImageDigests(string Sha256, string DataSha256);
 
 public sealed record CopyProgress(long BytesDone, long BytesTotal);
 
-public sealed record CopyResult(long BytesCopied, string? Sha256, TimeSpan Duration);
+public sealed record CopyResult(long BytesCopied, string? Sha256, TimeSpan Duration, string? DataSha256 = null);
 
 /// <summary>Disk image operations where libvirt has no API. Never runs a shell.</summary>
 public interface IDiskImages
@@ -34,6 +48,9 @@ public interface IDiskImages
 
     /// <summary>SHA-256 (lower-case hex) of the file's bytes, read back from disk.</summary>
     Task<string> ComputeSha256Async(string path, CancellationToken cancellationToken = default);
+
+    /// <summary>Both digests of the file (lower-case hex), read back from disk in one pass.</summary>
+    Task<ImageDigests> ComputeDigestsAsync(string path, CancellationToken cancellationToken = default);
 
     /// <summary>Offline commit of an overlay into its backing file (qemu-img commit).</summary>
     Task CommitAsync(string overlayPath, CancellationToken cancellationToken = default);

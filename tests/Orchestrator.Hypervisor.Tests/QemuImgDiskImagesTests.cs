@@ -32,6 +32,41 @@ public sealed class QemuImgDiskImagesTests : IDisposable
     }
 
     [Fact]
+    public async Task DataSha256_SparseCopyAndDenseFileOfTheSameContent_AgreeAndCatchAChangedByte()
+    {
+        var source = await MakeSparseRawAsync("digest.raw", 32 * MiB);
+        var copy = Path.Combine(_dir, "digest-copy.raw");
+        var dense = Path.Combine(_dir, "digest-dense.raw");
+        await File.WriteAllBytesAsync(dense, await File.ReadAllBytesAsync(source)); // zeros written out: no holes
+
+        var result = await _images.CopyAsync(source, copy, new CopyOptions { ComputeSha256 = false, ComputeDataSha256 = true });
+        var ofCopy = await _images.ComputeDigestsAsync(copy);
+        var ofDense = await _images.ComputeDigestsAsync(dense);
+
+        Assert.Null(result.Sha256);
+        Assert.Equal(ReferenceDataDigest(source), result.DataSha256);
+        Assert.Equal(new ImageDigests(await HashFileAsync(source), result.DataSha256!), ofCopy);
+        Assert.Equal(ofCopy, ofDense);
+        Assert.True(AllocatedBytes(dense) > 16 * MiB, "the dense file should have its zeros allocated");
+
+        // One byte changed inside data, and one byte written into a hole: both show.
+        await using (var f = new FileStream(dense, FileMode.Open, FileAccess.Write))
+        {
+            f.Position = 100;
+            f.WriteByte(0x5a);
+        }
+
+        await using (var f = new FileStream(copy, FileMode.Open, FileAccess.Write))
+        {
+            f.Position = 20 * MiB;
+            f.WriteByte(1);
+        }
+
+        Assert.NotEqual(ofCopy.DataSha256, (await _images.ComputeDigestsAsync(dense)).DataSha256);
+        Assert.NotEqual(ofCopy.DataSha256, (await _images.ComputeDigestsAsync(copy)).DataSha256);
+    }
+
+    [Fact]
     public async Task CopyAsync_Qcow2SameFormat_ByteCopyPassesCheck()
     {
         var source = Path.Combine(_dir, "src.qcow2");
@@ -239,6 +274,24 @@ public sealed class QemuImgDiskImagesTests : IDisposable
         }
 
         return path;
+    }
+
+    /// <summary>The data digest by its definition, written out plainly: each non-zero 4 KiB block after its offset.</summary>
+    private static string ReferenceDataDigest(string path)
+    {
+        var bytes = File.ReadAllBytes(path);
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        for (var offset = 0; offset < bytes.Length; offset += 4096)
+        {
+            var block = bytes.AsSpan(offset, Math.Min(4096, bytes.Length - offset));
+            if (block.ContainsAnyExcept((byte)0))
+            {
+                hash.AppendData(BitConverter.GetBytes((long)offset));
+                hash.AppendData(block);
+            }
+        }
+
+        return Convert.ToHexStringLower(hash.GetHashAndReset());
     }
 
     private static async Task<string> HashFileAsync(string path)

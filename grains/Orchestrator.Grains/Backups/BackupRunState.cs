@@ -175,6 +175,15 @@ public sealed record class BackupDiskState
     [Id(11)]
     [Key(11)]
     public long VirtualSize { get; set; }
+
+    /// <summary>
+    /// The copy's data digest taken while copying (non-zero 4 KiB blocks only: cheap however large and empty the
+    /// disk); the full <see cref="Sha256"/> is read back from the copy after the overlays are gone, and the data
+    /// digest read back with it must match this one.
+    /// </summary>
+    [Id(12)]
+    [Key(12)]
+    public string? DataSha256 { get; set; }
 }
 
 [GenerateSerializer]

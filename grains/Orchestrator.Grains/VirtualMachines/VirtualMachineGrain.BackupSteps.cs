@@ -192,8 +192,9 @@ internal sealed partial class VirtualMachineGrain
     }
 
     /// <summary>
-    /// Copies every frozen base to the backup set, with a SHA-256 computed while copying. The disks are copied at the
-    /// same time (up to <see cref="BackupOptions.ParallelCopies"/>), except under a bandwidth limit, which is the run's
+    /// Copies every frozen base to the backup set, with the data digest computed while copying (the full SHA-256,
+    /// which hashes every hole as zeros, is read back after the commit, outside the overlay window). The disks are
+    /// copied at the same time (up to <see cref="BackupOptions.ParallelCopies"/>), except under a bandwidth limit, which is the run's
     /// whole budget. This task alone persists the run: finished disks and progress are written once a second.
     /// </summary>
     private async Task CopyDisksAsync(BackupRunState run, CancellationToken cancellationToken)
@@ -235,6 +236,7 @@ internal sealed partial class VirtualMachineGrain
                     disk.BytesCopied = result.BytesCopied;
                     disk.BytesTotal = Math.Max(disk.BytesTotal, result.BytesCopied);
                     disk.Sha256 = result.Sha256;
+                    disk.DataSha256 = result.DataSha256;
                     disk.Copied = true;
                     copy.Activity?.SetTag("bytes", result.BytesCopied);
                     copy.Activity?.Dispose();
@@ -278,7 +280,7 @@ internal sealed partial class VirtualMachineGrain
         var task = hypervisor.Images.CopyAsync(
             disk.BasePath,
             disk.BackupPath,
-            new CopyOptions { ComputeSha256 = true, BandwidthBytesPerSecond = run.BandwidthBytesPerSecond },
+            new CopyOptions { ComputeSha256 = false, ComputeDataSha256 = true, BandwidthBytesPerSecond = run.BandwidthBytesPerSecond },
             progress,
             cancellationToken);
         return new DiskCopy(disk, task, progress, activity);
@@ -394,38 +396,40 @@ internal sealed partial class VirtualMachineGrain
     }
 
     /// <summary>
-    /// qemu-img check and a checksum re-read of every copy, the disks at the same time (and, per disk, the check
-    /// beside the re-read); then the manifest beside them.
+    /// Reads every copy back for its SHA-256 (for the manifest) and its data digest, which must match the one taken
+    /// while copying; with verification on, also runs qemu-img check beside it. All disks at once. This runs after the
+    /// commit: hashing a large, mostly empty disk no longer keeps the VM on its overlays.
     /// </summary>
     private async Task VerifyAsync(BackupRunState run, CancellationToken cancellationToken)
     {
-        if (run.Verify)
-        {
-            await Task.WhenAll(run.Disks.Where(d => !d.Verified).Select(d => VerifyDiskAsync(d, cancellationToken)));
-        }
-
+        await Task.WhenAll(run.Disks.Where(d => !d.Verified).Select(d => VerifyDiskAsync(d, run.Verify, cancellationToken)));
         await WriteManifestAsync(run, cancellationToken);
     }
 
-    private async Task VerifyDiskAsync(BackupDiskState disk, CancellationToken cancellationToken)
+    private async Task VerifyDiskAsync(BackupDiskState disk, bool check, CancellationToken cancellationToken)
     {
         using var activity = Telemetry.Source.StartActivity("backup.verify-disk");
         activity?.SetTag("disk", disk.Target);
-        var checking = hypervisor.Images.CheckAsync(disk.BackupPath, cancellationToken);
-        var hashing = hypervisor.Images.ComputeSha256Async(disk.BackupPath, cancellationToken);
-        var check = await checking;
-        var sha = await hashing;
-        if (!check.Clean)
+        var checking = check ? hypervisor.Images.CheckAsync(disk.BackupPath, cancellationToken) : null;
+        var digests = await hypervisor.Images.ComputeDigestsAsync(disk.BackupPath, cancellationToken);
+        if (checking is not null && await checking is { Clean: false } result)
         {
-            throw new OrchestratorException(ErrorCode.Internal, $"copy of '{disk.Target}' failed qemu-img check: {check.Errors} errors, {check.Leaks} leaks");
+            throw new OrchestratorException(ErrorCode.Internal, $"copy of '{disk.Target}' failed qemu-img check: {result.Errors} errors, {result.Leaks} leaks");
         }
 
-        if (disk.Sha256 is not null && !string.Equals(sha, disk.Sha256, StringComparison.OrdinalIgnoreCase))
+        if (disk.DataSha256 is not null && !string.Equals(digests.DataSha256, disk.DataSha256, StringComparison.OrdinalIgnoreCase))
         {
-            throw new OrchestratorException(ErrorCode.Internal, $"copy of '{disk.Target}' does not match its checksum: {sha} read back, {disk.Sha256} written");
+            throw new OrchestratorException(ErrorCode.Internal, $"copy of '{disk.Target}' does not match what was copied: data digest {digests.DataSha256} read back, {disk.DataSha256} written");
         }
 
-        disk.Verified = true;
+        // A run copied before the data digest existed carries the full SHA-256 from its copy instead.
+        if (disk.Sha256 is not null && !string.Equals(digests.Sha256, disk.Sha256, StringComparison.OrdinalIgnoreCase))
+        {
+            throw new OrchestratorException(ErrorCode.Internal, $"copy of '{disk.Target}' does not match its checksum: {digests.Sha256} read back, {disk.Sha256} written");
+        }
+
+        disk.Sha256 = digests.Sha256;
+        disk.Verified = check;
     }
 
     private async Task WriteManifestAsync(BackupRunState run, CancellationToken cancellationToken)
@@ -452,6 +456,7 @@ internal sealed partial class VirtualMachineGrain
                 virtual_size = d.VirtualSize,
                 bytes = d.BytesCopied,
                 sha256 = d.Sha256,
+                data_sha256 = d.DataSha256,
                 verified = d.Verified,
             }),
             domain_xml = run.DomainXml,

@@ -78,7 +78,7 @@ public sealed partial class QemuImgDiskImages : IDiskImages
         CopyResult result;
         if (options.TargetFormat is null || options.TargetFormat == sourceFormat)
         {
-            result = await SparseFile.CopyAsync(source, destination, options.ComputeSha256, options.BandwidthBytesPerSecond, progress, cancellationToken).ConfigureAwait(false);
+            result = await SparseFile.CopyAsync(source, destination, options.ComputeSha256, options.ComputeDataSha256, options.BandwidthBytesPerSecond, progress, cancellationToken).ConfigureAwait(false);
             Log.Copied(_logger, source, destination, result.BytesCopied, result.Duration.TotalMilliseconds);
         }
         else
@@ -123,6 +123,13 @@ public sealed partial class QemuImgDiskImages : IDiskImages
         File.Exists(path)
             ? SparseFile.Sha256Async(path, cancellationToken)
             : Task.FromException<string>(new HypervisorException(HypervisorErrorKind.FileNotFound, $"'{path}' does not exist"));
+
+    public async Task<ImageDigests> ComputeDigestsAsync(string path, CancellationToken cancellationToken = default)
+    {
+        RequireFile(path);
+        var (sha256, data) = await SparseFile.DigestsAsync(path, data: true, cancellationToken).ConfigureAwait(false);
+        return new ImageDigests(sha256!, data!);
+    }
 
     public async Task CommitAsync(string overlayPath, CancellationToken cancellationToken = default)
     {
@@ -224,10 +231,13 @@ public sealed partial class QemuImgDiskImages : IDiskImages
                 throw ToolFailed("convert", source, result);
             }
 
-            var sha = options.ComputeSha256 ? await SparseFile.Sha256Async(destination, cancellationToken).ConfigureAwait(false) : null;
+            // qemu-img wrote the file: its digests are read back from it.
+            var (sha, data) = options.ComputeSha256 || options.ComputeDataSha256
+                ? await SparseFile.DigestsAsync(destination, options.ComputeDataSha256, cancellationToken).ConfigureAwait(false)
+                : default;
             var written = new FileInfo(destination).Length;
             progress?.Report(new CopyProgress(total, total));
-            return new CopyResult(written, sha, DateTimeOffset.UtcNow - started);
+            return new CopyResult(written, options.ComputeSha256 ? sha : null, DateTimeOffset.UtcNow - started, data);
         }
         catch
         {

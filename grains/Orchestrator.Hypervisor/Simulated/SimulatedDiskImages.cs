@@ -80,8 +80,16 @@ public sealed partial class SimulatedHypervisor
             lock (host._lock)
             {
                 var copy = new SimImage(destination, options.TargetFormat ?? image.Format, image.VirtualSize) { Allocated = image.Allocated, ContentId = image.ContentId };
+                var digests = (Full: copy.Sha256(), Data: copy.DataSha256());
+                if (host._corruptCopies > 0)
+                {
+                    // A write that went wrong: the digests are of what was read, the file holds something else.
+                    host._corruptCopies--;
+                    copy.Touch();
+                }
+
                 host._files[destination] = copy;
-                return new CopyResult(total, options.ComputeSha256 ? copy.Sha256() : null, host._time.GetElapsedTime(started));
+                return new CopyResult(total, options.ComputeSha256 ? digests.Full : null, host._time.GetElapsedTime(started), options.ComputeDataSha256 ? digests.Data : null);
             }
         }
 
@@ -100,6 +108,15 @@ public sealed partial class SimulatedHypervisor
             lock (host._lock)
             {
                 return Task.FromResult(Get(path).Sha256());
+            }
+        }
+
+        public Task<ImageDigests> ComputeDigestsAsync(string path, CancellationToken cancellationToken = default)
+        {
+            lock (host._lock)
+            {
+                var image = Get(path);
+                return Task.FromResult(new ImageDigests(image.Sha256(), image.DataSha256()));
             }
         }
 

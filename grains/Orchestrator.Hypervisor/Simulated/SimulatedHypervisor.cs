@@ -34,6 +34,17 @@ public sealed partial class SimulatedHypervisor : IHypervisor
 
     public void ResetCopyStats() => Volatile.Write(ref _maxCopies, Volatile.Read(ref _copies));
 
+    private int _corruptCopies;
+
+    /// <summary>The next <paramref name="times"/> copies write content other than what they read (and report).</summary>
+    public void CorruptNextCopies(int times = 1)
+    {
+        lock (_lock)
+        {
+            _corruptCopies += times;
+        }
+    }
+
     public string Uri { get; }
 
     public IDiskImages Images { get; }
@@ -676,5 +687,7 @@ public sealed partial class SimulatedHypervisor : IHypervisor
         public void Touch() => ContentId = Guid.NewGuid();
 
         public string Sha256() => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes($"{Format}:{VirtualSize}:{Allocated}:{ContentId}")));
+
+        public string DataSha256() => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes($"data:{Format}:{Allocated}:{ContentId}")));
     }
 }

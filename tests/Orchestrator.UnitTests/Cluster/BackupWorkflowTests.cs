@@ -83,6 +83,25 @@ public sealed class BackupWorkflowTests(ThreeHostClusterFixture fixture)
         Assert.Equal(3, run.Steps.Count(s => s.Step == BackupStep.Copying && s.Note is { } n && n.Contains(" bytes in ", StringComparison.Ordinal)));
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task StartBackup_CopyWritesOtherBytesThanItRead_FailsAtTheReadBackEvenWithoutVerify(bool verify)
+    {
+        var (vm, hypervisor) = await NewVmAsync("kvm-02", $"bk-corrupt-{verify}", ("vda", "qcow2", 64L << 20));
+        hypervisor.CorruptNextCopies();
+
+        var run = await WaitDoneAsync(vm, await vm.StartBackupAsync(new BackupRequest { Verify = verify }));
+
+        Assert.Equal(BackupStep.Failed, run.Step);
+        Assert.Contains("does not match what was copied", run.Error, StringComparison.Ordinal);
+
+        // The read-back happens after the commit: the VM is back on its base, no overlay left.
+        var domain = await hypervisor.GetDomainAsync($"bk-corrupt-{verify}");
+        Assert.Equal(run.Disks[0].BasePath, domain.Disks[0].SourcePath);
+        Assert.False(await hypervisor.Images.ExistsAsync(run.Disks[0].OverlayPath));
+    }
+
     [Fact]
     public async Task StartBackup_CopyFails_CommitsBackAndFails()
     {
