@@ -42,6 +42,8 @@ internal sealed partial class BackupPolicyGrain(
             return;
         }
 
+        PolicyMetrics.Publish(this, Name, state.State);
+
         if (state.State.ActiveRun is { IsTerminal: true } finished)
         {
             // The silo died between recording a finished run in the history and clearing it here.
@@ -63,6 +65,7 @@ internal sealed partial class BackupPolicyGrain(
 
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
+        PolicyMetrics.Forget(this);
         await StopRunTaskAsync(cancellationToken);
         _tickTimer?.Dispose();
     }
@@ -149,6 +152,7 @@ internal sealed partial class BackupPolicyGrain(
         history.State = new PolicyRunHistoryState();
         await state.ClearStateAsync(cancellationToken);
         state.State = new BackupPolicyState();
+        PolicyMetrics.Forget(this);
         _tickTimer?.Dispose();
         _tickTimer = null;
         if (await this.GetReminder(ReminderName, cancellationToken) is { } reminder)
@@ -354,6 +358,7 @@ internal sealed partial class BackupPolicyGrain(
     /// <summary>Persists the state; writes from the run's interleaved tasks go one at a time (the storage ETag allows no overlap).</summary>
     private async Task WriteAsync(CancellationToken cancellationToken)
     {
+        PolicyMetrics.Publish(this, Name, state.State);
         await _writeLock.WaitAsync(cancellationToken);
         try
         {

@@ -23,6 +23,9 @@ internal sealed partial class VirtualMachineGrain(
 
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
+        // A backup left unfinished by an earlier activation (or process) is in flight again: it counts as active.
+        TrackBackup();
+
         // Recovery: an interrupted backup resumes from its persisted step, and a periodic reconcile keeps trying.
         this.RegisterGrainTimer(
             ct => ReconcileBackupsAsync(ct),
@@ -34,6 +37,7 @@ internal sealed partial class VirtualMachineGrain(
 
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
+        BackupGauges.Forget(this);
         if (_backupCancellation is { } cts)
         {
             await cts.CancelAsync();
