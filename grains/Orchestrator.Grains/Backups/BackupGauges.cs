@@ -12,29 +12,29 @@ namespace Orchestrator.Grains.Backups;
 /// </summary>
 internal static class BackupGauges
 {
-    private static readonly ConcurrentDictionary<object, Entry> s_unfinished = new(ReferenceEqualityComparer.Instance);
+    private static readonly ConcurrentDictionary<object, Entry> Unfinished = new(ReferenceEqualityComparer.Instance);
 
     // Every host a VM grain of this process has published for: its series stays (at 0) rather than vanishing at rest.
-    private static readonly ConcurrentDictionary<string, byte> s_hosts = new(StringComparer.Ordinal);
+    private static readonly ConcurrentDictionary<string, byte> KnownHosts = new(StringComparer.Ordinal);
 
     private readonly record struct Entry(string Host, int Overlays);
 
     /// <summary>Publishes the run a VM grain activation holds (null or finished: it holds none).</summary>
     public static void Track(object owner, string host, BackupRunState? run)
     {
-        s_hosts.TryAdd(host, 0);
+        KnownHosts.TryAdd(host, 0);
         if (run is { IsTerminal: false })
         {
-            s_unfinished[owner] = new Entry(host, OverlaysOf(run));
+            Unfinished[owner] = new Entry(host, OverlaysOf(run));
         }
         else
         {
-            s_unfinished.TryRemove(owner, out _);
+            Unfinished.TryRemove(owner, out _);
         }
     }
 
     /// <summary>The activation is going away (its run, if any, is resumed by the next one, which publishes it again).</summary>
-    public static void Forget(object owner) => s_unfinished.TryRemove(owner, out _);
+    public static void Forget(object owner) => Unfinished.TryRemove(owner, out _);
 
     /// <summary>
     /// Overlays of the run in the VM's chains: from the step whose intent says they exist until each disk is committed
@@ -51,10 +51,10 @@ internal static class BackupGauges
 
     private static IEnumerable<Measurement<long>> PerHost(Func<Entry, long> value)
     {
-        foreach (var host in s_hosts.Keys)
+        foreach (var host in KnownHosts.Keys)
         {
             long sum = 0;
-            foreach (var entry in s_unfinished.Values)
+            foreach (var entry in Unfinished.Values)
             {
                 if (entry.Host == host)
                 {

@@ -48,7 +48,7 @@ public static class ComplianceMetrics
         "{vm}",
         "VMs a policy selects, by compliance status under it");
 
-    private static readonly ConcurrentDictionary<string, Snapshot> s_fleets = new(StringComparer.Ordinal);
+    private static readonly ConcurrentDictionary<string, Snapshot> Snapshots = new(StringComparer.Ordinal);
 
     /// <summary>One computation of compliance: counts by status, overall and per policy, and when it was published.</summary>
     internal sealed record Snapshot(object Owner, long PublishedAt, long[] ByStatus, IReadOnlyList<(string Policy, long[] ByStatus)> Policies);
@@ -75,7 +75,7 @@ public static class ComplianceMetrics
             }
         }
 
-        s_fleets[fleet] = new Snapshot(
+        Snapshots[fleet] = new Snapshot(
             owner,
             Stopwatch.GetTimestamp(),
             overall,
@@ -85,15 +85,15 @@ public static class ComplianceMetrics
     /// <summary>The fleet grain's activation is going away: its silo stops reporting (unless another activation published since).</summary>
     internal static void Withdraw(object owner, string fleet)
     {
-        if (s_fleets.TryGetValue(fleet, out var snapshot) && ReferenceEquals(snapshot.Owner, owner))
+        if (Snapshots.TryGetValue(fleet, out var snapshot) && ReferenceEquals(snapshot.Owner, owner))
         {
-            s_fleets.TryRemove(KeyValuePair.Create(fleet, snapshot));
+            Snapshots.TryRemove(KeyValuePair.Create(fleet, snapshot));
         }
     }
 
     private static IEnumerable<(string Fleet, Snapshot Snapshot)> Current()
     {
-        foreach (var (fleet, snapshot) in s_fleets)
+        foreach (var (fleet, snapshot) in Snapshots)
         {
             if (Stopwatch.GetElapsedTime(snapshot.PublishedAt) <= StaleAfter)
             {

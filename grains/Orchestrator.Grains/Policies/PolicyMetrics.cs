@@ -58,7 +58,7 @@ public static class PolicyMetrics
 
     // Per policy grain activation of this silo (a policy has one activation in the cluster; tests run several clusters
     // in one process, so the key is the activation, not the name).
-    private static readonly ConcurrentDictionary<object, PolicyEntry> s_policies = new(ReferenceEqualityComparer.Instance);
+    private static readonly ConcurrentDictionary<object, PolicyEntry> Activations = new(ReferenceEqualityComparer.Instance);
 
     private sealed record PolicyEntry(string Policy, bool Running, int PendingCount, KeyValuePair<string, int>[] PendingByHost);
 
@@ -109,7 +109,7 @@ public static class PolicyMetrics
     {
         var running = state.Exists && state.ActiveRun is { IsTerminal: false };
         var pending = state.Exists ? state.PendingRetries : [];
-        if (s_policies.TryGetValue(owner, out var current) && current.Running == running && current.PendingCount == 0 && pending.Count == 0)
+        if (Activations.TryGetValue(owner, out var current) && current.Running == running && current.PendingCount == 0 && pending.Count == 0)
         {
             // The common case on the hot path: nothing to wait for before and after.
             return;
@@ -118,15 +118,15 @@ public static class PolicyMetrics
         var byHost = pending.Count == 0
             ? []
             : pending.GroupBy(p => p.Host, StringComparer.Ordinal).Select(g => KeyValuePair.Create(g.Key, g.Count())).ToArray();
-        s_policies[owner] = new PolicyEntry(policy, running, pending.Count, byHost);
+        Activations[owner] = new PolicyEntry(policy, running, pending.Count, byHost);
     }
 
     /// <summary>The activation is going away or its policy was deleted: it reports nothing more.</summary>
-    internal static void Forget(object owner) => s_policies.TryRemove(owner, out _);
+    internal static void Forget(object owner) => Activations.TryRemove(owner, out _);
 
     private static IEnumerable<Measurement<long>> ObservePendingRetries()
     {
-        foreach (var entry in s_policies.Values)
+        foreach (var entry in Activations.Values)
         {
             foreach (var (host, count) in entry.PendingByHost)
             {
@@ -137,7 +137,7 @@ public static class PolicyMetrics
 
     private static IEnumerable<Measurement<long>> ObserveActiveRuns()
     {
-        foreach (var entry in s_policies.Values)
+        foreach (var entry in Activations.Values)
         {
             yield return new Measurement<long>(entry.Running ? 1 : 0, new KeyValuePair<string, object?>("policy", entry.Policy));
         }
