@@ -98,8 +98,12 @@ public sealed class MetricRegistryTests : IDisposable
         Assert.Equal(
             new Dictionary<string, double>
             {
-                ["idle:ok"] = 0, ["idle:out_of_rpo"] = 0, ["idle:never"] = 0,
-                ["p:ok"] = 1, ["p:out_of_rpo"] = 1, ["p:never"] = 1,
+                ["idle:ok"] = 0,
+                ["idle:out_of_rpo"] = 0,
+                ["idle:never"] = 0,
+                ["p:ok"] = 1,
+                ["p:out_of_rpo"] = 1,
+                ["p:never"] = 1,
             },
             perPolicy);
         Assert.Empty(afterWithdraw);

@@ -20,15 +20,41 @@ public static partial class PrometheusNames
 {
     private static readonly Dictionary<string, string> Units = new(StringComparer.Ordinal)
     {
-        ["d"] = "days", ["h"] = "hours", ["min"] = "minutes", ["s"] = "seconds", ["ms"] = "milliseconds", ["us"] = "microseconds", ["ns"] = "nanoseconds",
-        ["By"] = "bytes", ["KiBy"] = "kibibytes", ["MiBy"] = "mebibytes", ["GiBy"] = "gibibytes", ["KBy"] = "kilobytes", ["MBy"] = "megabytes", ["GBy"] = "gigabytes",
-        ["m"] = "meters", ["V"] = "volts", ["A"] = "amperes", ["J"] = "joules", ["W"] = "watts", ["g"] = "grams",
-        ["Cel"] = "celsius", ["Hz"] = "hertz", ["1"] = "", ["%"] = "percent",
+        ["d"] = "days",
+        ["h"] = "hours",
+        ["min"] = "minutes",
+        ["s"] = "seconds",
+        ["ms"] = "milliseconds",
+        ["us"] = "microseconds",
+        ["ns"] = "nanoseconds",
+        ["By"] = "bytes",
+        ["KiBy"] = "kibibytes",
+        ["MiBy"] = "mebibytes",
+        ["GiBy"] = "gibibytes",
+        ["KBy"] = "kilobytes",
+        ["MBy"] = "megabytes",
+        ["GBy"] = "gigabytes",
+        ["m"] = "meters",
+        ["V"] = "volts",
+        ["A"] = "amperes",
+        ["J"] = "joules",
+        ["W"] = "watts",
+        ["g"] = "grams",
+        ["Cel"] = "celsius",
+        ["Hz"] = "hertz",
+        ["1"] = "",
+        ["%"] = "percent",
     };
 
     private static readonly Dictionary<string, string> PerUnits = new(StringComparer.Ordinal)
     {
-        ["s"] = "second", ["m"] = "minute", ["h"] = "hour", ["d"] = "day", ["w"] = "week", ["mo"] = "month", ["y"] = "year",
+        ["s"] = "second",
+        ["m"] = "minute",
+        ["h"] = "hour",
+        ["d"] = "day",
+        ["w"] = "week",
+        ["mo"] = "month",
+        ["y"] = "year",
     };
 
     public enum Kind

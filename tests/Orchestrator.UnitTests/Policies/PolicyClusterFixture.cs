@@ -35,13 +35,13 @@ public sealed class PolicyClusterFixture : ThreeHostClusterFixture
 /// </summary>
 public static class FleetReleaseFaults
 {
-    private static volatile string[] s_vms = [];
-    private static volatile string[] s_runs = [];
+    private static volatile string[] _vms = [];
+    private static volatile string[] _runs = [];
 
     public static void Fail(IEnumerable<string> vms, IEnumerable<string> runs)
     {
-        s_vms = [.. vms];
-        s_runs = [.. runs];
+        _vms = [.. vms];
+        _runs = [.. runs];
     }
 
     public static void Clear() => Fail([], []);
@@ -52,8 +52,8 @@ public static class FleetReleaseFaults
         {
             var lost = context.MethodName switch
             {
-                nameof(IFleetGrain.ReleaseAsync) => s_vms.Contains(context.Request.GetArgument(2) as string),
-                nameof(IFleetGrain.ReleaseRunAsync) => s_runs.Contains(context.Request.GetArgument(0) as string),
+                nameof(IFleetGrain.ReleaseAsync) => _vms.Contains(context.Request.GetArgument(2) as string),
+                nameof(IFleetGrain.ReleaseRunAsync) => _runs.Contains(context.Request.GetArgument(0) as string),
                 _ => false,
             };
             if (lost)
