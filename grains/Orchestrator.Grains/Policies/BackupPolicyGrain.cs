@@ -30,6 +30,7 @@ internal sealed partial class BackupPolicyGrain(
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private IGrainTimer? _tickTimer;
     private bool _registered;
+    private bool _deactivating;
 
     private string Name => this.GetPrimaryKeyString();
 
@@ -65,6 +66,8 @@ internal sealed partial class BackupPolicyGrain(
 
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
+        // The run's task may still persist (and so publish) until it has stopped: this activation reports no more.
+        _deactivating = true;
         PolicyMetrics.Forget(this);
         await StopRunTaskAsync(cancellationToken);
         _tickTimer?.Dispose();
@@ -358,7 +361,11 @@ internal sealed partial class BackupPolicyGrain(
     /// <summary>Persists the state; writes from the run's interleaved tasks go one at a time (the storage ETag allows no overlap).</summary>
     private async Task WriteAsync(CancellationToken cancellationToken)
     {
-        PolicyMetrics.Publish(this, Name, state.State);
+        if (!_deactivating)
+        {
+            PolicyMetrics.Publish(this, Name, state.State);
+        }
+
         await _writeLock.WaitAsync(cancellationToken);
         try
         {

@@ -110,8 +110,14 @@ public static class PolicyMetrics
     /// <summary>Publishes a policy activation's run-in-progress flag and waiting VMs (called whenever it persists its state).</summary>
     internal static void Publish(object owner, string policy, BackupPolicyState state)
     {
-        var running = state.Exists && state.ActiveRun is { IsTerminal: false };
-        var pending = state.Exists ? state.PendingRetries : [];
+        if (!state.Exists)
+        {
+            Forget(owner);
+            return;
+        }
+
+        var running = state.ActiveRun is { IsTerminal: false };
+        var pending = state.PendingRetries;
         if (Activations.TryGetValue(owner, out var current) && current.Running == running && current.PendingCount == 0 && pending.Count == 0)
         {
             // The common case on the hot path: nothing to wait for before and after.

@@ -274,7 +274,13 @@ internal sealed partial class VirtualMachineGrain
     }
 
     /// <summary>Publishes this VM's unfinished backup (and its overlays) to the active-backup and overlay gauges.</summary>
-    private void TrackBackup() => BackupGauges.Track(this, Key.Host, state.State.ActiveBackup);
+    private void TrackBackup()
+    {
+        if (!_deactivating)
+        {
+            BackupGauges.Track(this, Key.Host, state.State.ActiveBackup);
+        }
+    }
 
     private void SignalBackupChanged()
     {

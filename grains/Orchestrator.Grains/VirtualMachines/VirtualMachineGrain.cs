@@ -19,6 +19,9 @@ internal sealed partial class VirtualMachineGrain(
 {
     private DateTimeOffset _lastSync;
 
+    /// <summary>Set when deactivation starts: the backup task may still persist a step, but this activation no longer reports.</summary>
+    private bool _deactivating;
+
     private (string Host, string Vm) Key => GrainKeys.ParseVm(this.GetPrimaryKeyString());
 
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
@@ -37,6 +40,7 @@ internal sealed partial class VirtualMachineGrain(
 
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
+        _deactivating = true;
         BackupGauges.Forget(this);
         if (_backupCancellation is { } cts)
         {
