@@ -22,14 +22,19 @@ internal static class BackupGauges
     /// <summary>Publishes the run a VM grain activation holds (null or finished: it holds none).</summary>
     public static void Track(object owner, string host, BackupRunState? run)
     {
-        KnownHosts.TryAdd(host, 0);
-        if (run is { IsTerminal: false })
-        {
-            Unfinished[owner] = new Entry(host, OverlaysOf(run));
-        }
-        else
+        if (run is not { IsTerminal: false })
         {
             Unfinished.TryRemove(owner, out _);
+            KnownHosts.TryAdd(host, 0);
+            return;
+        }
+
+        // Called at every persisted step: write only when the numbers change.
+        var entry = new Entry(host, OverlaysOf(run));
+        if (!Unfinished.TryGetValue(owner, out var current) || current != entry)
+        {
+            KnownHosts.TryAdd(host, 0);
+            Unfinished[owner] = entry;
         }
     }
 
@@ -40,10 +45,21 @@ internal static class BackupGauges
     /// Overlays of the run in the VM's chains: from the step whose intent says they exist until each disk is committed
     /// back (a run rolling back from a half-done snapshot goes to Committing and counts its disks until committed).
     /// </summary>
-    internal static int OverlaysOf(BackupRunState run) =>
-        run.Step is BackupStep.OverlayActive or BackupStep.Copying or BackupStep.Committing or BackupStep.Cleaning
-            ? run.Disks.Count(d => !d.Committed)
-            : 0;
+    internal static int OverlaysOf(BackupRunState run)
+    {
+        if (run.Step is not (BackupStep.OverlayActive or BackupStep.Copying or BackupStep.Committing or BackupStep.Cleaning))
+        {
+            return 0;
+        }
+
+        var alive = 0;
+        foreach (var disk in run.Disks)
+        {
+            alive += disk.Committed ? 0 : 1;
+        }
+
+        return alive;
+    }
 
     internal static IEnumerable<Measurement<long>> ObserveActive() => PerHost(_ => 1);
 
