@@ -179,7 +179,13 @@ internal sealed partial class FleetGrain
 
     public Task<IReadOnlyList<VmCompliance>> GetComplianceAsync(CancellationToken cancellationToken = default)
     {
-        var now = time.GetUtcNow();
+        var result = ComputeCompliance(time.GetUtcNow());
+        PublishCompliance(result);
+        return Task.FromResult<IReadOnlyList<VmCompliance>>(result);
+    }
+
+    private List<VmCompliance> ComputeCompliance(DateTimeOffset now)
+    {
         var policies = state.State.Policies.OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => (p.Value.Spec.ToContract(), p.Value.Version)).ToList();
         var result = new List<VmCompliance>();
         foreach (var vm in OrderedVms())
@@ -197,7 +203,7 @@ internal sealed partial class FleetGrain
             result.Add(new VmCompliance(vm.Host, vm.Name, vm.Present, covered, overall, vm.LastBackupAt, vm.LastCheckpointAt));
         }
 
-        return Task.FromResult<IReadOnlyList<VmCompliance>>(result);
+        return result;
     }
 
     /// <summary>One policy's view of one VM: its newest good backup (or checkpoint) against the RPO.</summary>

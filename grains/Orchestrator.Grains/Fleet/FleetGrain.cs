@@ -1,8 +1,14 @@
+using Microsoft.Extensions.Options;
+using Orchestrator.Grains.Policies;
+using Orleans.Configuration;
+
 namespace Orchestrator.Grains.Fleet;
 
 internal sealed partial class FleetGrain(
     [PersistentState("fleet", StorageNames.Default)] IPersistentState<FleetState> state,
-    TimeProvider time) : Grain, IFleetGrain
+    TimeProvider time,
+    IOptions<PolicyOptions> policyOptions,
+    IOptions<ClusterOptions> clusterOptions) : Grain, IFleetGrain
 {
     public async Task RegisterHostAsync(string host, string uri, CancellationToken cancellationToken = default)
     {

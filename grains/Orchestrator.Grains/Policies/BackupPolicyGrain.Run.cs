@@ -69,6 +69,7 @@ internal sealed partial class BackupPolicyGrain
         run.Version++;
         if (run.IsTerminal)
         {
+            PolicyMetrics.RecordRunEnded(Name, run);
             history.State.Runs.Add(run);
             TrimHistory();
             await history.WriteStateAsync(cancellationToken);
@@ -231,6 +232,7 @@ internal sealed partial class BackupPolicyGrain
             target.ReleasedAt = null;
             target.Reason = null;
             target.Attempts++;
+            PolicyMetrics.RecordAdmitted(Name, run, target);
             changed = true;
             inflight[target.Key] = DispatchAsync(run, target, resumed: false, cancellationToken);
         }
@@ -443,6 +445,7 @@ internal sealed partial class BackupPolicyGrain
     private void Skip(PolicyRunRecord run, PolicyTargetRecord target, string reason, bool retry)
     {
         var now = time.GetUtcNow();
+        PolicyMetrics.RecordTargetEnded(Name, run, target, PolicyTargetStatus.Skipped);
         target.Status = PolicyTargetStatus.Skipped;
         target.Reason = reason;
         if (target.AdmittedAt is not null && target.ReleasedAt is null)
@@ -462,6 +465,7 @@ internal sealed partial class BackupPolicyGrain
 
     private async Task EndTargetAsync(PolicyRunRecord run, PolicyTargetRecord target, PolicyTargetStatus status, string? reason, CancellationToken cancellationToken)
     {
+        PolicyMetrics.RecordTargetEnded(Name, run, target, status);
         target.Status = status;
         target.Reason = reason;
         target.ReleasedAt = time.GetUtcNow();
@@ -507,6 +511,7 @@ internal sealed partial class BackupPolicyGrain
 
         run.EndedAt = time.GetUtcNow();
         run.Version++;
+        PolicyMetrics.RecordRunEnded(Name, run);
         await ArchiveRunAsync(run, cancellationToken);
         SignalRunChanged();
         LogRunFinished(logger, Name, run.RunId, run.State, succeeded, run.Targets.Count);

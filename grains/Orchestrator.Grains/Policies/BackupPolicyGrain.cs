@@ -30,6 +30,7 @@ internal sealed partial class BackupPolicyGrain(
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private IGrainTimer? _tickTimer;
     private bool _registered;
+    private bool _deactivating;
 
     private string Name => this.GetPrimaryKeyString();
 
@@ -41,6 +42,8 @@ internal sealed partial class BackupPolicyGrain(
         {
             return;
         }
+
+        PolicyMetrics.Publish(this, Name, state.State);
 
         if (state.State.ActiveRun is { IsTerminal: true } finished)
         {
@@ -63,6 +66,9 @@ internal sealed partial class BackupPolicyGrain(
 
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
+        // The run's task may still persist (and so publish) until it has stopped: this activation reports no more.
+        _deactivating = true;
+        PolicyMetrics.Forget(this);
         await StopRunTaskAsync(cancellationToken);
         _tickTimer?.Dispose();
     }
@@ -149,6 +155,7 @@ internal sealed partial class BackupPolicyGrain(
         history.State = new PolicyRunHistoryState();
         await state.ClearStateAsync(cancellationToken);
         state.State = new BackupPolicyState();
+        PolicyMetrics.Forget(this);
         _tickTimer?.Dispose();
         _tickTimer = null;
         if (await this.GetReminder(ReminderName, cancellationToken) is { } reminder)
@@ -354,6 +361,11 @@ internal sealed partial class BackupPolicyGrain(
     /// <summary>Persists the state; writes from the run's interleaved tasks go one at a time (the storage ETag allows no overlap).</summary>
     private async Task WriteAsync(CancellationToken cancellationToken)
     {
+        if (!_deactivating)
+        {
+            PolicyMetrics.Publish(this, Name, state.State);
+        }
+
         await _writeLock.WaitAsync(cancellationToken);
         try
         {

@@ -17,4 +17,7 @@ public sealed class PolicyOptions
 
     /// <summary>Finished runs each policy keeps.</summary>
     public int RunHistoryLimit { get; set; } = 50;
+
+    /// <summary>How often the fleet grain recomputes the compliance numbers its gauges report (also on every compliance query).</summary>
+    public TimeSpan ComplianceMetricsInterval { get; set; } = TimeSpan.FromSeconds(30);
 }

@@ -54,7 +54,6 @@ internal sealed partial class VirtualMachineGrain
         run.TraceParent = activity?.Id ?? Activity.Current?.Id;
         state.State.ActiveBackup = run;
         await PersistBackupAsync(run, BackupStep.Quiesce, "preflight passed; creating overlays", cancellationToken);
-        Telemetry.ActiveBackups.Add(1);
         StartBackupTask();
         return View(run);
     }
@@ -120,7 +119,6 @@ internal sealed partial class VirtualMachineGrain
         var parent = ActivityContext.TryParse(run.TraceParent, null, out var context) ? context : default;
         using var activity = Telemetry.Source.StartActivity("backup.run", ActivityKind.Internal, parent);
         Tag(activity, run.RunId);
-        var started = Stopwatch.GetTimestamp();
         using var pauses = new PauseTotals(hypervisor, DomainName);
         while (!run.IsTerminal && !cancellationToken.IsCancellationRequested)
         {
@@ -187,7 +185,6 @@ internal sealed partial class VirtualMachineGrain
         }
 
         activity?.SetTag("outcome", run.Step.ToString());
-        Telemetry.BackupDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds, new KeyValuePair<string, object?>("outcome", run.Step.ToString()));
     }
 
     /// <summary>Decides what a failed step means; false stops the task (the periodic reconcile tries again).</summary>
@@ -236,6 +233,7 @@ internal sealed partial class VirtualMachineGrain
         run.Version++;
         state.State.ActiveBackup = run;
         await state.WriteStateAsync(cancellationToken);
+        TrackBackup();
         SignalBackupChanged();
     }
 
@@ -270,9 +268,18 @@ internal sealed partial class VirtualMachineGrain
             await ReportProtectionAsync(PolicyKind.LiveBackup, run.EndedAt.Value);
         }
 
-        Telemetry.ActiveBackups.Add(-1);
-        Telemetry.Backups.Add(1, new KeyValuePair<string, object?>("outcome", outcome.ToString()));
+        TrackBackup();
+        Telemetry.RecordBackupEnded(Key.Host, Key.Vm, run);
         LogBackupFinished(logger, VmKey, run.RunId, outcome, run.Error);
+    }
+
+    /// <summary>Publishes this VM's unfinished backup (and its overlays) to the active-backup and overlay gauges.</summary>
+    private void TrackBackup()
+    {
+        if (!_deactivating)
+        {
+            BackupGauges.Track(this, Key.Host, state.State.ActiveBackup);
+        }
     }
 
     private void SignalBackupChanged()

@@ -160,8 +160,6 @@ internal sealed partial class VirtualMachineGrain
                 run.FreezeMilliseconds = Stopwatch.GetElapsedTime(freezeStart).TotalMilliseconds;
             }
         }
-
-        Telemetry.OverlaysAlive.Add(run.Disks.Count);
     }
 
     private async Task<bool> FreezeAsync(BackupRunState run, CancellationToken cancellationToken)
@@ -240,7 +238,7 @@ internal sealed partial class VirtualMachineGrain
                     disk.Copied = true;
                     copy.Activity?.SetTag("bytes", result.BytesCopied);
                     copy.Activity?.Dispose();
-                    Telemetry.BytesCopied.Add(result.BytesCopied);
+                    Telemetry.BytesCopied.Add(result.BytesCopied, new TagList { { "host", Key.Host }, { "vm", Key.Vm } });
 
                     // One step record per disk, as before copies ran side by side.
                     await PersistBackupAsync(run, BackupStep.Copying, $"{disk.Target}: {result.BytesCopied} bytes in {result.Duration.TotalMilliseconds:F0} ms", cancellationToken);
@@ -361,7 +359,7 @@ internal sealed partial class VirtualMachineGrain
         }
 
         disk.Committed = true;
-        Telemetry.OverlaysAlive.Add(-1);
+        TrackBackup();
     }
 
     /// <summary>The VM stopped with our overlay in its chain: qemu-img commit, and the definition points back at the base.</summary>
@@ -374,7 +372,7 @@ internal sealed partial class VirtualMachineGrain
         var xml = await hypervisor.GetDomainXmlAsync(DomainName, inactive: true, cancellationToken);
         await hypervisor.DefineDomainAsync(DomainXmlEditor.PointDiskAt(xml, disk.Target, disk.BasePath, disk.Format), cancellationToken);
         disk.Committed = true;
-        Telemetry.OverlaysAlive.Add(-1);
+        TrackBackup();
         LogCommittedOffline(logger, VmKey, disk.Target);
     }
 

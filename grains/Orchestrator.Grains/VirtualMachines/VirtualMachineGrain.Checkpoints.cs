@@ -182,7 +182,7 @@ internal sealed partial class VirtualMachineGrain
                 await ReleaseOperationAsync(name);
             }
 
-            var tags = new TagList { { "host", Key.Host }, { "origin", origin.ToString().ToLowerInvariant() }, { "with_memory", record.WithMemory } };
+            var tags = new TagList { { "host", Key.Host }, { "vm", Key.Vm }, { "origin", origin.ToString().ToLowerInvariant() }, { "with_memory", record.WithMemory } };
             CheckpointMetrics.Taken.Add(1, tags);
             if (record.Pause is { } p)
             {
@@ -365,7 +365,7 @@ internal sealed partial class VirtualMachineGrain
         var reason = error.Reason ?? error.Code.ToString();
         activity?.SetStatus(ActivityStatusCode.Error, error.Message);
         activity?.SetTag("error.reason", reason);
-        CheckpointMetrics.RecordFailure(Key.Host, operation, reason);
+        CheckpointMetrics.RecordFailure(Key.Host, Key.Vm, operation, reason);
         LogCheckpointFailed(logger, VmKey, operation, name, reason, error.Message);
         return error;
     }

@@ -32,14 +32,14 @@ internal sealed partial class VirtualMachineGrain : IRemindable
         catch (OrchestratorException e)
         {
             activity?.SetStatus(ActivityStatusCode.Error, e.Message);
-            CheckpointMetrics.RecordFailure(Key.Host, "schedule", e.Field ?? e.Code.ToString());
+            CheckpointMetrics.RecordFailure(Key.Host, Key.Vm, "schedule", e.Field ?? e.Code.ToString());
             throw;
         }
 
         if (state.State.Disks.FirstOrDefault(d => d.Format != "qcow2") is { } raw)
         {
             // Refused up front rather than at every run (the run re-checks the live domain anyway).
-            CheckpointMetrics.RecordFailure(Key.Host, "schedule", "RAW_DISK");
+            CheckpointMetrics.RecordFailure(Key.Host, Key.Vm, "schedule", "RAW_DISK");
             throw OrchestratorException.FailedPrecondition(
                 "RAW_DISK",
                 $"VM '{VmKey}' cannot be scheduled for internal checkpoints: disk {raw.Target} ({raw.SourcePath}) is {raw.Format}. "

@@ -19,10 +19,16 @@ internal sealed partial class VirtualMachineGrain(
 {
     private DateTimeOffset _lastSync;
 
+    /// <summary>Set when deactivation starts: the backup task may still persist a step, but this activation no longer reports.</summary>
+    private bool _deactivating;
+
     private (string Host, string Vm) Key => GrainKeys.ParseVm(this.GetPrimaryKeyString());
 
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
+        // A backup left unfinished by an earlier activation (or process) is in flight again: it counts as active.
+        TrackBackup();
+
         // Recovery: an interrupted backup resumes from its persisted step, and a periodic reconcile keeps trying.
         this.RegisterGrainTimer(
             ct => ReconcileBackupsAsync(ct),
@@ -34,6 +40,8 @@ internal sealed partial class VirtualMachineGrain(
 
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
+        _deactivating = true;
+        BackupGauges.Forget(this);
         if (_backupCancellation is { } cts)
         {
             await cts.CancelAsync();

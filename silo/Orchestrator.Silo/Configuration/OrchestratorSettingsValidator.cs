@@ -167,6 +167,11 @@ public static class OrchestratorSettingsValidator
             errors.Add($"{P}:RunHistoryLimit must be at least 1");
         }
 
+        if (policies.ComplianceMetricsInterval < TimeSpan.FromMilliseconds(100))
+        {
+            errors.Add($"{P}:ComplianceMetricsInterval must be at least 00:00:00.1");
+        }
+
         return errors;
     }
 

@@ -6,7 +6,7 @@ namespace Orchestrator.UnitTests.Policies;
 
 /// <summary>
 /// The three-host cluster plus a late host, kvm-09, whose silo a test starts (its VMs are in the fleet index
-/// before that, as for a host whose silo is down). Policy retries and admission tick fast.
+/// before that, as for a host whose silo is down). Policy retries, admission and the compliance gauges tick fast.
 /// </summary>
 public sealed class PolicyClusterFixture : ThreeHostClusterFixture
 {
@@ -23,6 +23,7 @@ public sealed class PolicyClusterFixture : ThreeHostClusterFixture
             o.RetryInterval = TimeSpan.FromMilliseconds(500);
             o.AdmissionInterval = TimeSpan.FromMilliseconds(100);
             o.UnreachableGrace = TimeSpan.FromSeconds(5);
+            o.ComplianceMetricsInterval = TimeSpan.FromMilliseconds(200);
         });
         silo.AddIncomingGrainCallFilter(FleetReleaseFaults.FilterAsync);
     }
