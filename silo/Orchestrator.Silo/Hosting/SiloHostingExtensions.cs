@@ -35,14 +35,8 @@ public static class SiloHostingExtensions
             .Concat(OrchestratorSettingsValidator.Validate(backup))
             .Concat(OrchestratorSettingsValidator.Validate(policies))
             .ToList();
-        ApiSecurity? security = null;
-        if (errors.Count == 0)
-        {
-            // The files Security names are read only once their settings make sense.
-            (security, var securityErrors) = ApiSecurity.Load(settings.Security, DateTimeOffset.UtcNow);
-            errors.AddRange(securityErrors);
-        }
-
+        var (security, securityErrors) = ApiSecurity.Load(settings.Security, DateTimeOffset.UtcNow);
+        errors.AddRange(securityErrors);
         if (errors.Count > 0)
         {
             throw new SettingsException(errors);
@@ -97,8 +91,8 @@ public static class SiloHostingExtensions
         builder.Services.AddSingleton(sp =>
         {
             var security = sp.GetRequiredService<ApiSecurity>();
-            var tokens = security.TokensFile is { } file
-                ? new TokenStore(file, sp.GetService<TimeProvider>() ?? TimeProvider.System, sp.GetRequiredService<ILogger<TokenStore>>())
+            var tokens = security is { TokensFile: { } file, Tokens: { } loaded }
+                ? new TokenStore(file, loaded, sp.GetService<TimeProvider>() ?? TimeProvider.System, sp.GetRequiredService<ILogger<TokenStore>>())
                 : null;
             return new CallAuthenticator(security, tokens);
         });

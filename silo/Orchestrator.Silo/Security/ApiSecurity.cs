@@ -19,17 +19,19 @@ internal sealed class ApiSecurity
         X509Certificate2Collection? serverChain,
         X509Certificate2Collection? clientCa,
         IReadOnlyDictionary<string, Role> certificateRoles,
-        string? tokensFile)
+        string? tokensFile,
+        TokenFileResult? tokens)
     {
         ServerCertificate = serverCertificate;
         ServerChain = serverChain;
         ClientCa = clientCa;
         CertificateRoles = certificateRoles;
         TokensFile = tokensFile;
+        Tokens = tokens;
     }
 
     /// <summary>No TLS, no authentication: today's loopback default.</summary>
-    public static ApiSecurity None { get; } = new(null, null, null, new Dictionary<string, Role>(), null);
+    public static ApiSecurity None { get; } = new(null, null, null, new Dictionary<string, Role>(), null, null);
 
     /// <summary>TLS on the gRPC port, with this certificate and key.</summary>
     public X509Certificate2? ServerCertificate { get; }
@@ -45,6 +47,9 @@ internal sealed class ApiSecurity
 
     /// <summary>The tokens file, when bearer tokens are accepted.</summary>
     public string? TokensFile { get; }
+
+    /// <summary>The tokens file as read at start (the <see cref="TokenStore"/> starts from it).</summary>
+    public TokenFileResult? Tokens { get; }
 
     /// <summary>Nobody has to authenticate: every caller may call everything.</summary>
     public bool Open => TokensFile is null && ClientCa is null;
@@ -111,16 +116,17 @@ internal sealed class ApiSecurity
         }
 
         string? tokensFile = null;
+        TokenFileResult? tokens = null;
         if (IsSet(settings.TokensFile) && FileExists(errors, $"{P}:TokensFile", settings.TokensFile!))
         {
             tokensFile = Path.GetFullPath(settings.TokensFile!);
-            var parsed = TokenFile.Read(tokensFile);
-            errors.AddRange(parsed.Errors.Select(e => $"{P}:TokensFile: {e}"));
+            tokens = TokenFile.Read(tokensFile);
+            errors.AddRange(tokens.Errors.Select(e => $"{P}:TokensFile: {e}"));
         }
 
         return errors.Count > 0
             ? (null, errors)
-            : (new ApiSecurity(certificate, chain, clientCa, roles, tokensFile), errors);
+            : (new ApiSecurity(certificate, chain, clientCa, roles, tokensFile, tokens), errors);
     }
 
     internal static bool IsSet(string? value) => !string.IsNullOrWhiteSpace(value);

@@ -7,7 +7,11 @@ namespace Orchestrator.Silo.Security;
 internal sealed record TokenEntry(byte[] Hash, Role Role, string Name, int Line);
 
 /// <summary>A parsed tokens file: its entries, or the problems, each naming the file and the line.</summary>
-internal sealed record TokenFileResult(IReadOnlyList<TokenEntry> Entries, IReadOnlyList<string> Errors);
+internal sealed record TokenFileResult(IReadOnlyList<TokenEntry> Entries, IReadOnlyList<string> Errors)
+{
+    /// <summary>The file's modification time and size when it was read (taken before reading); null when missing.</summary>
+    public (DateTime Written, long Length)? Stamp { get; init; }
+}
 
 /// <summary>
 /// The tokens file (Orchestrator:Security:TokensFile): one token per line as
@@ -22,6 +26,7 @@ internal static partial class TokenFile
     /// <summary>Reads and parses <paramref name="path"/>; a file that cannot be read is one error naming it.</summary>
     public static TokenFileResult Read(string path)
     {
+        var stamp = StampOf(path);
         string text;
         try
         {
@@ -32,7 +37,14 @@ internal static partial class TokenFile
             return new TokenFileResult([], [$"{path}: cannot read the tokens file: {e.Message}"]);
         }
 
-        return Parse(text, path);
+        return Parse(text, path) with { Stamp = stamp };
+    }
+
+    /// <summary>Modification time and size: what tells a changed file from the one read before.</summary>
+    public static (DateTime Written, long Length)? StampOf(string path)
+    {
+        var info = new FileInfo(path);
+        return info.Exists ? (info.LastWriteTimeUtc, info.Length) : null;
     }
 
     public static TokenFileResult Parse(string text, string fileName)

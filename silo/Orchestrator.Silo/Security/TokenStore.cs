@@ -18,22 +18,18 @@ internal sealed partial class TokenStore
     private readonly Lock _reload = new();
     private IReadOnlyList<TokenEntry> _entries;
     private (DateTime Written, long Length)? _stamp;
-    private DateTimeOffset _nextCheck;
+    private long _nextCheckTicks; // UTC ticks; read without the lock
 
-    public TokenStore(string path, TimeProvider time, ILogger<TokenStore> logger)
+    /// <param name="path">The tokens file.</param>
+    /// <param name="loaded">Its content as read and checked at start (<see cref="ApiSecurity.Tokens"/>).</param>
+    public TokenStore(string path, TokenFileResult loaded, TimeProvider time, ILogger<TokenStore> logger)
     {
         _path = path;
         _time = time;
         _logger = logger;
-        _stamp = Stamp(path);
-        var result = TokenFile.Read(path);
-        if (result.Errors.Count > 0)
-        {
-            throw new Configuration.SettingsException(result.Errors);
-        }
-
-        _entries = result.Entries;
-        _nextCheck = time.GetUtcNow() + CheckInterval;
+        _entries = loaded.Entries;
+        _stamp = loaded.Stamp;
+        _nextCheckTicks = (time.GetUtcNow() + CheckInterval).UtcTicks;
         LogLoaded(logger, path, _entries.Count);
     }
 
@@ -60,21 +56,21 @@ internal sealed partial class TokenStore
 
     private void ReloadIfChanged()
     {
-        var now = _time.GetUtcNow();
-        if (now < _nextCheck)
+        var now = _time.GetUtcNow().UtcTicks;
+        if (now < Volatile.Read(ref _nextCheckTicks))
         {
             return;
         }
 
         lock (_reload)
         {
-            if (now < _nextCheck)
+            if (now < _nextCheckTicks)
             {
                 return;
             }
 
-            _nextCheck = now + CheckInterval;
-            var stamp = Stamp(_path);
+            Volatile.Write(ref _nextCheckTicks, now + CheckInterval.Ticks);
+            var stamp = TokenFile.StampOf(_path);
             if (stamp == _stamp)
             {
                 return;
@@ -88,6 +84,7 @@ internal sealed partial class TokenStore
             }
 
             var result = TokenFile.Read(_path);
+            _stamp = result.Stamp;
             if (result.Errors.Count > 0)
             {
                 LogReloadFailed(_logger, _path, string.Join("; ", result.Errors), Count);
@@ -97,11 +94,5 @@ internal sealed partial class TokenStore
             Volatile.Write(ref _entries, result.Entries);
             LogLoaded(_logger, _path, result.Entries.Count);
         }
-    }
-
-    private static (DateTime, long)? Stamp(string path)
-    {
-        var info = new FileInfo(path);
-        return info.Exists ? (info.LastWriteTimeUtc, info.Length) : null;
     }
 }

@@ -58,7 +58,9 @@ internal sealed class SecurityFiles : IDisposable
     public CallAuthenticator Authenticator(bool tokens = true, bool certificates = true, TimeProvider? time = null)
     {
         var security = Load(Settings(tokens, certificates));
-        var store = security.TokensFile is { } file ? new TokenStore(file, time ?? TimeProvider.System, NullLogger<TokenStore>.Instance) : null;
+        var store = security is { TokensFile: { } file, Tokens: { } loaded }
+            ? new TokenStore(file, loaded, time ?? TimeProvider.System, NullLogger<TokenStore>.Instance)
+            : null;
         return new CallAuthenticator(security, store);
     }
 

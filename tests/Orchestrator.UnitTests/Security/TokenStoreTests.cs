@@ -11,7 +11,7 @@ public sealed class TokenStoreTests : IDisposable
 
     public void Dispose() => _files.Dispose();
 
-    private TokenStore Store() => new(_files.TokensFile, _time, NullLogger<TokenStore>.Instance);
+    private TokenStore Store() => new(_files.TokensFile, TokenFile.Read(_files.TokensFile), _time, NullLogger<TokenStore>.Instance);
 
     [Fact]
     public void Find_KnownAndUnknownTokens()
@@ -51,5 +51,11 @@ public sealed class TokenStoreTests : IDisposable
         _time.Advance(TokenStore.CheckInterval);
 
         Assert.Equal("alice", store.Find(SecurityFiles.AdminToken)?.Name);
+
+        // Fixed again: read again.
+        _files.WriteTokens(TokenFileTests.HashLine("new-token", "viewer", "new-bot"));
+        _time.Advance(TokenStore.CheckInterval);
+
+        Assert.Equal("new-bot", store.Find("new-token")?.Name);
     }
 }
