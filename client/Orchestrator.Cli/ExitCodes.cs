@@ -19,6 +19,12 @@ internal static class ExitCodes
     /// Failed, or a policy run (<c>policy run --watch</c>, <c>policy watch</c>) ended Partial or Failed.
     /// </summary>
     public const int RunFailed = 7;
+
+    /// <summary>The server did not recognise the caller: no token or client certificate, or an unknown one.</summary>
+    public const int Unauthenticated = 8;
+
+    /// <summary>The caller is known but its role may not make this call.</summary>
+    public const int PermissionDenied = 9;
     public const int Interrupted = 130;
 
     public static IReadOnlyList<(int Code, string Meaning)> All { get; } =
@@ -31,6 +37,8 @@ internal static class ExitCodes
         (InvalidArgument, "invalid argument: the server rejected a value"),
         (FailedPrecondition, "failed precondition or conflict; fleet compliance --fail-on-violation: a VM is out of its RPO or never backed up"),
         (RunFailed, "the backup run ended failed (backup start --wait, backup watch), or the policy run ended partial or failed (policy run --watch, policy watch)"),
+        (Unauthenticated, "not authenticated: no token or client certificate, or one the server does not know"),
+        (PermissionDenied, "permission denied: the caller's role may not make this call (the message names the role needed)"),
         (Interrupted, "interrupted (Ctrl+C)"),
     ];
 }

@@ -26,7 +26,8 @@ public sealed class RpcErrorMapperTests
     [InlineData(StatusCode.Internal, ExitCodes.Internal)]
     [InlineData(StatusCode.Unknown, ExitCodes.Internal)]
     [InlineData(StatusCode.Unimplemented, ExitCodes.Internal)]
-    [InlineData(StatusCode.PermissionDenied, ExitCodes.Internal)]
+    [InlineData(StatusCode.Unauthenticated, ExitCodes.Unauthenticated)]
+    [InlineData(StatusCode.PermissionDenied, ExitCodes.PermissionDenied)]
     public void Map_PlainStatus_ExitCodeFollowsTheStatusCode(StatusCode code, int expected)
     {
         CliError error = Map(new RpcException(new Grpc.Core.Status(code, "something")));

@@ -1,3 +1,4 @@
+using System.Security.Cryptography.X509Certificates;
 using Grpc.Core;
 using Grpc.Net.Client;
 
@@ -12,7 +13,7 @@ internal sealed record CliEnvironment
     /// <summary>Largest response accepted (a fleet listing can be big).</summary>
     private const int MaxReceiveMessageBytes = 64 * 1024 * 1024;
 
-    public required Func<Uri, ChannelBase> Connect { get; init; }
+    public required Func<GrpcConnection, ChannelBase> Connect { get; init; }
 
     public required Func<string, string?> GetVariable { get; init; }
 
@@ -62,9 +63,39 @@ internal sealed record CliEnvironment
         }
     }
 
-    /// <summary>Plain http:// is HTTP/2 without TLS (h2c), which is how the silo serves gRPC on its port.</summary>
-    public static ChannelBase OpenGrpcChannel(Uri endpoint) => GrpcChannel.ForAddress(endpoint, new GrpcChannelOptions
+    /// <summary>
+    /// Plain http:// is HTTP/2 without TLS (h2c), the silo's default; https:// is TLS, checked against the system's
+    /// CAs or only <see cref="GrpcConnection.TrustedCa"/>, with the client certificate when one is given.
+    /// </summary>
+    public static ChannelBase OpenGrpcChannel(GrpcConnection connection)
     {
-        MaxReceiveMessageSize = MaxReceiveMessageBytes,
-    });
+        var handler = new SocketsHttpHandler
+        {
+            EnableMultipleHttp2Connections = true,
+            PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
+        };
+        if (connection.TrustedCa is { } ca)
+        {
+            handler.SslOptions.CertificateChainPolicy = new X509ChainPolicy
+            {
+                TrustMode = X509ChainTrustMode.CustomRootTrust,
+                RevocationMode = X509RevocationMode.NoCheck,
+            };
+            handler.SslOptions.CertificateChainPolicy.CustomTrustStore.AddRange(ca);
+        }
+
+        if (connection.ClientCertificate is { } certificate)
+        {
+            handler.SslOptions.ClientCertificates = [certificate];
+            // Offer it whatever issuers the server names (a private CA is rarely among them).
+            handler.SslOptions.LocalCertificateSelectionCallback = (_, _, _, _, _) => certificate;
+        }
+
+        return GrpcChannel.ForAddress(connection.Endpoint, new GrpcChannelOptions
+        {
+            HttpHandler = handler,
+            DisposeHttpClient = true,
+            MaxReceiveMessageSize = MaxReceiveMessageBytes,
+        });
+    }
 }

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Grpc.Core;
+using Grpc.Core.Interceptors;
 using Orchestrator.Cli.Errors;
 
 namespace Orchestrator.Cli.Infrastructure;
@@ -27,11 +28,27 @@ internal sealed class CliRuntime(GlobalOptions globals, CliEnvironment environme
         try
         {
             settings = Globals.Bind(parseResult, Environment);
-            ChannelBase channel = Environment.Connect(settings.Endpoint);
+            ChannelBase channel = Environment.Connect(settings.Connection);
             try
             {
+                CallInvoker invoker = channel.CreateCallInvoker();
+                if (settings.Token is { } token)
+                {
+                    if (!settings.Connection.Tls && !settings.Connection.Loopback)
+                    {
+                        stderr.WriteLine($"warning: the bearer token goes to {settings.Endpoint.Host} in clear text (http://); use https://");
+                    }
+
+                    string header = "Bearer " + token.Value;
+                    invoker = invoker.Intercept(metadata =>
+                    {
+                        metadata.Add("authorization", header);
+                        return metadata;
+                    });
+                }
+
                 var context = new CommandContext(
-                    settings, channel.CreateCallInvoker(), stdout, stderr, Environment.Color, Environment.Interactive, Environment.Clock, Environment.TerminalWidth);
+                    settings, invoker, stdout, stderr, Environment.Color, Environment.Interactive, Environment.Clock, Environment.TerminalWidth);
                 await body(parseResult, context, cancellationToken);
                 return ExitCodes.Ok;
             }
@@ -52,7 +69,7 @@ internal sealed class CliRuntime(GlobalOptions globals, CliEnvironment environme
         }
         catch (RpcException exception)
         {
-            return Report(stderr, RpcErrorMapper.Map(exception, settings!.Endpoint, settings.Timeout));
+            return Report(stderr, RpcErrorMapper.Map(exception, settings!.Connection, settings.Timeout));
         }
         catch (Exception exception)
         {

@@ -33,9 +33,22 @@ internal sealed class HelpWithEpilogAction(HelpAction inner) : SynchronousComman
     private static string BuildEpilog()
     {
         var text = new System.Text.StringBuilder();
-        text.AppendLine("Environment:");
-        text.AppendLine($"  {GlobalOptions.EndpointVariable}  default for --endpoint (else {GlobalOptions.DefaultEndpoint})");
-        text.AppendLine("  NO_COLOR               plain tables even on a terminal");
+        text.AppendLine("Environment (options win over variables):");
+        (string Name, string Meaning)[] variables =
+        [
+            (GlobalOptions.EndpointVariable, $"default for --endpoint (else {GlobalOptions.DefaultEndpoint})"),
+            (GlobalOptions.TokenVariable, $"bearer token, when neither {GlobalOptions.TokenOptionName} nor {GlobalOptions.TokenFileOptionName} is given"),
+            (GlobalOptions.TokenFileVariable, "file holding the bearer token, when no other token is given"),
+            (GlobalOptions.CaCertVariable, $"default for {GlobalOptions.CaCertOptionName} (https:// endpoints)"),
+            (GlobalOptions.ClientCertVariable, $"default for {GlobalOptions.ClientCertOptionName} (https:// endpoints)"),
+            (GlobalOptions.ClientKeyVariable, $"default for {GlobalOptions.ClientKeyOptionName}"),
+            ("NO_COLOR", "plain tables even on a terminal"),
+        ];
+        int width = variables.Max(v => v.Name.Length);
+        foreach ((string name, string meaning) in variables)
+        {
+            text.AppendLine($"  {name.PadRight(width)}  {meaning}");
+        }
         text.AppendLine();
         text.AppendLine("Exit codes:");
         foreach ((int code, string meaning) in ExitCodes.All)

@@ -16,6 +16,9 @@ public sealed class OrchestratorSettings
 
     public EndpointSettings Endpoints { get; set; } = new();
 
+    /// <summary>TLS and authentication of the gRPC port (section Orchestrator:Security).</summary>
+    public SecuritySettings Security { get; set; } = new();
+
     /// <summary>How often the host's inventory is re-read from the hypervisor (besides on its events).</summary>
     public TimeSpan InventorySyncInterval { get; set; } = TimeSpan.FromSeconds(30);
 }
@@ -77,7 +80,7 @@ public sealed class EndpointSettings
     /// <summary>Address Kestrel binds gRPC and HTTP to.</summary>
     public string BindAddress { get; set; } = "127.0.0.1";
 
-    /// <summary>gRPC (HTTP/2 without TLS) port.</summary>
+    /// <summary>gRPC port: HTTP/2, over TLS when Security:Tls is set, else without TLS (h2c).</summary>
     public int GrpcPort { get; set; } = 7070;
 
     /// <summary>HTTP/1.1 port for health endpoints and the Orleans dashboard.</summary>
@@ -86,4 +89,41 @@ public sealed class EndpointSettings
     public bool Dashboard { get; set; } = true;
 
     internal IPAddress ParsedBindAddress => IPAddress.Parse(BindAddress);
+}
+
+/// <summary>
+/// Who may call the gRPC API. Without a tokens file and client certificates the API is open, which is allowed
+/// only on a loopback <see cref="EndpointSettings.BindAddress"/> (or with <see cref="AllowInsecureRemote"/>).
+/// Secrets never live here: only paths to files and the hashes inside them.
+/// </summary>
+public sealed class SecuritySettings
+{
+    public TlsSettings Tls { get; set; } = new();
+
+    /// <summary>
+    /// File of bearer tokens, one per line: <c>sha256:&lt;hex of the token's SHA-256&gt; &lt;role&gt; &lt;name&gt;</c>;
+    /// <c>#</c> comments and blank lines allowed. Re-read when it changes.
+    /// </summary>
+    public string? TokensFile { get; set; }
+
+    /// <summary>
+    /// Roles of client certificates (mutual TLS, needs <see cref="TlsSettings.ClientCaPath"/>): key = the
+    /// certificate's subject common name (CN), value = viewer, operator or admin.
+    /// </summary>
+    public Dictionary<string, string> ClientCertificates { get; set; } = [];
+
+    /// <summary>Allows gRPC on a non-loopback address without TLS and authentication. Never in production.</summary>
+    public bool AllowInsecureRemote { get; set; }
+}
+
+public sealed class TlsSettings
+{
+    /// <summary>The server certificate (PEM; may carry intermediates after it).</summary>
+    public string? CertificatePath { get; set; }
+
+    /// <summary>The server certificate's private key (PEM, unencrypted).</summary>
+    public string? KeyPath { get; set; }
+
+    /// <summary>CA certificate(s) (PEM) that client certificates must chain to; enables mutual TLS.</summary>
+    public string? ClientCaPath { get; set; }
 }

@@ -58,13 +58,15 @@ public static class OrchestratorSettingsValidator
         CheckPort(errors, $"{P}:Endpoints:HttpPort", s.Endpoints.HttpPort);
         if (s.Endpoints.GrpcPort == s.Endpoints.HttpPort)
         {
-            errors.Add($"{P}:Endpoints:GrpcPort and {P}:Endpoints:HttpPort must differ (gRPC is HTTP/2 without TLS and needs its own port)");
+            errors.Add($"{P}:Endpoints:GrpcPort and {P}:Endpoints:HttpPort must differ (gRPC is HTTP/2 only and needs its own port)");
         }
 
-        if (!IPAddress.TryParse(s.Endpoints.BindAddress, out _))
+        if (!IPAddress.TryParse(s.Endpoints.BindAddress, out var bindAddress))
         {
             errors.Add($"{P}:Endpoints:BindAddress: '{s.Endpoints.BindAddress}' is not an IP address");
         }
+
+        ValidateSecurity(errors, s.Security, bindAddress);
 
         if (!IPAddress.TryParse(s.Cluster.AdvertisedAddress, out _))
         {
@@ -174,6 +176,65 @@ public static class OrchestratorSettingsValidator
 
         return errors;
     }
+
+    /// <summary>
+    /// The shape of Orchestrator:Security (the files themselves are read by ApiSecurity.Load): TLS paths in
+    /// pairs, client certificates only with a CA and each mapped to a known role, and no open API off loopback.
+    /// </summary>
+    private static void ValidateSecurity(List<string> errors, SecuritySettings security, IPAddress? bindAddress)
+    {
+        const string P = OrchestratorSettings.Section + ":Security";
+        var tls = security.Tls;
+        var hasCertificate = IsSet(tls.CertificatePath);
+        var hasKey = IsSet(tls.KeyPath);
+        if (hasCertificate != hasKey)
+        {
+            errors.Add(hasCertificate
+                ? $"{P}:Tls:KeyPath is required with {P}:Tls:CertificatePath (the certificate's private key, PEM)"
+                : $"{P}:Tls:CertificatePath is required with {P}:Tls:KeyPath (the server certificate, PEM)");
+        }
+
+        var hasTls = hasCertificate && hasKey;
+        var hasClientCa = IsSet(tls.ClientCaPath);
+        if (hasClientCa && !hasTls)
+        {
+            errors.Add($"{P}:Tls:ClientCaPath needs TLS: set {P}:Tls:CertificatePath and {P}:Tls:KeyPath too (client certificates are only sent over TLS)");
+        }
+
+        if (hasClientCa && security.ClientCertificates.Count == 0)
+        {
+            errors.Add($"{P}:ClientCertificates is empty: map each client certificate's subject CN to a role ({P}:ClientCertificates:<CN> = {Silo.Security.Roles.Names}), or remove {P}:Tls:ClientCaPath");
+        }
+
+        if (!hasClientCa && security.ClientCertificates.Count > 0)
+        {
+            errors.Add($"{P}:ClientCertificates needs {P}:Tls:ClientCaPath: the CA that client certificates must chain to");
+        }
+
+        foreach (var (name, role) in security.ClientCertificates.OrderBy(c => c.Key, StringComparer.Ordinal))
+        {
+            if (!Silo.Security.Roles.TryParse(role, out _))
+            {
+                errors.Add($"{P}:ClientCertificates:{name}: unknown role '{role}' (expected {Silo.Security.Roles.Names})");
+            }
+        }
+
+        var hasAuthentication = IsSet(security.TokensFile) || hasClientCa;
+        if (bindAddress is not null && !IPAddress.IsLoopback(bindAddress) && !(hasTls && hasAuthentication) && !security.AllowInsecureRemote)
+        {
+            var missing = (hasTls, hasAuthentication) switch
+            {
+                (false, false) => "neither TLS nor authentication",
+                (false, true) => "no TLS (tokens would cross the network in clear text)",
+                _ => "no authentication (anyone who reaches it may call every RPC)",
+            };
+            errors.Add($"{OrchestratorSettings.Section}:Endpoints:BindAddress is {bindAddress}, not a loopback address, but the gRPC port has {missing}: " +
+                $"set {P}:Tls:CertificatePath and {P}:Tls:KeyPath, and {P}:TokensFile or {P}:Tls:ClientCaPath with {P}:ClientCertificates; " +
+                $"or set {P}:AllowInsecureRemote=true to serve it anyway");
+        }
+    }
+
+    private static bool IsSet(string? value) => !string.IsNullOrWhiteSpace(value);
 
     private static void CheckPort(List<string> errors, string name, int port)
     {

@@ -1,11 +1,13 @@
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Orchestrator.Grains;
 using Orchestrator.Grains.Backups;
 using Orchestrator.Hypervisor;
 using Orchestrator.Silo.Configuration;
 using Orchestrator.Silo.Persistence;
+using Orchestrator.Silo.Security;
 using Orchestrator.Silo.Services;
 using Orleans.Dashboard;
 
@@ -33,12 +35,15 @@ public static class SiloHostingExtensions
             .Concat(OrchestratorSettingsValidator.Validate(backup))
             .Concat(OrchestratorSettingsValidator.Validate(policies))
             .ToList();
+        var (security, securityErrors) = ApiSecurity.Load(settings.Security, DateTimeOffset.UtcNow);
+        errors.AddRange(securityErrors);
         if (errors.Count > 0)
         {
             throw new SettingsException(errors);
         }
 
         builder.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(settings));
+        builder.Services.AddSingleton(security!);
         return settings;
     }
 
@@ -63,16 +68,40 @@ public static class SiloHostingExtensions
         return builder;
     }
 
-    /// <summary>Kestrel: gRPC (h2c) on its own port; health and the dashboard on an HTTP/1.1 port.</summary>
+    /// <summary>
+    /// Kestrel: gRPC on its own port (HTTP/2 over TLS when Security:Tls is set, else h2c), behind the role check;
+    /// health and the dashboard on an HTTP/1.1 port.
+    /// </summary>
     public static WebApplicationBuilder AddOrchestratorEndpoints(this WebApplicationBuilder builder, OrchestratorSettings settings)
     {
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             var address = settings.Endpoints.ParsedBindAddress;
-            kestrel.Listen(address, settings.Endpoints.GrpcPort, o => o.Protocols = HttpProtocols.Http2);
+            var security = kestrel.ApplicationServices.GetRequiredService<ApiSecurity>();
+            kestrel.Listen(address, settings.Endpoints.GrpcPort, o =>
+            {
+                o.Protocols = HttpProtocols.Http2;
+                if (security.ServerCertificate is not null)
+                {
+                    o.UseHttps(HttpsOptions(security, kestrel.ApplicationServices));
+                }
+            });
             kestrel.Listen(address, settings.Endpoints.HttpPort, o => o.Protocols = HttpProtocols.Http1);
         });
-        builder.Services.AddGrpc(o => o.Interceptors.Add<ErrorInterceptor>());
+        builder.Services.AddSingleton(sp =>
+        {
+            var security = sp.GetRequiredService<ApiSecurity>();
+            var tokens = security is { TokensFile: { } file, Tokens: { } loaded }
+                ? new TokenStore(file, loaded, sp.GetService<TimeProvider>() ?? TimeProvider.System, sp.GetRequiredService<ILogger<TokenStore>>())
+                : null;
+            return new CallAuthenticator(security, tokens);
+        });
+        builder.Services.AddGrpc(o =>
+        {
+            // Outermost first: a refused call never reaches the error mapping or a service.
+            o.Interceptors.Add<AuthorizationInterceptor>();
+            o.Interceptors.Add<ErrorInterceptor>();
+        });
         builder.Services.AddGrpcReflection();
         builder.Services.AddHealthChecks()
             .AddCheck<SiloReadyHealthCheck>("silo", tags: ["ready"]);
@@ -81,13 +110,8 @@ public static class SiloHostingExtensions
 
     public static WebApplication MapOrchestratorEndpoints(this WebApplication app, OrchestratorSettings settings)
     {
-        var grpcPort = $"*:{settings.Endpoints.GrpcPort}";
         var httpPort = $"*:{settings.Endpoints.HttpPort}";
-        app.MapGrpcService<FleetService>().RequireHost(grpcPort);
-        app.MapGrpcService<CheckpointService>().RequireHost(grpcPort);
-        app.MapGrpcService<BackupService>().RequireHost(grpcPort);
-        app.MapGrpcService<PolicyService>().RequireHost(grpcPort);
-        app.MapGrpcReflectionService().RequireHost(grpcPort);
+        app.MapOrchestratorGrpc(settings.Endpoints.GrpcPort);
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false }).RequireHost(httpPort);
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") }).RequireHost(httpPort);
         if (settings.Endpoints.Dashboard)
@@ -96,6 +120,36 @@ public static class SiloHostingExtensions
         }
 
         return app;
+    }
+
+    /// <summary>Every gRPC service the silo serves, on the gRPC port only. Each method needs an entry in <see cref="RpcRoles.Table"/>.</summary>
+    internal static IEndpointRouteBuilder MapOrchestratorGrpc(this IEndpointRouteBuilder app, int grpcPort)
+    {
+        var host = $"*:{grpcPort}";
+        app.MapGrpcService<FleetService>().RequireHost(host);
+        app.MapGrpcService<CheckpointService>().RequireHost(host);
+        app.MapGrpcService<BackupService>().RequireHost(host);
+        app.MapGrpcService<PolicyService>().RequireHost(host);
+        app.MapGrpcReflectionService().RequireHost(host);
+        return app;
+    }
+
+    private static HttpsConnectionAdapterOptions HttpsOptions(ApiSecurity security, IServiceProvider services)
+    {
+        var options = new HttpsConnectionAdapterOptions
+        {
+            ServerCertificate = security.ServerCertificate,
+            ServerCertificateChain = security.ServerChain,
+            // Allow, not require: callers with a bearer token need no certificate.
+            ClientCertificateMode = security.ClientCa is null ? ClientCertificateMode.NoCertificate : ClientCertificateMode.AllowCertificate,
+        };
+        if (security.ClientCa is { } clientCa)
+        {
+            var trust = new ClientCertificateTrust(clientCa, services.GetRequiredService<ILogger<ClientCertificateTrust>>());
+            options.ClientCertificateValidation = trust.Validate;
+        }
+
+        return options;
     }
 }
 

@@ -3,8 +3,11 @@ using Orchestrator.Cli.Infrastructure;
 namespace Orchestrator.Cli.Tests.Fakes;
 
 /// <summary>The outcome of one in-process run of the CLI.</summary>
-internal sealed record CliRun(int ExitCode, string Stdout, string Stderr, IReadOnlyList<Uri> Connections)
+internal sealed record CliRun(int ExitCode, string Stdout, string Stderr, IReadOnlyList<GrpcConnection> GrpcConnections)
 {
+    /// <summary>The endpoint of each channel opened.</summary>
+    public IReadOnlyList<Uri> Connections => GrpcConnections.Select(c => c.Endpoint).ToList();
+
     /// <summary>Runs the CLI against <paramref name="invoker"/> with the given environment variables.</summary>
     public static Task<CliRun> RunAsync(
         FakeCallInvoker invoker, IReadOnlyDictionary<string, string>? variables, params string[] args) =>
@@ -27,13 +30,13 @@ internal sealed record CliRun(int ExitCode, string Stdout, string Stderr, IReadO
     {
         var stdout = new StringWriter();
         var stderr = new StringWriter();
-        var connections = new List<Uri>();
+        var connections = new List<GrpcConnection>();
         var environment = new CliEnvironment
         {
-            Connect = endpoint =>
+            Connect = connection =>
             {
-                connections.Add(endpoint);
-                return new FakeChannel(invoker, endpoint);
+                connections.Add(connection);
+                return new FakeChannel(invoker, connection.Endpoint);
             },
             GetVariable = name => variables is not null && variables.TryGetValue(name, out string? value) ? value : null,
         };
