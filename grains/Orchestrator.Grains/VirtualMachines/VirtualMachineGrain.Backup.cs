@@ -262,11 +262,14 @@ internal sealed partial class VirtualMachineGrain
         }
 
         await state.WriteStateAsync(cancellationToken);
-        SignalBackupChanged();
         if (outcome == BackupStep.Completed)
         {
+            // Before the watchers hear of the end: a policy run that sees this backup end, and whoever reads compliance
+            // after it, find the fleet index up to date.
             await ReportProtectionAsync(PolicyKind.LiveBackup, run.EndedAt.Value);
         }
+
+        SignalBackupChanged();
 
         TrackBackup();
         Telemetry.RecordBackupEnded(Key.Host, Key.Vm, run);
