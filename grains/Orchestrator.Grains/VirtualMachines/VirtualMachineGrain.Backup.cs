@@ -262,14 +262,16 @@ internal sealed partial class VirtualMachineGrain
         }
 
         await state.WriteStateAsync(cancellationToken);
+
+        // Counted as the outcome is persisted, before anyone waiting for it is woken.
+        TrackBackup();
+        Telemetry.RecordBackupEnded(Key.Host, Key.Vm, run);
         SignalBackupChanged();
         if (outcome == BackupStep.Completed)
         {
             await ReportProtectionAsync(PolicyKind.LiveBackup, run.EndedAt.Value);
         }
 
-        TrackBackup();
-        Telemetry.RecordBackupEnded(Key.Host, Key.Vm, run);
         LogBackupFinished(logger, VmKey, run.RunId, outcome, run.Error);
     }
 
