@@ -262,17 +262,18 @@ internal sealed partial class VirtualMachineGrain
         }
 
         await state.WriteStateAsync(cancellationToken);
+
+        // Counted as the outcome is persisted, before anyone waiting for it is woken.
+        TrackBackup();
+        Telemetry.RecordBackupEnded(Key.Host, Key.Vm, run);
         if (outcome == BackupStep.Completed)
         {
-            // Before the watchers hear of the end: a policy run that sees this backup end, and whoever reads compliance
-            // after it, find the fleet index up to date.
+            // Also before the watchers hear of the end: a policy run that sees this backup end, and whoever reads
+            // compliance after it, find the fleet index up to date.
             await ReportProtectionAsync(PolicyKind.LiveBackup, run.EndedAt.Value);
         }
 
         SignalBackupChanged();
-
-        TrackBackup();
-        Telemetry.RecordBackupEnded(Key.Host, Key.Vm, run);
         LogBackupFinished(logger, VmKey, run.RunId, outcome, run.Error);
     }
 

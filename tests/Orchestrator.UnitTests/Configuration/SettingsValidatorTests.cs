@@ -64,4 +64,12 @@ public sealed class SettingsValidatorTests
         Assert.Contains(errors, e => e.StartsWith("Orchestrator:Policies:RetryInterval", StringComparison.Ordinal));
         Assert.Contains(errors, e => e.StartsWith("Orchestrator:Policies:RunHistoryLimit", StringComparison.Ordinal));
     }
+
+    [Fact]
+    public void ValidatePolicies_ComplianceMetricsIntervalTooShort_NamesTheSetting()
+    {
+        var error = Assert.Single(OrchestratorSettingsValidator.Validate(new Grains.Policies.PolicyOptions { ComplianceMetricsInterval = TimeSpan.FromMilliseconds(10) }));
+
+        Assert.StartsWith("Orchestrator:Policies:ComplianceMetricsInterval", error, StringComparison.Ordinal);
+    }
 }

@@ -62,6 +62,20 @@ public sealed class PolicyMetricsTests(PolicyClusterFixture fixture) : IDisposab
     private IReadOnlyList<MetricCapture.Recorded> Observed(string instrument, params (string Key, string Value)[] tags) =>
         [.. _metrics.Observe().Where(m => m.Instrument == instrument && tags.All(t => m.Tag(t.Key) == t.Value))];
 
+    /// <summary>Polls an observable instrument (a few seconds at most) until <paramref name="until"/> holds; returns the last reading.</summary>
+    private async Task<IReadOnlyList<MetricCapture.Recorded>> ObservedSoonAsync(Func<IReadOnlyList<MetricCapture.Recorded>, bool> until, string instrument, params (string Key, string Value)[] tags)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(5);
+        var seen = Observed(instrument, tags);
+        while (!until(seen) && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(20);
+            seen = Observed(instrument, tags);
+        }
+
+        return seen;
+    }
+
     /// <summary>A policy's compliance gauge as "ok=N out_of_rpo=N never=N"; "none" while it reports nothing for the policy.</summary>
     private string PolicyCompliance(string policy)
     {
@@ -123,7 +137,8 @@ public sealed class PolicyMetricsTests(PolicyClusterFixture fixture) : IDisposab
             Assert.Contains(_metrics.Of(Telemetry.BytesCopiedName, ("host", target.Host), ("vm", target.Vm)), b => b.Value > 0);
         }
 
-        var active = Assert.Single(Observed(PolicyMetrics.ActiveRunsName, ("policy", "metrics-run")));
+        // The gauge follows what the grain persists: a watcher sees the run end one storage write before that.
+        var active = Assert.Single(await ObservedSoonAsync(m => m.Count == 1 && m[0].Value == 0, PolicyMetrics.ActiveRunsName, ("policy", "metrics-run")));
         Assert.Equal(0, active.Value);
         Assert.Empty(Observed(PolicyMetrics.PendingRetriesName, ("policy", "metrics-run")));
     }
