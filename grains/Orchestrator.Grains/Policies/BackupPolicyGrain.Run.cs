@@ -475,18 +475,12 @@ internal sealed partial class BackupPolicyGrain
         LogTargetEnded(logger, Name, run.RunId, target.Key, status, reason ?? "-");
     }
 
-    private async Task ReleaseSlotAsync(PolicyRunRecord run, PolicyTargetRecord target)
-    {
-        try
-        {
-            await Fleet.ReleaseAsync(run.RunId, target.Host, target.Vm);
-        }
-        catch (Exception e) when (e is not OperationCanceledException)
-        {
-            // The run's end releases every slot it still holds (ReleaseRun); the fleet also expires old slots.
-            LogReleaseFailed(logger, Name, run.RunId, target.Key, e.Message);
-        }
-    }
+    /// <summary>
+    /// Frees one VM's slot. If the fleet grain cannot be reached, the slot is dropped at this run's next admission
+    /// turn (the VM is no longer in AdmissionRequest.Holding) or by the run's final release.
+    /// </summary>
+    private Task ReleaseSlotAsync(PolicyRunRecord run, PolicyTargetRecord target) =>
+        TryReleaseAsync(run.RunId, target.Key, () => Fleet.ReleaseAsync(run.RunId, target.Host, target.Vm));
 
     private async Task FinishRunAsync(PolicyRunRecord run, CancellationToken cancellationToken)
     {
@@ -521,16 +515,20 @@ internal sealed partial class BackupPolicyGrain
         }
     }
 
-    private async Task<bool> TryReleaseRunAsync(string runId, CancellationToken cancellationToken)
+    private Task<bool> TryReleaseRunAsync(string runId, CancellationToken cancellationToken) =>
+        TryReleaseAsync(runId, "*", () => Fleet.ReleaseRunAsync(runId, cancellationToken));
+
+    /// <summary>One release call to the fleet grain; false, and logged, when it cannot be reached (e.g. its silo just died).</summary>
+    private async Task<bool> TryReleaseAsync(string runId, string what, Func<Task> release)
     {
         try
         {
-            await Fleet.ReleaseRunAsync(runId, cancellationToken);
+            await release();
             return true;
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
-            LogReleaseFailed(logger, Name, runId, "*", e.Message);
+            LogReleaseFailed(logger, Name, runId, what, e.Message);
             return false;
         }
     }

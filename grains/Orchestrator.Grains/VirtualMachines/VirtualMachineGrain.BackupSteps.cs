@@ -233,7 +233,7 @@ internal sealed partial class VirtualMachineGrain
                     var disk = copy.Disk;
                     disk.BytesCopied = result.BytesCopied;
                     disk.BytesTotal = Math.Max(disk.BytesTotal, result.BytesCopied);
-                    disk.Sha256 = result.Sha256;
+                    disk.Sha256 = null; // read back from the copy after the commit (VerifyDiskAsync)
                     disk.DataSha256 = result.DataSha256;
                     disk.Copied = true;
                     copy.Activity?.SetTag("bytes", result.BytesCopied);
