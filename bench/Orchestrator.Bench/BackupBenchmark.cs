@@ -87,13 +87,13 @@ internal static class BackupBenchmark
             // Random data beyond the guest's record ring (first 256 KiB), so the copies are not trivial; frozen copies
             // of the filled images are the sources of the copy contenders.
             Directory.CreateDirectory(work);
-            var sources = new List<string>();
+            var sources = new List<(string Path, string Format)>();
             foreach (var image in images)
             {
                 await FillAsync(lab, image.Path, image.Format, work);
                 var source = Path.Combine(work, $"source-{image.Target}.{image.Format}");
                 await lab.RunCheckedAsync("cp", ["--sparse=always", image.Path, source]);
-                sources.Add(source);
+                sources.Add((source, image.Format));
             }
 
             await lab.ScriptAsync("vm.sh", "start", options.Host, BenchVm);
@@ -106,7 +106,7 @@ internal static class BackupBenchmark
             var described = new List<string>();
             foreach (var d in bases)
             {
-                var info = await diskImages.InfoAsync(d.SourcePath);
+                var info = await diskImages.InfoAsync(d.SourcePath, d.Format);
                 allocated += info.ActualSize;
                 described.Add(string.Create(CultureInfo.InvariantCulture, $"{d.Target} {d.Format} {info.VirtualSize / MiB} MiB ({info.ActualSize / (double)MiB:F1} MiB allocated)"));
             }
@@ -133,22 +133,22 @@ internal static class BackupBenchmark
             void Add(string key, double value) => (results.TryGetValue(key, out var l) ? l : results[key] = []).Add(value);
 
             var backupContenders = new[] { Orchestrated, OrchestratedNoVerify, Script, ScriptSync };
-            var copyContenders = new (string Name, Func<string, string, Task> Copy)[]
+            var copyContenders = new (string Name, Func<(string Path, string Format), string, Task> Copy)[]
             {
-                (DriverSha, (s, d) => diskImages.CopyAsync(s, d, new CopyOptions())),
-                (DriverCopy, (s, d) => diskImages.CopyAsync(s, d, new CopyOptions { ComputeSha256 = false })),
-                (DriverData, (s, d) => diskImages.CopyAsync(s, d, new CopyOptions { ComputeSha256 = false, ComputeDataSha256 = true })),
+                (DriverSha, (s, d) => diskImages.CopyAsync(s.Path, s.Format, d, new CopyOptions())),
+                (DriverCopy, (s, d) => diskImages.CopyAsync(s.Path, s.Format, d, new CopyOptions { ComputeSha256 = false })),
+                (DriverData, (s, d) => diskImages.CopyAsync(s.Path, s.Format, d, new CopyOptions { ComputeSha256 = false, ComputeDataSha256 = true })),
                 (CpSync, async (s, d) =>
                 {
-                    await lab.RunCheckedAsync("cp", ["--sparse=always", s, d]);
+                    await lab.RunCheckedAsync("cp", ["--sparse=always", s.Path, d]);
                     await lab.RunCheckedAsync("sync", [d]);
                 }),
-                (Cp, (s, d) => lab.RunCheckedAsync("cp", ["--sparse=always", s, d])),
+                (Cp, (s, d) => lab.RunCheckedAsync("cp", ["--sparse=always", s.Path, d])),
             };
             long sourceBytes = 0;
             foreach (var s in sources)
             {
-                sourceBytes += (await diskImages.InfoAsync(s)).ActualSize;
+                sourceBytes += (await diskImages.InfoAsync(s.Path, s.Format)).ActualSize;
             }
 
             // One unmeasured warm-up round (JIT, first gRPC calls, page cache), then the measured rounds.
@@ -182,7 +182,7 @@ internal static class BackupBenchmark
                 for (var i = 0; i < copyContenders.Length; i++)
                 {
                     var (name, copy) = copyContenders[(i + round) % copyContenders.Length];
-                    var destinations = sources.Select(s => Path.Combine(work, "copy-" + Path.GetFileName(s))).ToList();
+                    var destinations = sources.Select(s => Path.Combine(work, "copy-" + Path.GetFileName(s.Path))).ToList();
                     var t = Stopwatch.StartNew();
                     for (var k = 0; k < sources.Count; k++)
                     {

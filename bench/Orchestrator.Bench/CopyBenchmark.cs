@@ -27,8 +27,8 @@ internal static class CopyBenchmark
             var images = new QemuImgDiskImages();
             var contenders = new (string Name, Func<string, Task> Copy)[]
             {
-                ("driver copy + sha256", d => images.CopyAsync(source, d, new CopyOptions())),
-                ("driver copy", d => images.CopyAsync(source, d, new CopyOptions { ComputeSha256 = false })),
+                ("driver copy + sha256", d => images.CopyAsync(source, "raw", d, new CopyOptions())),
+                ("driver copy", d => images.CopyAsync(source, "raw", d, new CopyOptions { ComputeSha256 = false })),
                 ("cp --sparse=always", async d =>
                 {
                     await lab.RunCheckedAsync("cp", ["--sparse=always", source, d]);

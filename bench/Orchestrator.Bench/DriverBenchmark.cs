@@ -62,7 +62,7 @@ internal static class DriverBenchmark
                 {
                     var overlays = disks.Select(d => new OverlaySpec(d.Target, Path.Combine(work, $"{d.Target}.{contender}-{round}.qcow2"))).ToList();
                     var (overlayMs, commitMs) = contender == "driver"
-                        ? await DriverRoundAsync(hv, domain, overlays)
+                        ? await DriverRoundAsync(hv, domain, overlays, disks)
                         : await VirshRoundAsync(lab, uri, domain, overlays);
                     await VerifyOnBasesAsync(hv, domain, disks);
                     foreach (var o in overlays)
@@ -105,7 +105,7 @@ internal static class DriverBenchmark
         return 0;
     }
 
-    private static async Task<(double OverlayMs, double CommitMs)> DriverRoundAsync(IHypervisor hv, string domain, IReadOnlyList<OverlaySpec> overlays)
+    private static async Task<(double OverlayMs, double CommitMs)> DriverRoundAsync(IHypervisor hv, string domain, IReadOnlyList<OverlaySpec> overlays, IReadOnlyList<DomainDisk> bases)
     {
         var sw = Stopwatch.StartNew();
         await hv.CreateExternalSnapshotAsync(domain, overlays);
@@ -116,7 +116,7 @@ internal static class DriverBenchmark
         var phases = await Task.WhenAll(overlays.Select(async o =>
         {
             var t = Stopwatch.StartNew();
-            await hv.StartActiveCommitAsync(domain, o.Target);
+            await hv.StartActiveCommitAsync(domain, o.Target, bases.First(d => d.Target == o.Target).SourcePath);
             var started = t.Elapsed.TotalMilliseconds;
             await hv.WaitForBlockJobReadyAsync(domain, o.Target);
             var ready = t.Elapsed.TotalMilliseconds;

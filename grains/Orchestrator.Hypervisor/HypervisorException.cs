@@ -19,6 +19,9 @@ public enum HypervisorErrorKind
     NoSpace,
     InvalidArgument,
     ToolFailed,
+
+    /// <summary>An external process or call ran past its time bound and was stopped (its process tree killed).</summary>
+    Timeout,
 }
 
 /// <summary>A hypervisor error; keeps libvirt's error code and message when libvirt raised it.</summary>

@@ -6,6 +6,13 @@ public sealed record ImageCheckResult(bool Clean, int Errors, int Leaks, string 
 
 public sealed record CopyOptions
 {
+    /// <summary>
+    /// The images below the source, top to bottom, each with its format, as the domain XML names them. Empty (the
+    /// default): the source stands alone. Not empty: the copy is the whole chain flattened into one standalone image
+    /// (qemu-img convert, every layer's format named, nothing probed), so it restores without the chain below.
+    /// </summary>
+    public IReadOnlyList<DiskLayer> SourceBackingChain { get; init; } = [];
+
     /// <summary>Output format; null keeps the source's.</summary>
     public string? TargetFormat { get; init; }
 
@@ -34,17 +41,27 @@ public sealed record CopyProgress(long BytesDone, long BytesTotal);
 
 public sealed record CopyResult(long BytesCopied, string? Sha256, TimeSpan Duration, string? DataSha256 = null);
 
-/// <summary>Disk image operations where libvirt has no API. Never runs a shell.</summary>
+/// <summary>
+/// Disk image operations where libvirt has no API. Never runs a shell. Every method that reads an image's structure
+/// takes its format from the caller (the domain XML, a manifest or a run's state): nothing is probed from the file's
+/// bytes, which a guest may have written, and no backing file the image names is opened unless the caller named it.
+/// </summary>
 public interface IDiskImages
 {
-    Task<ImageInfo> InfoAsync(string path, CancellationToken cancellationToken = default);
+    /// <summary>Metadata of one image opened as <paramref name="format"/>; its backing file is never opened.</summary>
+    Task<ImageInfo> InfoAsync(string path, string format, CancellationToken cancellationToken = default);
 
+    /// <summary>A new image; with a backing file its format is required (never probed).</summary>
     Task CreateAsync(string path, string format, long virtualSize, string? backingFile = null, string? backingFormat = null, CancellationToken cancellationToken = default);
 
-    /// <summary>Copies an image that nobody writes to (a frozen base) to a new file; refuses to overwrite.</summary>
-    Task<CopyResult> CopyAsync(string source, string destination, CopyOptions options, IProgress<CopyProgress>? progress = null, CancellationToken cancellationToken = default);
+    /// <summary>
+    /// Copies an image that nobody writes to (a frozen base, of <paramref name="sourceFormat"/>) to a new file; refuses
+    /// to overwrite. With <see cref="CopyOptions.SourceBackingChain"/> the chain is flattened into one standalone image.
+    /// </summary>
+    Task<CopyResult> CopyAsync(string source, string sourceFormat, string destination, CopyOptions options, IProgress<CopyProgress>? progress = null, CancellationToken cancellationToken = default);
 
-    Task<ImageCheckResult> CheckAsync(string path, CancellationToken cancellationToken = default);
+    /// <summary>Consistency check of one image opened as <paramref name="format"/>, without any backing file.</summary>
+    Task<ImageCheckResult> CheckAsync(string path, string format, CancellationToken cancellationToken = default);
 
     /// <summary>SHA-256 (lower-case hex) of the file's bytes, read back from disk.</summary>
     Task<string> ComputeSha256Async(string path, CancellationToken cancellationToken = default);
@@ -52,10 +69,15 @@ public interface IDiskImages
     /// <summary>Both digests of the file (lower-case hex), read back from disk in one pass.</summary>
     Task<ImageDigests> ComputeDigestsAsync(string path, CancellationToken cancellationToken = default);
 
-    /// <summary>Offline commit of an overlay into its backing file (qemu-img commit).</summary>
-    Task CommitAsync(string overlayPath, CancellationToken cancellationToken = default);
+    /// <summary>
+    /// Offline commit of a qcow2 overlay into exactly the image below it, <c>backingChain[0]</c> (qemu-img commit -b),
+    /// never deeper. <paramref name="backingChain"/> is the whole chain below the overlay, top to bottom, with formats:
+    /// every image qemu-img opens is named with its format.
+    /// </summary>
+    Task CommitAsync(string overlayPath, IReadOnlyList<DiskLayer> backingChain, CancellationToken cancellationToken = default);
 
-    Task<IReadOnlyList<InternalSnapshotInfo>> ListSnapshotsAsync(string path, CancellationToken cancellationToken = default);
+    /// <summary>Internal snapshots of a qcow2 image (a raw image has none and is not read).</summary>
+    Task<IReadOnlyList<InternalSnapshotInfo>> ListSnapshotsAsync(string path, string format, CancellationToken cancellationToken = default);
 
     Task<bool> ExistsAsync(string path, CancellationToken cancellationToken = default);
 

@@ -49,8 +49,13 @@ public interface IHypervisor : IAsyncDisposable
     /// <summary>The block job on a disk, or null when there is none.</summary>
     Task<BlockJobInfo?> GetBlockJobAsync(string domain, string target, CancellationToken cancellationToken = default);
 
-    /// <summary>Starts an active block commit of the disk's top image into its backing image.</summary>
-    Task StartActiveCommitAsync(string domain, string target, long bandwidthBytesPerSecond = 0, CancellationToken cancellationToken = default);
+    /// <summary>
+    /// Starts an active block commit of the disk's top image into <paramref name="basePath"/>, which must be the image
+    /// right below it (<see cref="HypervisorErrorKind.InvalidArgument"/> otherwise): exactly one layer is merged, never
+    /// deeper into a chain that other disks may share. Null is libvirt's own default, the DEEPEST image of the chain
+    /// (everything above it merged into it): kept only so the drivers model libvirt exactly; a backup never passes it.
+    /// </summary>
+    Task StartActiveCommitAsync(string domain, string target, string? basePath, long bandwidthBytesPerSecond = 0, CancellationToken cancellationToken = default);
 
     /// <summary>Completes when the disk's block job is READY (by event; returns at once when it already is).</summary>
     Task WaitForBlockJobReadyAsync(string domain, string target, CancellationToken cancellationToken = default);

@@ -32,7 +32,7 @@ public sealed class InternalSnapshotTests(LabFixture lab, ITestOutputHelper outp
 
         // The memory state lives inside the qcow2 itself.
         var disk = Assert.Single((await hv.GetDomainAsync(vm)).Disks);
-        var inImage = Assert.Single(await hv.Images.ListSnapshotsAsync(disk.SourcePath));
+        var inImage = Assert.Single(await hv.Images.ListSnapshotsAsync(disk.SourcePath, disk.Format));
         Assert.Equal("cp-running", inImage.Name);
         Assert.True(inImage.HasMemory);
 
@@ -52,7 +52,7 @@ public sealed class InternalSnapshotTests(LabFixture lab, ITestOutputHelper outp
 
         await hv.DeleteInternalSnapshotAsync(vm, "cp-running");
         Assert.Empty(await hv.ListInternalSnapshotsAsync(vm));
-        Assert.Empty(await hv.Images.ListSnapshotsAsync(disk.SourcePath));
+        Assert.Empty(await hv.Images.ListSnapshotsAsync(disk.SourcePath, disk.Format));
 
         // Saving memory pauses the guest: libvirt reports it as Suspended then Resumed.
         await events.WaitForAsync(e => e.Domain == vm && e.Lifecycle == LifecycleEventType.Resumed, EventTimeout);

@@ -59,7 +59,7 @@ public sealed class LiveBackupTests(LabFixture lab, ITestOutputHelper output)
         foreach (var (target, disk) in bases)
         {
             var copy = Path.Combine(dir, $"backup-{target}.{disk.Format}");
-            var result = await hv.Images.CopyAsync(disk.SourcePath, copy, new CopyOptions());
+            var result = await hv.Images.CopyAsync(disk.SourcePath, disk.Format, copy, new CopyOptions());
             Assert.Equal(new FileInfo(disk.SourcePath).Length, result.BytesCopied);
             await using var read = File.OpenRead(copy);
             Assert.Equal(result.Sha256, Convert.ToHexStringLower(await SHA256.HashDataAsync(read)));
@@ -72,7 +72,7 @@ public sealed class LiveBackupTests(LabFixture lab, ITestOutputHelper output)
 
         // Commit both overlays back, driven by events.
         var commitWatch = Stopwatch.StartNew();
-        await Task.WhenAll(bases.Keys.Select(t => hv.StartActiveCommitAsync(Vm, t)));
+        await Task.WhenAll(bases.Keys.Select(t => hv.StartActiveCommitAsync(Vm, t, bases[t].SourcePath)));
         await Task.WhenAll(bases.Keys.Select(t => hv.WaitForBlockJobReadyAsync(Vm, t).WaitAsync(EventTimeout)));
         var readyMs = commitWatch.Elapsed.TotalMilliseconds;
         await Task.WhenAll(bases.Keys.Select(t => hv.PivotAsync(Vm, t).WaitAsync(EventTimeout)));
@@ -111,9 +111,9 @@ public sealed class LiveBackupTests(LabFixture lab, ITestOutputHelper output)
         }
 
         // The copies are sound images and one consistent point in time across both disks.
-        foreach (var copy in copies.Values)
+        foreach (var (target, copy) in copies)
         {
-            var check = await hv.Images.CheckAsync(copy);
+            var check = await hv.Images.CheckAsync(copy, bases[target].Format);
             Assert.True(check.Clean, check.Output);
         }
 
@@ -135,7 +135,7 @@ public sealed class LiveBackupTests(LabFixture lab, ITestOutputHelper output)
         await hv.CreateExternalSnapshotAsync(Vm, [new OverlaySpec("vdb", overlay)]);
         try
         {
-            await hv.StartActiveCommitAsync(Vm, "vdb");
+            await hv.StartActiveCommitAsync(Vm, "vdb", baseDisk.SourcePath);
             await hv.WaitForBlockJobReadyAsync(Vm, "vdb").WaitAsync(EventTimeout);
             var job = await hv.GetBlockJobAsync(Vm, "vdb");
             Assert.NotNull(job);
@@ -154,7 +154,7 @@ public sealed class LiveBackupTests(LabFixture lab, ITestOutputHelper output)
             // Back to the base, whatever happened above.
             if ((await hv.GetBlockJobAsync(Vm, "vdb")) is null)
             {
-                await hv.StartActiveCommitAsync(Vm, "vdb");
+                await hv.StartActiveCommitAsync(Vm, "vdb", baseDisk.SourcePath);
             }
 
             await hv.WaitForBlockJobReadyAsync(Vm, "vdb").WaitAsync(EventTimeout);
@@ -180,7 +180,7 @@ public sealed class LiveBackupTests(LabFixture lab, ITestOutputHelper output)
         await hv.CreateExternalSnapshotAsync(Vm, [new OverlaySpec("vda", overlay)]);
         await using (var earlier = await Libvirt.LibvirtHypervisor.ConnectAsync(lab.Uri))
         {
-            await earlier.StartActiveCommitAsync(Vm, "vda", bandwidthBytesPerSecond: 64L * 1024 * 1024);
+            await earlier.StartActiveCommitAsync(Vm, "vda", baseDisk.SourcePath, bandwidthBytesPerSecond: 64L * 1024 * 1024);
             await earlier.WaitForBlockJobReadyAsync(Vm, "vda").WaitAsync(EventTimeout);
         }
 
@@ -205,9 +205,9 @@ public sealed class LiveBackupTests(LabFixture lab, ITestOutputHelper output)
         await hv.CreateExternalSnapshotAsync(Vm, [new OverlaySpec("vdb", Path.Combine(dir, "vdb.orch-twice.qcow2"))]);
         try
         {
-            await hv.StartActiveCommitAsync(Vm, "vdb");
+            await hv.StartActiveCommitAsync(Vm, "vdb", null);
 
-            var ex = await Assert.ThrowsAsync<HypervisorException>(() => hv.StartActiveCommitAsync(Vm, "vdb"));
+            var ex = await Assert.ThrowsAsync<HypervisorException>(() => hv.StartActiveCommitAsync(Vm, "vdb", null));
 
             Assert.Equal(HypervisorErrorKind.BlockJobActive, ex.Kind);
         }
@@ -242,7 +242,7 @@ public sealed class LiveBackupTests(LabFixture lab, ITestOutputHelper output)
     [Fact]
     public async Task StartActiveCommitAsync_NoOverlay_ThrowsInvalidArgument()
     {
-        var ex = await Assert.ThrowsAsync<HypervisorException>(() => lab.Hypervisor.StartActiveCommitAsync(Vm, "vda"));
+        var ex = await Assert.ThrowsAsync<HypervisorException>(() => lab.Hypervisor.StartActiveCommitAsync(Vm, "vda", null));
 
         Assert.Equal(HypervisorErrorKind.InvalidArgument, ex.Kind);
         Assert.Contains("no backing image", ex.Message, StringComparison.Ordinal);
@@ -269,7 +269,7 @@ public sealed class LiveBackupTests(LabFixture lab, ITestOutputHelper output)
 
         var noDisk = await Assert.ThrowsAsync<HypervisorException>(() => hv.CreateExternalSnapshotAsync(Vm, [new OverlaySpec("vdz", Path.Combine(dir, "z.qcow2"))]));
         var noDiskJob = await Assert.ThrowsAsync<HypervisorException>(() => hv.GetBlockJobAsync(Vm, "vdz"));
-        var noDomain = await Assert.ThrowsAsync<HypervisorException>(() => hv.StartActiveCommitAsync("no-such-vm", "vda"));
+        var noDomain = await Assert.ThrowsAsync<HypervisorException>(() => hv.StartActiveCommitAsync("no-such-vm", "vda", null));
 
         Assert.Equal(HypervisorErrorKind.DiskNotFound, noDisk.Kind);
         Assert.Equal(HypervisorErrorKind.DiskNotFound, noDiskJob.Kind);

@@ -20,7 +20,7 @@ public sealed class QemuImgDiskImagesTests : IDisposable
         var destination = Path.Combine(_dir, "dst.raw");
         var reports = new List<CopyProgress>();
 
-        var result = await _images.CopyAsync(source, destination, new CopyOptions(), new SyncProgress<CopyProgress>(reports.Add));
+        var result = await _images.CopyAsync(source, "raw", destination, new CopyOptions(), new SyncProgress<CopyProgress>(reports.Add));
 
         Assert.Equal(64 * MiB, result.BytesCopied);
         Assert.Equal(64 * MiB, new FileInfo(destination).Length);
@@ -39,7 +39,7 @@ public sealed class QemuImgDiskImagesTests : IDisposable
         var dense = Path.Combine(_dir, "digest-dense.raw");
         await File.WriteAllBytesAsync(dense, await File.ReadAllBytesAsync(source)); // zeros written out: no holes
 
-        var result = await _images.CopyAsync(source, copy, new CopyOptions { ComputeSha256 = false, ComputeDataSha256 = true });
+        var result = await _images.CopyAsync(source, "raw", copy, new CopyOptions { ComputeSha256 = false, ComputeDataSha256 = true });
         var ofCopy = await _images.ComputeDigestsAsync(copy);
         var ofDense = await _images.ComputeDigestsAsync(dense);
 
@@ -74,11 +74,11 @@ public sealed class QemuImgDiskImagesTests : IDisposable
         await QemuIoWriteAsync(source, "0xab", 0, 3 * MiB);
         var destination = Path.Combine(_dir, "dst.qcow2");
 
-        var result = await _images.CopyAsync(source, destination, new CopyOptions());
+        var result = await _images.CopyAsync(source, "qcow2", destination, new CopyOptions());
 
         Assert.Equal(await HashFileAsync(source), result.Sha256);
-        Assert.Equal("qcow2", (await _images.InfoAsync(destination)).Format);
-        var check = await _images.CheckAsync(destination);
+        Assert.Equal("qcow2", (await _images.InfoAsync(destination, "qcow2")).Format);
+        var check = await _images.CheckAsync(destination, "qcow2");
         Assert.True(check.Clean, check.Output);
     }
 
@@ -88,12 +88,12 @@ public sealed class QemuImgDiskImagesTests : IDisposable
         var source = await MakeSparseRawAsync("conv.raw", 16 * MiB);
         var destination = Path.Combine(_dir, "conv.qcow2");
 
-        var result = await _images.CopyAsync(source, destination, new CopyOptions { TargetFormat = "qcow2" });
+        var result = await _images.CopyAsync(source, "raw", destination, new CopyOptions { TargetFormat = "qcow2" });
 
-        var info = await _images.InfoAsync(destination);
+        var info = await _images.InfoAsync(destination, "qcow2");
         Assert.Equal(("qcow2", 16 * MiB), (info.Format, info.VirtualSize));
         Assert.Equal(await HashFileAsync(destination), result.Sha256);
-        Assert.True((await _images.CheckAsync(destination)).Clean);
+        Assert.True((await _images.CheckAsync(destination, "qcow2")).Clean);
     }
 
     [Fact]
@@ -103,7 +103,7 @@ public sealed class QemuImgDiskImagesTests : IDisposable
         var destination = Path.Combine(_dir, "existing.raw");
         await File.WriteAllTextAsync(destination, "keep me");
 
-        var ex = await Assert.ThrowsAsync<HypervisorException>(() => _images.CopyAsync(source, destination, new CopyOptions()));
+        var ex = await Assert.ThrowsAsync<HypervisorException>(() => _images.CopyAsync(source, "raw", destination, new CopyOptions()));
 
         Assert.Equal(HypervisorErrorKind.FileExists, ex.Kind);
         Assert.Equal("keep me", await File.ReadAllTextAsync(destination));
@@ -112,7 +112,7 @@ public sealed class QemuImgDiskImagesTests : IDisposable
     [Fact]
     public async Task CopyAsync_MissingSource_ThrowsFileNotFound()
     {
-        var ex = await Assert.ThrowsAsync<HypervisorException>(() => _images.CopyAsync(Path.Combine(_dir, "nope.raw"), Path.Combine(_dir, "x.raw"), new CopyOptions()));
+        var ex = await Assert.ThrowsAsync<HypervisorException>(() => _images.CopyAsync(Path.Combine(_dir, "nope.raw"), "raw", Path.Combine(_dir, "x.raw"), new CopyOptions()));
 
         Assert.Equal(HypervisorErrorKind.FileNotFound, ex.Kind);
     }
@@ -124,7 +124,7 @@ public sealed class QemuImgDiskImagesTests : IDisposable
         await File.WriteAllBytesAsync(source, RandomNumberGenerator.GetBytes((int)(8 * MiB)));
         var sw = Stopwatch.StartNew();
 
-        await _images.CopyAsync(source, Path.Combine(_dir, "paced.raw"), new CopyOptions { BandwidthBytesPerSecond = 16 * MiB });
+        await _images.CopyAsync(source, "raw", Path.Combine(_dir, "paced.raw"), new CopyOptions { BandwidthBytesPerSecond = 16 * MiB });
 
         Assert.True(sw.Elapsed >= TimeSpan.FromMilliseconds(450), $"8 MiB at 16 MiB/s took only {sw.Elapsed.TotalMilliseconds:F0} ms");
     }
@@ -137,7 +137,7 @@ public sealed class QemuImgDiskImagesTests : IDisposable
         var destination = Path.Combine(_dir, "partial.raw");
         using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
 
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => _images.CopyAsync(source, destination, new CopyOptions { BandwidthBytesPerSecond = 8 * MiB }, cancellationToken: cts.Token));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => _images.CopyAsync(source, "raw", destination, new CopyOptions { BandwidthBytesPerSecond = 8 * MiB }, cancellationToken: cts.Token));
 
         Assert.False(File.Exists(destination));
     }
@@ -159,7 +159,7 @@ public sealed class QemuImgDiskImagesTests : IDisposable
         var progress = new SyncProgress<CopyProgress>(_ => cts.Cancel());
 
         // Cancelled at qemu-img's first progress line, i.e. while it runs.
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => _images.CopyAsync(source, destination, new CopyOptions { TargetFormat = "qcow2" }, progress, cts.Token));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => _images.CopyAsync(source, "raw", destination, new CopyOptions { TargetFormat = "qcow2" }, progress, cts.Token));
 
         Assert.False(File.Exists(destination));
         Assert.DoesNotContain(Process.GetProcessesByName("qemu-img"), p => HasArgument(p, destination));
@@ -174,10 +174,10 @@ public sealed class QemuImgDiskImagesTests : IDisposable
         await _images.CreateAsync(overlay, "qcow2", 0, baseImage, "raw");
         await QemuIoWriteAsync(overlay, "0x5a", MiB, MiB);
 
-        var info = await _images.InfoAsync(overlay);
+        var info = await _images.InfoAsync(overlay, "qcow2");
         Assert.Equal(("qcow2", baseImage, "raw", 8 * MiB), (info.Format, info.BackingFile, info.BackingFormat, info.VirtualSize));
 
-        await _images.CommitAsync(overlay);
+        await _images.CommitAsync(overlay, [new DiskLayer(baseImage, "raw")]);
 
         var bytes = await File.ReadAllBytesAsync(baseImage);
         Assert.All(bytes.AsSpan((int)MiB, (int)MiB).ToArray(), b => Assert.Equal(0x5a, b));
@@ -200,7 +200,7 @@ public sealed class QemuImgDiskImagesTests : IDisposable
     {
         var path = await MakeSparseRawAsync("plain.raw", MiB);
 
-        var check = await _images.CheckAsync(path);
+        var check = await _images.CheckAsync(path, "raw");
 
         Assert.True(check.Clean);
         Assert.Contains("no consistency checks", check.Output, StringComparison.Ordinal);
@@ -219,7 +219,7 @@ public sealed class QemuImgDiskImagesTests : IDisposable
             f.Write(Enumerable.Repeat((byte)0xff, 4096).ToArray());
         }
 
-        var check = await _images.CheckAsync(path);
+        var check = await _images.CheckAsync(path, "qcow2");
 
         Assert.False(check.Clean, check.Output);
         Assert.True(check.Errors > 0, check.Output);
@@ -232,7 +232,7 @@ public sealed class QemuImgDiskImagesTests : IDisposable
         await _images.CreateAsync(path, "qcow2", MiB);
         await RunAsync("qemu-img", "snapshot", "-c", "s1", path);
 
-        var snapshot = Assert.Single(await _images.ListSnapshotsAsync(path));
+        var snapshot = Assert.Single(await _images.ListSnapshotsAsync(path, "qcow2"));
 
         Assert.Equal("s1", snapshot.Name);
         Assert.False(snapshot.HasMemory);
@@ -254,7 +254,7 @@ public sealed class QemuImgDiskImagesTests : IDisposable
     [Fact]
     public async Task InfoAndSha256_MissingFile_ThrowFileNotFound()
     {
-        var info = await Assert.ThrowsAsync<HypervisorException>(() => _images.InfoAsync(Path.Combine(_dir, "missing.qcow2")));
+        var info = await Assert.ThrowsAsync<HypervisorException>(() => _images.InfoAsync(Path.Combine(_dir, "missing.qcow2"), "qcow2"));
         var sha = await Assert.ThrowsAsync<HypervisorException>(() => _images.ComputeSha256Async(Path.Combine(_dir, "missing.qcow2")));
 
         Assert.Equal(HypervisorErrorKind.FileNotFound, info.Kind);

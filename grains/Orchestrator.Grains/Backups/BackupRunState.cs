@@ -184,6 +184,37 @@ public sealed record class BackupDiskState
     [Id(12)]
     [Key(12)]
     public string? DataSha256 { get; set; }
+
+    /// <summary>
+    /// The images below <see cref="BasePath"/> when the run started, top to bottom, with their formats (from the domain
+    /// XML, never probed). The commit must leave the disk on <see cref="BasePath"/> over exactly this chain; a disk with
+    /// a chain is copied flattened into one standalone image.
+    /// </summary>
+    [Id(13)]
+    [Key(13)]
+    public List<BackupLayerState> BackingChain { get; set; } = [];
+
+    /// <summary>
+    /// The copy's format: a chain is flattened into qcow2 (the top of a chain is qcow2 anyway; qcow2 stays sparse on any
+    /// target); a single image keeps its own format.
+    /// </summary>
+    [IgnoreMember]
+    public string BackupFormat => BackingChain.Count > 0 ? "qcow2" : Format;
+}
+
+/// <summary>One image of a disk's backing chain, as the domain XML names it.</summary>
+[GenerateSerializer]
+[Alias("orchestrator.BackupLayerState")]
+[MessagePackObject]
+public sealed record class BackupLayerState
+{
+    [Id(0)]
+    [Key(0)]
+    public string Path { get; set; } = "";
+
+    [Id(1)]
+    [Key(1)]
+    public string Format { get; set; } = "";
 }
 
 [GenerateSerializer]

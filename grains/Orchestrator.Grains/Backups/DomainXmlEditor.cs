@@ -5,12 +5,29 @@ namespace Orchestrator.Grains.Backups;
 /// <summary>Edits libvirt domain XML for recovery (point a disk back at its base) and restore (a new VM).</summary>
 public static class DomainXmlEditor
 {
-    /// <summary>The disk <paramref name="target"/> reads <paramref name="path"/> (of <paramref name="format"/>) with no backing chain.</summary>
-    public static string PointDiskAt(string xml, string target, string path, string format)
+    /// <summary>
+    /// The disk <paramref name="target"/> reads <paramref name="path"/> (of <paramref name="format"/>) over exactly
+    /// <paramref name="backingChain"/> (top to bottom, each with its format), written out as nested
+    /// <c>&lt;backingStore&gt;</c> elements ending in an empty one: libvirt then opens the chain as named, probing
+    /// nothing, and a linked clone keeps its template.
+    /// </summary>
+    public static string PointDiskAt(string xml, string target, string path, string format, IReadOnlyList<(string Path, string Format)> backingChain)
     {
         var root = XElement.Parse(xml);
         var disk = FindDisk(root, target);
         SetSource(disk, path, format);
+        var parent = new XElement("backingStore");
+        var top = parent;
+        foreach (var (layerPath, layerFormat) in backingChain)
+        {
+            parent.Add(new XAttribute("type", "file"), new XElement("format", new XAttribute("type", layerFormat)), new XElement("source", new XAttribute("file", layerPath)));
+            var next = new XElement("backingStore");
+            parent.Add(next);
+            parent = next;
+        }
+
+        // After <source>, where libvirt writes it.
+        disk.Element("source")!.AddAfterSelf(top);
         return root.ToString();
     }
 

@@ -55,16 +55,24 @@ internal sealed partial class VirtualMachineGrain
         var disks = new List<BackupDiskState>();
         foreach (var disk in domain.Disks)
         {
-            var info = await hypervisor.Images.InfoAsync(disk.SourcePath, cancellationToken);
-            needed += info.ActualSize;
+            // Formats from the domain XML: qemu-img opens each image as what libvirt runs it as, never probed.
+            var info = await hypervisor.Images.InfoAsync(disk.SourcePath, disk.Format, cancellationToken);
+            long chainBytes = 0;
+            foreach (var layer in disk.BackingChain)
+            {
+                chainBytes += (await hypervisor.Images.InfoAsync(layer.Path, layer.Format, cancellationToken)).ActualSize;
+            }
+
+            needed += info.ActualSize + chainBytes;
             disks.Add(new BackupDiskState
             {
                 Target = disk.Target,
                 BasePath = disk.SourcePath,
                 Format = disk.Format,
+                BackingChain = [.. disk.BackingChain.Select(l => new BackupLayerState { Path = l.Path, Format = l.Format })],
                 OverlayPath = Path.Combine(Path.GetDirectoryName(disk.SourcePath)!, $"{Path.GetFileName(disk.SourcePath)}.orch-{runId}.qcow2"),
-                BackupPath = Path.Combine(setPath, $"{disk.Target}.{disk.Format}"),
-                BytesTotal = info.ActualSize,
+                BackupPath = Path.Combine(setPath, $"{disk.Target}.{(disk.BackingChain.Count > 0 ? "qcow2" : disk.Format)}"),
+                BytesTotal = info.ActualSize + chainBytes,
                 VirtualSize = info.VirtualSize,
             });
         }
@@ -275,10 +283,20 @@ internal sealed partial class VirtualMachineGrain
         var activity = Telemetry.Source.StartActivity("qemu-img.copy");
         activity?.SetTag("disk", disk.Target);
         var progress = new CopyProgressHolder();
+        // A single image: the in-process sparse copy. A chain (e.g. a linked clone over a template): the frozen chain
+        // flattened into one standalone qcow2, every layer's format named, so the backup restores without the template.
         var task = hypervisor.Images.CopyAsync(
             disk.BasePath,
+            disk.Format,
             disk.BackupPath,
-            new CopyOptions { ComputeSha256 = false, ComputeDataSha256 = true, BandwidthBytesPerSecond = run.BandwidthBytesPerSecond },
+            new CopyOptions
+            {
+                ComputeSha256 = false,
+                ComputeDataSha256 = true,
+                BandwidthBytesPerSecond = run.BandwidthBytesPerSecond,
+                SourceBackingChain = [.. disk.BackingChain.Select(l => new DiskLayer(l.Path, l.Format))],
+                TargetFormat = disk.BackupFormat,
+            },
             progress,
             cancellationToken);
         return new DiskCopy(disk, task, progress, activity);
@@ -298,6 +316,7 @@ internal sealed partial class VirtualMachineGrain
                 ?? throw new OrchestratorException(ErrorCode.Internal, $"disk '{disk.Target}' disappeared from '{VmKey}'");
             if (live.SourcePath == disk.BasePath)
             {
+                RequireChainKept(disk, live);
                 disk.Committed = true; // the base is active again: committed (or never overlaid)
             }
             else if (live.SourcePath != disk.OverlayPath)
@@ -324,7 +343,9 @@ internal sealed partial class VirtualMachineGrain
         using var _ = await fence.AcquireAsync(VmKey, cancellationToken);
         if (await hypervisor.GetBlockJobAsync(DomainName, disk.Target, cancellationToken) is null)
         {
-            await hypervisor.StartActiveCommitAsync(DomainName, disk.Target, 0, cancellationToken);
+            // Explicit base: exactly the overlay merges into the image that was active before it, never deeper
+            // (libvirt's default base is the deepest image: a shared template would take the clone's data).
+            await hypervisor.StartActiveCommitAsync(DomainName, disk.Target, disk.BasePath, 0, cancellationToken);
         }
 
         using (var ready = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
@@ -350,14 +371,15 @@ internal sealed partial class VirtualMachineGrain
             }
         }
 
-        // Never clean up before the definition shows the base active again.
+        // Never clean up before the definition shows the base active again, over the same chain as before the run.
         var after = await hypervisor.GetDomainAsync(DomainName, cancellationToken);
-        var active = after.Disks.First(d => d.Target == disk.Target).SourcePath;
-        if (active != disk.BasePath)
+        var live = after.Disks.First(d => d.Target == disk.Target);
+        if (live.SourcePath != disk.BasePath)
         {
-            throw new OrchestratorException(ErrorCode.Internal, $"after the pivot '{disk.Target}' still runs on '{active}'");
+            throw new OrchestratorException(ErrorCode.Internal, $"after the pivot '{disk.Target}' still runs on '{live.SourcePath}'");
         }
 
+        RequireChainKept(disk, live);
         disk.Committed = true;
         TrackBackup();
     }
@@ -368,12 +390,28 @@ internal sealed partial class VirtualMachineGrain
         using var _ = await fence.AcquireAsync(VmKey, cancellationToken);
         using var activity = Telemetry.Source.StartActivity("qemu-img.commit");
         activity?.SetTag("disk", disk.Target);
-        await hypervisor.Images.CommitAsync(disk.OverlayPath, cancellationToken);
+        // qemu-img commit -b base: into exactly the image that was active before the overlay, every layer's format named.
+        List<DiskLayer> below = [new(disk.BasePath, disk.Format), .. disk.BackingChain.Select(l => new DiskLayer(l.Path, l.Format))];
+        await hypervisor.Images.CommitAsync(disk.OverlayPath, below, cancellationToken);
         var xml = await hypervisor.GetDomainXmlAsync(DomainName, inactive: true, cancellationToken);
-        await hypervisor.DefineDomainAsync(DomainXmlEditor.PointDiskAt(xml, disk.Target, disk.BasePath, disk.Format), cancellationToken);
+        var chain = disk.BackingChain.Select(l => (l.Path, l.Format)).ToList();
+        await hypervisor.DefineDomainAsync(DomainXmlEditor.PointDiskAt(xml, disk.Target, disk.BasePath, disk.Format, chain), cancellationToken);
         disk.Committed = true;
         TrackBackup();
         LogCommittedOffline(logger, VmKey, disk.Target);
+    }
+
+    /// <summary>The disk's chain below its base must be the one recorded before the run: same images, same order.</summary>
+    private void RequireChainKept(BackupDiskState disk, DomainDisk live)
+    {
+        var before = disk.BackingChain.Select(l => l.Path);
+        var now = live.BackingChain.Select(l => l.Path);
+        if (!before.SequenceEqual(now, StringComparer.Ordinal))
+        {
+            throw new OrchestratorException(
+                ErrorCode.Internal,
+                $"disk '{disk.Target}' of '{VmKey}' is on '{disk.BasePath}' but its chain below changed: [{string.Join(", ", before)}] before the run, [{string.Join(", ", now)}] now");
+        }
     }
 
     private async Task CleanOverlaysAsync(BackupRunState run, CancellationToken cancellationToken)
@@ -408,7 +446,7 @@ internal sealed partial class VirtualMachineGrain
     {
         using var activity = Telemetry.Source.StartActivity("backup.verify-disk");
         activity?.SetTag("disk", disk.Target);
-        var checking = check ? hypervisor.Images.CheckAsync(disk.BackupPath, cancellationToken) : null;
+        var checking = check ? hypervisor.Images.CheckAsync(disk.BackupPath, disk.BackupFormat, cancellationToken) : null;
         var digests = await hypervisor.Images.ComputeDigestsAsync(disk.BackupPath, cancellationToken);
         if (checking is not null && await checking is { Clean: false } result)
         {
@@ -449,8 +487,12 @@ internal sealed partial class VirtualMachineGrain
             {
                 target = d.Target,
                 file = Path.GetFileName(d.BackupPath),
-                format = d.Format,
+                format = d.BackupFormat,
                 source = d.BasePath,
+                source_format = d.Format,
+
+                // The chain the disk ran on below its active image; the copy holds all of it, flattened.
+                source_backing_chain = d.BackingChain.Select(l => new { path = l.Path, format = l.Format }),
                 virtual_size = d.VirtualSize,
                 bytes = d.BytesCopied,
                 sha256 = d.Sha256,

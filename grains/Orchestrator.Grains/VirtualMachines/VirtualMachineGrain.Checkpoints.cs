@@ -307,9 +307,10 @@ internal sealed partial class VirtualMachineGrain
         var sizes = new Dictionary<string, long>(StringComparer.Ordinal);
         try
         {
-            foreach (var path in domain.Disks.SelectMany(d => d.BackingChain.Select(l => l.Path).Prepend(d.SourcePath)))
+            foreach (var layer in domain.Disks.SelectMany(d => d.BackingChain.Prepend(new DiskLayer(d.SourcePath, d.Format))))
             {
-                foreach (var snapshot in await hypervisor.Images.ListSnapshotsAsync(path, cancellationToken))
+                // The format from the domain XML: a raw image is never parsed (its bytes are the guest's).
+                foreach (var snapshot in await hypervisor.Images.ListSnapshotsAsync(layer.Path, layer.Format, cancellationToken))
                 {
                     sizes[snapshot.Name] = sizes.GetValueOrDefault(snapshot.Name) + snapshot.VmStateSize;
                 }

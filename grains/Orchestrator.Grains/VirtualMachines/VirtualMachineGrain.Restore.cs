@@ -35,13 +35,13 @@ internal sealed partial class VirtualMachineGrain
         foreach (var disk in run.Disks)
         {
             var directory = request.ImageDirectory ?? Path.GetDirectoryName(disk.BasePath)!;
-            var path = Path.Combine(directory, $"{request.NewName}-{disk.Target}.{disk.Format}");
+            var path = Path.Combine(directory, $"{request.NewName}-{disk.Target}.{disk.BackupFormat}");
             if (await hypervisor.Images.ExistsAsync(path, cancellationToken))
             {
                 throw new OrchestratorException(ErrorCode.AlreadyExists, $"'{path}' already exists; restore never overwrites", field: "new_name");
             }
 
-            images[disk.Target] = (path, disk.Format);
+            images[disk.Target] = (path, disk.BackupFormat);
         }
 
         var created = new List<string>();
@@ -50,7 +50,7 @@ internal sealed partial class VirtualMachineGrain
             foreach (var disk in run.Disks)
             {
                 var (path, _) = images[disk.Target];
-                var copy = await hypervisor.Images.CopyAsync(disk.BackupPath, path, new CopyOptions { ComputeSha256 = disk.Sha256 is not null }, null, cancellationToken);
+                var copy = await hypervisor.Images.CopyAsync(disk.BackupPath, disk.BackupFormat, path, new CopyOptions { ComputeSha256 = disk.Sha256 is not null }, null, cancellationToken);
                 created.Add(path);
                 if (disk.Sha256 is not null && !string.Equals(copy.Sha256, disk.Sha256, StringComparison.OrdinalIgnoreCase))
                 {

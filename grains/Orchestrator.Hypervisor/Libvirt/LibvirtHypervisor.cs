@@ -297,7 +297,7 @@ public sealed partial class LibvirtHypervisor : IHypervisor
             },
             cancellationToken);
 
-    public Task StartActiveCommitAsync(string domain, string target, long bandwidthBytesPerSecond = 0, CancellationToken cancellationToken = default)
+    public Task StartActiveCommitAsync(string domain, string target, string? basePath, long bandwidthBytesPerSecond = 0, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bandwidthBytesPerSecond);
         return RunAsync(
@@ -313,6 +313,13 @@ public sealed partial class LibvirtHypervisor : IHypervisor
                         $"disk {target} of {domain} has no backing image ({disk.SourcePath} is the base): there is no overlay to commit");
                 }
 
+                if (basePath is not null && basePath != disk.BackingChain[0].Path)
+                {
+                    throw new HypervisorException(
+                        HypervisorErrorKind.InvalidArgument,
+                        $"disk {target} of {domain}: '{basePath}' is not the image right below {disk.SourcePath} ('{disk.BackingChain[0].Path}' is); refusing to commit deeper than one layer");
+                }
+
                 if (TryGetBlockJob(dom, domain, target) is { } existing)
                 {
                     throw new HypervisorException(HypervisorErrorKind.BlockJobActive, $"disk {target} of {domain} already has a {existing.Kind} block job");
@@ -322,8 +329,10 @@ public sealed partial class LibvirtHypervisor : IHypervisor
                 var key = (domain, target);
                 var watch = new BlockJobWatch();
                 _watches[key] = watch;
-                var flags = BlockCommitActive | (bandwidthBytesPerSecond > 0 ? BlockCommitBandwidthBytes : 0);
-                if (LibvirtNative.virDomainBlockCommit(dom, target, null, null, new CULong((nuint)bandwidthBytesPerSecond), flags) < 0)
+                // With a base: that base and SHALLOW, so libvirt itself refuses anything but the image right below the
+                // top. Without: libvirt's default, the deepest image of the chain.
+                var flags = BlockCommitActive | (basePath is not null ? BlockCommitShallow : 0) | (bandwidthBytesPerSecond > 0 ? BlockCommitBandwidthBytes : 0);
+                if (LibvirtNative.virDomainBlockCommit(dom, target, basePath, null, new CULong((nuint)bandwidthBytesPerSecond), flags) < 0)
                 {
                     var error = LibvirtErrors.Last($"virDomainBlockCommit({domain}, {target}, active)");
                     _watches.TryRemove(KeyValuePair.Create(key, watch));

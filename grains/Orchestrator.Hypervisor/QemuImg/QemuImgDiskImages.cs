@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -9,25 +10,32 @@ namespace Orchestrator.Hypervisor.QemuImg;
 /// <summary>
 /// <see cref="IDiskImages"/> on the local file system: qemu-img (a process, argument list, never a shell) for
 /// info/create/check/commit/convert, and an in-process sparse copy with SHA-256 for same-format copies.
+/// Every qemu-img call names the format of every image it opens (<c>-f</c>, <c>-F</c>, or a <c>json:</c> image
+/// specification with a driver per layer): qemu-img never probes a format from bytes a guest may have written, and it
+/// opens no backing file but those the caller named. Every call runs within a time bound (<see cref="QemuImgTimeouts"/>).
 /// </summary>
 public sealed partial class QemuImgDiskImages : IDiskImages
 {
+    private static readonly HashSet<string> KnownFormats = new(StringComparer.Ordinal) { "raw", "qcow2" };
+
     private readonly ILogger _logger;
     private readonly string _qemuImg;
+    private readonly QemuImgTimeouts _timeouts;
 
-    public QemuImgDiskImages(ILogger? logger = null, string qemuImgPath = "qemu-img")
+    public QemuImgDiskImages(ILogger? logger = null, string qemuImgPath = "qemu-img", QemuImgTimeouts? timeouts = null)
     {
         _logger = logger ?? NullLogger.Instance;
         _qemuImg = qemuImgPath;
+        _timeouts = timeouts ?? new QemuImgTimeouts();
     }
 
-    public async Task<ImageInfo> InfoAsync(string path, CancellationToken cancellationToken = default)
+    public async Task<ImageInfo> InfoAsync(string path, string format, CancellationToken cancellationToken = default)
     {
-        using var json = await InfoJsonAsync(path, cancellationToken).ConfigureAwait(false);
+        using var json = await InfoJsonAsync(path, format, cancellationToken).ConfigureAwait(false);
         var root = json.RootElement;
         return new ImageInfo(
             path,
-            GetString(root, "format") ?? "raw",
+            GetString(root, "format") ?? format,
             GetLong(root, "virtual-size"),
             GetLong(root, "actual-size"),
             GetString(root, "full-backing-filename") ?? GetString(root, "backing-filename"),
@@ -39,6 +47,12 @@ public sealed partial class QemuImgDiskImages : IDiskImages
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
         ArgumentException.ThrowIfNullOrWhiteSpace(format);
         ArgumentOutOfRangeException.ThrowIfNegative(virtualSize);
+        RequireFormat(format, nameof(format));
+        if (backingFile is not null)
+        {
+            RequireFormat(backingFormat, nameof(backingFormat));
+        }
+
         if (File.Exists(path) || Directory.Exists(path))
         {
             throw new HypervisorException(HypervisorErrorKind.FileExists, $"{path} exists already; refusing to overwrite it");
@@ -52,7 +66,7 @@ public sealed partial class QemuImgDiskImages : IDiskImages
         List<string> args = ["create", "-q", "-f", format];
         if (backingFile is not null)
         {
-            args.AddRange(["-b", backingFile, "-F", backingFormat ?? (await InfoAsync(backingFile, cancellationToken).ConfigureAwait(false)).Format]);
+            args.AddRange(["-b", backingFile, "-F", backingFormat!]);
         }
 
         args.Add(path);
@@ -61,39 +75,56 @@ public sealed partial class QemuImgDiskImages : IDiskImages
             args.Add(virtualSize.ToString(CultureInfo.InvariantCulture));
         }
 
-        await RunCheckedAsync(args, cancellationToken).ConfigureAwait(false);
+        await RunCheckedAsync(args, _timeouts.Create, cancellationToken).ConfigureAwait(false);
         Log.Created(_logger, path, format, virtualSize);
     }
 
-    public async Task<CopyResult> CopyAsync(string source, string destination, CopyOptions options, IProgress<CopyProgress>? progress = null, CancellationToken cancellationToken = default)
+    public async Task<CopyResult> CopyAsync(string source, string sourceFormat, string destination, CopyOptions options, IProgress<CopyProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
         RequireFile(source);
+        RequireFormat(sourceFormat, nameof(sourceFormat));
+        foreach (var layer in options.SourceBackingChain)
+        {
+            RequireFile(layer.Path);
+            RequireFormat(layer.Format, "backing chain format");
+        }
+
         if (File.Exists(destination) || Directory.Exists(destination))
         {
             throw new HypervisorException(HypervisorErrorKind.FileExists, $"copy destination {destination} exists already; refusing to overwrite it");
         }
 
-        var sourceFormat = (await InfoAsync(source, cancellationToken).ConfigureAwait(false)).Format;
         CopyResult result;
-        if (options.TargetFormat is null || options.TargetFormat == sourceFormat)
+        if (options.SourceBackingChain.Count == 0 && (options.TargetFormat is null || options.TargetFormat == sourceFormat))
         {
+            // Byte for byte, in process: nothing parses the image, so nothing a guest wrote into it is interpreted.
             result = await SparseFile.CopyAsync(source, destination, options.ComputeSha256, options.ComputeDataSha256, options.BandwidthBytesPerSecond, progress, cancellationToken).ConfigureAwait(false);
             Log.Copied(_logger, source, destination, result.BytesCopied, result.Duration.TotalMilliseconds);
         }
         else
         {
-            result = await ConvertAsync(source, sourceFormat, destination, options, progress, cancellationToken).ConfigureAwait(false);
-            Log.Converted(_logger, source, sourceFormat, destination, options.TargetFormat, result.BytesCopied, result.Duration.TotalMilliseconds);
+            // A chain flattens to qcow2 unless asked otherwise: qcow2 stays sparse whatever the target file system
+            // and transfer, and the top of a chain is qcow2 anyway (only qcow2 has a backing file), so a restore
+            // defines the same disk format it backed up.
+            var targetFormat = options.TargetFormat ?? "qcow2";
+            RequireFormat(targetFormat, nameof(options.TargetFormat));
+            result = await ConvertAsync(source, sourceFormat, destination, targetFormat, options, progress, cancellationToken).ConfigureAwait(false);
+            Log.Converted(_logger, source, sourceFormat, destination, targetFormat, result.BytesCopied, result.Duration.TotalMilliseconds);
         }
 
         return result;
     }
 
-    public async Task<ImageCheckResult> CheckAsync(string path, CancellationToken cancellationToken = default)
+    public async Task<ImageCheckResult> CheckAsync(string path, string format, CancellationToken cancellationToken = default)
     {
         RequireFile(path);
-        var result = await ToolRunner.RunAsync(_qemuImg, ["check", "--output=json", path], null, cancellationToken).ConfigureAwait(false);
+        RequireFormat(format, nameof(format));
+
+        // "backing": null: a qcow2 copy is checked on its own; a backing file its header names is never opened
+        // (qemu-img check would otherwise open it, whatever -f says).
+        var spec = ImageSpec(path, format, []);
+        var result = await ToolRunner.RunAsync(_qemuImg, ["check", "-f", format, "--output=json", spec], null, _timeouts.Check, cancellationToken).ConfigureAwait(false);
 
         // 0 clean, 2 corrupt, 3 leaks only: all print the JSON report. 63: the format has no checks (raw).
         if (result.ExitCode == 63)
@@ -131,10 +162,25 @@ public sealed partial class QemuImgDiskImages : IDiskImages
         return new ImageDigests(sha256!, data!);
     }
 
-    public async Task CommitAsync(string overlayPath, CancellationToken cancellationToken = default)
+    public async Task CommitAsync(string overlayPath, IReadOnlyList<DiskLayer> backingChain, CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(backingChain);
         RequireFile(overlayPath);
-        await RunCheckedAsync(["commit", "-q", overlayPath], cancellationToken).ConfigureAwait(false);
+        if (backingChain.Count == 0)
+        {
+            throw new HypervisorException(HypervisorErrorKind.InvalidArgument, $"{overlayPath}: no image below it was named to commit into");
+        }
+
+        foreach (var layer in backingChain)
+        {
+            RequireFile(layer.Path);
+            RequireFormat(layer.Format, "backing chain format");
+        }
+
+        // The overlay (our own qcow2) with every layer below it named with its format, and -b: into exactly the
+        // image below the overlay, never deeper into a chain other VMs may share.
+        var spec = ImageSpec(overlayPath, "qcow2", backingChain);
+        await RunCheckedAsync(["commit", "-q", "-f", "qcow2", "-b", backingChain[0].Path, spec], _timeouts.Commit, cancellationToken).ConfigureAwait(false);
         Log.Committed(_logger, overlayPath);
     }
 
@@ -143,9 +189,16 @@ public sealed partial class QemuImgDiskImages : IDiskImages
     /// same rows as <c>qemu-img snapshot -l</c> in a stable format. qcow2 does not record the guest's power state:
     /// a snapshot with VM state is reported as Running, one without as ShutOff.
     /// </summary>
-    public async Task<IReadOnlyList<InternalSnapshotInfo>> ListSnapshotsAsync(string path, CancellationToken cancellationToken = default)
+    public async Task<IReadOnlyList<InternalSnapshotInfo>> ListSnapshotsAsync(string path, string format, CancellationToken cancellationToken = default)
     {
-        using var json = await InfoJsonAsync(path, cancellationToken).ConfigureAwait(false);
+        RequireFormat(format, nameof(format));
+        if (format != "qcow2")
+        {
+            RequireFile(path);
+            return []; // only qcow2 holds internal snapshots; a raw image's bytes are the guest's and are not parsed
+        }
+
+        using var json = await InfoJsonAsync(path, format, cancellationToken).ConfigureAwait(false);
         if (!json.RootElement.TryGetProperty("snapshots", out var snapshots) || snapshots.ValueKind != JsonValueKind.Array)
         {
             return [];
@@ -199,18 +252,21 @@ public sealed partial class QemuImgDiskImages : IDiskImages
         return Task.FromResult(new DriveInfo(dir).AvailableFreeSpace);
     }
 
-    private async Task<CopyResult> ConvertAsync(string source, string sourceFormat, string destination, CopyOptions options, IProgress<CopyProgress>? progress, CancellationToken cancellationToken)
+    private async Task<CopyResult> ConvertAsync(string source, string sourceFormat, string destination, string targetFormat, CopyOptions options, IProgress<CopyProgress>? progress, CancellationToken cancellationToken)
     {
         var started = DateTimeOffset.UtcNow;
-        var total = new FileInfo(source).Length;
-        List<string> args = ["convert", "-p", "-f", sourceFormat, "-O", options.TargetFormat!];
+        var total = new FileInfo(source).Length + options.SourceBackingChain.Sum(l => new FileInfo(l.Path).Length);
+        // -U: the source is frozen (nobody writes it) but a running QEMU holds it, and for a chain its template.
+        List<string> args = ["convert", "-p", "-U", "-f", sourceFormat, "-O", targetFormat];
         if (options.BandwidthBytesPerSecond > 0)
         {
             // qemu-img has no rate limit of its own for convert; cap its parallelism so it is at least gentle.
             args.AddRange(["-m", "1"]);
         }
 
-        args.AddRange([source, destination]);
+        // The source as a json: specification: its format and every backing layer's path and format named, the
+        // bottom one with no backing at all.
+        args.AddRange([ImageSpec(source, sourceFormat, options.SourceBackingChain), destination]);
         try
         {
             var result = await ToolRunner.RunAsync(
@@ -225,6 +281,7 @@ public sealed partial class QemuImgDiskImages : IDiskImages
                         progress.Report(new CopyProgress((long)(total * percent / 100), total));
                     }
                 },
+                _timeouts.Convert,
                 cancellationToken).ConfigureAwait(false);
             if (result.ExitCode != 0)
             {
@@ -246,12 +303,37 @@ public sealed partial class QemuImgDiskImages : IDiskImages
         }
     }
 
-    private async Task<JsonDocument> InfoJsonAsync(string path, CancellationToken cancellationToken)
+    /// <summary>
+    /// A <c>json:</c> image specification: the image opened as <paramref name="format"/> through the file protocol, each
+    /// layer of <paramref name="backingChain"/> nested as its backing with its own format, and the last one with
+    /// <c>"backing": null</c>, so qemu-img reads no backing file name from any header. JSON-escaped, never a shell.
+    /// </summary>
+    internal static string ImageSpec(string path, string format, IReadOnlyList<DiskLayer> backingChain)
+    {
+        JsonNode? below = null;
+        for (var i = backingChain.Count - 1; i >= 0; i--)
+        {
+            below = Layer(backingChain[i].Path, backingChain[i].Format, below);
+        }
+
+        return "json:" + Layer(path, format, below).ToJsonString();
+
+        static JsonObject Layer(string path, string format, JsonNode? backing) => new()
+        {
+            ["driver"] = format,
+            ["file"] = new JsonObject { ["driver"] = "file", ["filename"] = Path.GetFullPath(path) },
+            ["backing"] = backing,
+        };
+    }
+
+    private async Task<JsonDocument> InfoJsonAsync(string path, string format, CancellationToken cancellationToken)
     {
         RequireFile(path);
+        RequireFormat(format, nameof(format));
 
         // -U: reading metadata of an image a running guest holds is fine and needs the shared lock bypassed.
-        var result = await ToolRunner.RunAsync(_qemuImg, ["info", "--output=json", "-U", path], null, cancellationToken).ConfigureAwait(false);
+        // qemu-img info opens no backing file; -f: the format is named, never probed.
+        var result = await ToolRunner.RunAsync(_qemuImg, ["info", "-f", format, "--output=json", "-U", path], null, _timeouts.Info, cancellationToken).ConfigureAwait(false);
         if (result.ExitCode != 0)
         {
             throw ToolFailed("info", path, result);
@@ -260,9 +342,9 @@ public sealed partial class QemuImgDiskImages : IDiskImages
         return JsonDocument.Parse(result.StandardOutput);
     }
 
-    private async Task RunCheckedAsync(IReadOnlyList<string> args, CancellationToken cancellationToken)
+    private async Task RunCheckedAsync(IReadOnlyList<string> args, TimeSpan timeout, CancellationToken cancellationToken)
     {
-        var result = await ToolRunner.RunAsync(_qemuImg, args, null, cancellationToken).ConfigureAwait(false);
+        var result = await ToolRunner.RunAsync(_qemuImg, args, null, timeout, cancellationToken).ConfigureAwait(false);
         if (result.ExitCode != 0)
         {
             throw ToolFailed(args[0], args[^1], result);
@@ -275,6 +357,15 @@ public sealed partial class QemuImgDiskImages : IDiskImages
         if (!File.Exists(path))
         {
             throw new HypervisorException(HypervisorErrorKind.FileNotFound, $"image {path} does not exist");
+        }
+    }
+
+    /// <summary>Only the formats the orchestrator handles; anything else (or nothing) is refused, never guessed.</summary>
+    private static void RequireFormat(string? format, string field)
+    {
+        if (format is null || !KnownFormats.Contains(format))
+        {
+            throw new HypervisorException(HypervisorErrorKind.InvalidArgument, $"{field}: '{format}' is not an image format this driver opens (raw or qcow2); formats are named, never probed");
         }
     }
 

@@ -7,8 +7,9 @@ namespace Orchestrator.Hypervisor.QemuImg;
 internal sealed record ToolResult(int ExitCode, string StandardOutput, string StandardError);
 
 /// <summary>
-/// Runs a program with an argument list (no shell, no string splitting). Cancellation kills the process tree and
-/// surfaces as <see cref="OperationCanceledException"/>.
+/// Runs a program with an argument list (no shell, no string splitting), within a time bound. Cancellation kills the
+/// process tree and surfaces as <see cref="OperationCanceledException"/>; running past <c>timeout</c> kills the process
+/// tree too and surfaces as <see cref="HypervisorException"/> of kind <see cref="HypervisorErrorKind.Timeout"/>.
 /// </summary>
 internal static class ToolRunner
 {
@@ -17,8 +18,10 @@ internal static class ToolRunner
         string fileName,
         IEnumerable<string> arguments,
         Action<string>? onStandardOutputChunk,
+        TimeSpan timeout,
         CancellationToken cancellationToken)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(timeout, TimeSpan.Zero);
         var psi = new ProcessStartInfo(fileName)
         {
             UseShellExecute = false,
@@ -48,9 +51,11 @@ internal static class ToolRunner
 
         var stdout = ReadAllAsync(process.StandardOutput, onStandardOutputChunk);
         var stderr = ReadAllAsync(process.StandardError, null);
+        using var bound = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        bound.CancelAfter(timeout);
         try
         {
-            await process.WaitForExitAsync(cancellationToken).ConfigureAwait(false);
+            await process.WaitForExitAsync(bound.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {
@@ -63,8 +68,26 @@ internal static class ToolRunner
                 // Exited on its own meanwhile.
             }
 
-            await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
-            throw;
+            // Bounded too: a process stuck in the kernel (D state) may not die at once; do not wait for it forever.
+            using (var reap = new CancellationTokenSource(TimeSpan.FromSeconds(10)))
+            {
+                try
+                {
+                    await process.WaitForExitAsync(reap.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                }
+            }
+
+            if (cancellationToken.IsCancellationRequested)
+            {
+                throw;
+            }
+
+            throw new HypervisorException(
+                HypervisorErrorKind.Timeout,
+                $"{Path.GetFileName(fileName)} {string.Join(' ', psi.ArgumentList.Take(1))} ran longer than its bound of {timeout.TotalSeconds:F0} s and was killed");
         }
 
         return new ToolResult(process.ExitCode, await stdout.ConfigureAwait(false), await stderr.ConfigureAwait(false));

@@ -5,11 +5,11 @@ public sealed partial class SimulatedHypervisor
     /// <summary>Image files of a simulated host: in memory, with content identities instead of bytes.</summary>
     private sealed class SimulatedDiskImages(SimulatedHypervisor host) : IDiskImages
     {
-        public Task<ImageInfo> InfoAsync(string path, CancellationToken cancellationToken = default)
+        public Task<ImageInfo> InfoAsync(string path, string format, CancellationToken cancellationToken = default)
         {
             lock (host._lock)
             {
-                var image = Get(path);
+                var image = Get(path, format);
                 var backingFormat = image.Backing is { } b && host._files.TryGetValue(b, out var below) ? below.Format : null;
                 return Task.FromResult(new ImageInfo(path, image.Format, image.VirtualSize, image.Allocated, image.Backing, backingFormat));
             }
@@ -25,19 +25,26 @@ public sealed partial class SimulatedHypervisor
                     throw new HypervisorException(HypervisorErrorKind.FileExists, $"'{path}' already exists");
                 }
 
+                if (backingFile is not null)
+                {
+                    Get(backingFile, backingFormat ?? throw new HypervisorException(HypervisorErrorKind.InvalidArgument, $"'{path}': the backing file's format must be named"));
+                }
+
                 host._files[path] = new SimImage(path, format, virtualSize) { Backing = backingFile };
                 return Task.CompletedTask;
             }
         }
 
-        public async Task<CopyResult> CopyAsync(string source, string destination, CopyOptions options, IProgress<CopyProgress>? progress = null, CancellationToken cancellationToken = default)
+        public async Task<CopyResult> CopyAsync(string source, string sourceFormat, string destination, CopyOptions options, IProgress<CopyProgress>? progress = null, CancellationToken cancellationToken = default)
         {
             var started = host._time.GetTimestamp();
             SimImage image;
+            List<SimImage> chain;
             lock (host._lock)
             {
                 host.ThrowIfFaulted(SimulatedOperation.Copy);
-                image = Get(source);
+                image = Get(source, sourceFormat);
+                chain = RequireChain(image, options.SourceBackingChain);
                 if (host._files.ContainsKey(destination))
                 {
                     throw new HypervisorException(HypervisorErrorKind.FileExists, $"'{destination}' already exists");
@@ -49,7 +56,7 @@ public sealed partial class SimulatedHypervisor
                 }
             }
 
-            var total = image.Allocated;
+            var total = image.Allocated + chain.Sum(l => l.Allocated);
             var rate = options.BandwidthBytesPerSecond > 0 && (host.Options.CopyBytesPerSecond == 0 || options.BandwidthBytesPerSecond < host.Options.CopyBytesPerSecond)
                 ? options.BandwidthBytesPerSecond
                 : host.Options.CopyBytesPerSecond;
@@ -79,7 +86,11 @@ public sealed partial class SimulatedHypervisor
 
             lock (host._lock)
             {
-                var copy = new SimImage(destination, options.TargetFormat ?? image.Format, image.VirtualSize) { Allocated = image.Allocated, ContentId = image.ContentId };
+                // A single image is copied as it is; a chain is flattened into one standalone image (qcow2 unless
+                // asked otherwise), its content the merge of every layer's.
+                var copy = chain.Count == 0
+                    ? new SimImage(destination, options.TargetFormat ?? image.Format, image.VirtualSize) { Allocated = image.Allocated, ContentId = image.ContentId, Backing = image.Backing } // a byte copy still names the backing file
+                    : new SimImage(destination, options.TargetFormat ?? "qcow2", image.VirtualSize) { Allocated = total, ContentId = MergedContent([image, .. chain]) };
                 var digests = (Full: copy.Sha256(), Data: copy.DataSha256());
                 if (host._corruptCopies > 0)
                 {
@@ -93,12 +104,12 @@ public sealed partial class SimulatedHypervisor
             }
         }
 
-        public Task<ImageCheckResult> CheckAsync(string path, CancellationToken cancellationToken = default)
+        public Task<ImageCheckResult> CheckAsync(string path, string format, CancellationToken cancellationToken = default)
         {
             lock (host._lock)
             {
                 host.ThrowIfFaulted(SimulatedOperation.Check);
-                Get(path);
+                Get(path, format);
                 return Task.FromResult(new ImageCheckResult(true, 0, 0, "No errors were found on the image."));
             }
         }
@@ -120,27 +131,29 @@ public sealed partial class SimulatedHypervisor
             }
         }
 
-        public Task CommitAsync(string overlayPath, CancellationToken cancellationToken = default)
+        public Task CommitAsync(string overlayPath, IReadOnlyList<DiskLayer> backingChain, CancellationToken cancellationToken = default)
         {
             lock (host._lock)
             {
                 host.ThrowIfFaulted(SimulatedOperation.Commit);
-                var overlay = Get(overlayPath);
-                if (overlay.Backing is null)
+                var overlay = Get(overlayPath, "qcow2");
+                if (overlay.Backing is null || backingChain.Count == 0)
                 {
                     throw new HypervisorException(HypervisorErrorKind.InvalidArgument, $"'{overlayPath}' has no backing file to commit into");
                 }
 
-                Get(overlay.Backing).Touch();
+                // qemu-img commit -b: into exactly the image below the overlay.
+                RequireChain(overlay, backingChain)[0].Touch();
                 return Task.CompletedTask;
             }
         }
 
-        public Task<IReadOnlyList<InternalSnapshotInfo>> ListSnapshotsAsync(string path, CancellationToken cancellationToken = default)
+        public Task<IReadOnlyList<InternalSnapshotInfo>> ListSnapshotsAsync(string path, string format, CancellationToken cancellationToken = default)
         {
             lock (host._lock)
             {
-                return Task.FromResult<IReadOnlyList<InternalSnapshotInfo>>([.. Get(path).Snapshots]);
+                var image = Get(path, format);
+                return Task.FromResult<IReadOnlyList<InternalSnapshotInfo>>(format == "qcow2" ? [.. image.Snapshots] : []);
             }
         }
 
@@ -175,5 +188,39 @@ public sealed partial class SimulatedHypervisor
             host._files.TryGetValue(path, out var image)
                 ? image
                 : throw new HypervisorException(HypervisorErrorKind.FileNotFound, $"'{path}' does not exist");
+
+        /// <summary>The image, opened as <paramref name="format"/>: a wrong format is refused (qemu-img would misread it).</summary>
+        private SimImage Get(string path, string format)
+        {
+            var image = Get(path);
+            if (format != image.Format)
+            {
+                throw new HypervisorException(HypervisorErrorKind.InvalidArgument, $"'{path}' is {image.Format}, opened as '{format}'");
+            }
+
+            return image;
+        }
+
+        /// <summary>The images a caller named below <paramref name="top"/>: each must be the real backing of the one above, in its real format.</summary>
+        private List<SimImage> RequireChain(SimImage top, IReadOnlyList<DiskLayer> layers)
+        {
+            var images = new List<SimImage>();
+            var above = top;
+            foreach (var layer in layers)
+            {
+                if (above.Backing != layer.Path)
+                {
+                    throw new HypervisorException(HypervisorErrorKind.InvalidArgument, $"'{layer.Path}' is not the backing file of '{above.Path}'");
+                }
+
+                above = Get(layer.Path, layer.Format);
+                images.Add(above);
+            }
+
+            return images;
+        }
+
+        private static Guid MergedContent(IEnumerable<SimImage> layers) =>
+            new(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(string.Join('/', layers.Select(l => l.ContentId))))[..16]);
     }
 }

@@ -97,11 +97,38 @@ public sealed partial class SimulatedHypervisor : IHypervisor
         }
     }
 
-    /// <summary>Seeds the demo VMs: qcow2 and raw disks, running and shut off.</summary>
+    /// <summary>
+    /// Makes the active image of a disk a linked clone of <paramref name="templatePath"/> (created if absent, shared when
+    /// several disks name it): the disk's chain becomes clone -> template, as after
+    /// <c>qemu-img create -f qcow2 -b template -F qcow2 clone</c>.
+    /// </summary>
+    public void LinkToTemplate(string domain, string target, string templatePath, string templateFormat = "qcow2")
+    {
+        lock (_lock)
+        {
+            var disk = FindDisk(Find(domain), target);
+            var bottom = _files[disk.Chain[^1]];
+            if (bottom.Format != "qcow2")
+            {
+                throw new HypervisorException(HypervisorErrorKind.InvalidArgument, $"'{bottom.Path}' is {bottom.Format}: only a qcow2 image can have a backing file");
+            }
+
+            if (!_files.TryGetValue(templatePath, out var template))
+            {
+                _files[templatePath] = template = new SimImage(templatePath, templateFormat, bottom.VirtualSize) { Allocated = bottom.VirtualSize / 8 };
+            }
+
+            bottom.Backing = template.Path;
+            disk.Chain.Add(template.Path);
+        }
+    }
+
+    /// <summary>Seeds the demo VMs: qcow2 and raw disks, running and shut off; web-1's vda is a linked clone of a template.</summary>
     public SimulatedHypervisor SeedDemo()
     {
         const long GiB = 1L << 30;
         AddDomain("web-1", DomainPowerState.Running, [("vda", "qcow2", 20 * GiB), ("vdb", "raw", 4 * GiB)], new Dictionary<string, string> { ["tier"] = "web", ["env"] = "prod" });
+        LinkToTemplate("web-1", "vda", "/var/lib/libvirt/images/templates/debian-12.qcow2");
         AddDomain("web-2", DomainPowerState.Running, [("vda", "qcow2", 20 * GiB)], new Dictionary<string, string> { ["tier"] = "web", ["env"] = "prod" });
         AddDomain("db-1", DomainPowerState.Running, [("vda", "qcow2", 40 * GiB), ("vdb", "qcow2", 100 * GiB)], new Dictionary<string, string> { ["tier"] = "db", ["env"] = "prod" });
         AddDomain("legacy-1", DomainPowerState.Running, [("vda", "raw", 10 * GiB)], new Dictionary<string, string> { ["tier"] = "legacy" });
@@ -270,7 +297,7 @@ public sealed partial class SimulatedHypervisor : IHypervisor
         }
     }
 
-    public async Task StartActiveCommitAsync(string domain, string target, long bandwidthBytesPerSecond = 0, CancellationToken cancellationToken = default)
+    public async Task StartActiveCommitAsync(string domain, string target, string? basePath, long bandwidthBytesPerSecond = 0, CancellationToken cancellationToken = default)
     {
         await DelayAsync(Options.CallLatency, cancellationToken);
         SimJob job;
@@ -294,7 +321,14 @@ public sealed partial class SimulatedHypervisor : IHypervisor
                 throw new HypervisorException(HypervisorErrorKind.BlockJobActive, $"disk '{target}' of '{domain}' already has a block job");
             }
 
-            job = new SimJob(_files[disk.Chain[0]].Allocated);
+            // As libvirt: no base is the deepest image of the chain (everything above it merges into it); a base
+            // given (the drivers pass SHALLOW with it) must be the image right below the top.
+            if (basePath is not null && basePath != disk.Chain[1])
+            {
+                throw new HypervisorException(HypervisorErrorKind.InvalidArgument, $"'{basePath}' is not the image right below '{disk.Chain[0]}' on '{target}' of '{domain}'");
+            }
+
+            job = new SimJob(_files[disk.Chain[0]].Allocated) { Base = basePath ?? disk.Chain[^1] };
             d.Jobs[target] = job;
         }
 
@@ -359,10 +393,13 @@ public sealed partial class SimulatedHypervisor : IHypervisor
         {
             var d = Find(domain);
             var disk = FindDisk(d, target);
-            d.Jobs.Remove(target);
+            d.Jobs.Remove(target, out var job);
             var top = _files[disk.Chain[0]];
-            _files[disk.Chain[1]].Touch();
-            disk.Chain.RemoveAt(0);
+
+            // Every image above the job's base is merged into it and leaves the chain; the base now runs.
+            var baseIndex = disk.Chain.IndexOf(job!.Base);
+            _files[job.Base].Touch();
+            disk.Chain.RemoveRange(0, baseIndex);
             top.Backing = null;
         }
 
@@ -657,6 +694,9 @@ public sealed partial class SimulatedHypervisor : IHypervisor
 
     private sealed class SimJob(long end)
     {
+        /// <summary>The image the commit merges into.</summary>
+        public string Base { get; init; } = "";
+
         public long Current { get; set; }
 
         public long End { get; } = end;

@@ -163,7 +163,7 @@ public sealed class CheckpointGrainTests(CheckpointClusterFixture fixture)
         var domain = await fixture.Real.GetDomainAsync("ovl-1");
         Assert.Equal(overlay, domain.Disks[0].SourcePath);
         Assert.Equal(2, domain.Disks[0].ChainDepth);
-        Assert.Empty(await fixture.Real.Images.ListSnapshotsAsync(overlay));
+        Assert.Empty(await fixture.Real.Images.ListSnapshotsAsync(overlay, "qcow2"));
     }
 
     [Fact]

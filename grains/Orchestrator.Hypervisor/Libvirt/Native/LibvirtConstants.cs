@@ -9,6 +9,7 @@ internal static class LibvirtConstants
     internal const uint DomainStartPaused = 1 << 0;
     internal const uint DomainUndefineSnapshotsMetadata = 1 << 1;
 
+    internal const uint BlockCommitShallow = 1 << 0;
     internal const uint BlockCommitActive = 1 << 2;
     internal const uint BlockCommitBandwidthBytes = 1 << 4;
     internal const uint BlockJobAbortAsync = 1 << 0;
