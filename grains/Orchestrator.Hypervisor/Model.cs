@@ -21,6 +21,12 @@ public sealed record DomainDisk(string Target, string SourcePath, string Format,
 {
     /// <summary>Number of images in the chain including the active one.</summary>
     public int ChainDepth => 1 + BackingChain.Count;
+
+    /// <summary>
+    /// False when the chain goes on below <see cref="BackingChain"/> with a layer that cannot be named (not a file, or
+    /// without a format): such a disk cannot be copied or committed without guessing.
+    /// </summary>
+    public bool ChainDescribed { get; init; } = true;
 }
 
 public sealed record DomainInfo(

@@ -9,6 +9,9 @@
 #        $LAB_DIR/hosts/HOST/console/VM.log, no network, no graphics, and starts it.
 #        A disk spec that is an absolute path uses that existing image in place (format detected),
 #        e.g. to boot a restored backup; the guest then resumes counting at its highest seq + 1.
+#        A disk spec "clone:FORMAT:/abs/template" makes a linked clone: a new qcow2 VM-vdX.qcow2
+#        backed by that existing template (qemu-img create -f qcow2 -b TEMPLATE -F FORMAT); the
+#        template is never written or deleted by this script.
 #        --label (repeatable) writes the orchestrator's labels into the domain's <metadata> (namespace
 #        https://orchestrator.dev/xmlns/labels/1); a key given twice keeps the last value.
 #        Re-running on an existing VM only makes sure it runs. Default disks: "raw:64M".
@@ -126,7 +129,17 @@ do_create() {
     local letters=abcdefghijklmnopqrstuvwxyz i=0 spec fmt size dev path xmld=""
     for spec in $disks; do
         dev="vd${letters:$i:1}"
-        if [[ "$spec" == /* ]]; then
+        if [[ "$spec" == clone:* ]]; then
+            # a linked clone over a shared template, as cloud images and VDI pools use them
+            local rest="${spec#clone:}"
+            local tfmt="${rest%%:*}" template="${rest#*:}"
+            [ "$tfmt" = raw ] || [ "$tfmt" = qcow2 ] || lab_die "template format must be raw or qcow2: $spec"
+            [[ "$template" == /* ]] && [ -f "$template" ] || lab_die "no such template: $template"
+            fmt=qcow2
+            path="$IMAGES/$VM-$dev.qcow2"
+            rm -f "$path"
+            qemu-img create -q -f qcow2 -b "$template" -F "$tfmt" "$path"
+        elif [[ "$spec" == /* ]]; then
             # an existing image, used in place (e.g. a restored backup); never deleted by this script
             path="$spec"
             [ -f "$path" ] || lab_die "no such image: $path"

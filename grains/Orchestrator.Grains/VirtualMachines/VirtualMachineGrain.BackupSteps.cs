@@ -33,6 +33,11 @@ internal sealed partial class VirtualMachineGrain
                 throw new OrchestratorException(ErrorCode.FailedPrecondition, $"disk '{disk.Target}' of '{VmKey}' runs on a leftover backup overlay ({disk.SourcePath}); the reconcile must commit it first");
             }
 
+            if (!disk.ChainDescribed)
+            {
+                throw new OrchestratorException(ErrorCode.FailedPrecondition, $"disk '{disk.Target}' of '{VmKey}' has a backing image that is not a file or has no format in the domain XML; it cannot be backed up without guessing");
+            }
+
             var known = state.State.Disks.FirstOrDefault(d => d.Target == disk.Target);
             if (known is null)
             {

@@ -154,30 +154,38 @@ public static class DomainXml
             }
 
             var format = (string?)disk.Element("driver")?.Attribute("type") ?? "raw";
-            disks.Add(new DomainDisk(target, file, format, ParseChain(disk)));
+            var (chain, described) = ParseChain(disk);
+            disks.Add(new DomainDisk(target, file, format, chain) { ChainDescribed = described });
         }
 
         return disks;
     }
 
-    private static List<DiskLayer> ParseChain(XElement disk)
+    private static (List<DiskLayer> Chain, bool Described) ParseChain(XElement disk)
     {
         var chain = new List<DiskLayer>();
         var store = disk.Element("backingStore");
         while (store is not null)
         {
-            var file = (string?)store.Element("source")?.Attribute("file");
-            if (file is null)
+            if (!store.HasElements && !store.HasAttributes)
             {
-                // <backingStore/> ends the chain; a non-file layer (network, block) ends what we can describe.
-                break;
+                break; // <backingStore/> ends the chain
             }
 
-            chain.Add(new DiskLayer(file, (string?)store.Element("format")?.Attribute("type") ?? "raw"));
+            var file = (string?)store.Element("source")?.Attribute("file");
+            var format = (string?)store.Element("format")?.Attribute("type");
+            if (file is null || format is null)
+            {
+                // A non-file layer (network, block) or one without a format: the chain goes on below what we can
+                // name, so nothing may copy, flatten or commit it by guesswork.
+                return (chain, false);
+            }
+
+            chain.Add(new DiskLayer(file, format));
             store = store.Element("backingStore");
         }
 
-        return chain;
+        return (chain, true);
     }
 
     private static Dictionary<string, string> ParseLabels(XElement root)
