@@ -182,7 +182,6 @@ Orchestrator__Persistence__PostgresConnectionString=$CONN
 Orchestrator__Cluster__ClusterId=local-cluster
 Orchestrator__Cluster__ServiceId=local-cluster
 Orchestrator__Cluster__SiloPort=$((11110 + i))
-Orchestrator__Cluster__GatewayPort=$((29999 + i))
 Orchestrator__Endpoints__GrpcPort=$((BASE + 10 * (i - 1)))
 Orchestrator__Endpoints__HttpPort=$((BASE + 1 + 10 * (i - 1)))
 Orchestrator__Endpoints__Dashboard=$([ "$i" = 1 ] && echo true || echo false)

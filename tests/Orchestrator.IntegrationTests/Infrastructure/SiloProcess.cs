@@ -28,7 +28,6 @@ public sealed class SiloProcess : IAsyncDisposable
             ["Orchestrator__Host__SeedDemo"] = "true",
             ["Orchestrator__Persistence__SqlitePath"] = Path.Combine(workDir, "orchestrator.db"),
             ["Orchestrator__Cluster__SiloPort"] = Repo.FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture),
-            ["Orchestrator__Cluster__GatewayPort"] = Repo.FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture),
             ["Orchestrator__Endpoints__GrpcPort"] = GrpcPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
             ["Orchestrator__Endpoints__HttpPort"] = HttpPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
             ["Orchestrator__Endpoints__Dashboard"] = "false",
