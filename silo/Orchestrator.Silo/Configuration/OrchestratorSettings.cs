@@ -97,8 +97,8 @@ public sealed class EndpointSettings
     /// <summary>Largest gRPC request message accepted, in bytes (larger: RESOURCE_EXHAUSTED before any handler runs).</summary>
     public int MaxRequestBytes { get; set; } = 1024 * 1024;
 
-    /// <summary>Largest gRPC response message sent, in bytes.</summary>
-    public int MaxResponseBytes { get; set; } = 16 * 1024 * 1024;
+    /// <summary>Largest gRPC response message sent, in bytes (the CLI accepts up to 64 MiB).</summary>
+    public int MaxResponseBytes { get; set; } = 64 * 1024 * 1024;
 
     /// <summary>Whether the dashboard is served: <see cref="Dashboard"/>, or by default only on a loopback bind address.</summary>
     internal bool DashboardEnabled =>

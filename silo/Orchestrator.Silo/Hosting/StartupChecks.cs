@@ -100,13 +100,19 @@ public static class StartupChecks
         }
         catch (SocketException e)
         {
-            errors.Add(e.SocketErrorCode switch
+            var error = e.SocketErrorCode switch
             {
                 SocketError.AddressAlreadyInUse => $"{portSetting}: port {port} on {address} is already in use by another process",
                 SocketError.AddressNotAvailable => $"{addressSetting}: {address} is not an address of this machine ({e.Message})",
                 SocketError.AccessDenied => $"{portSetting}: not allowed to listen on port {port} (ports below 1024 need privileges)",
                 _ => $"{portSetting}: cannot listen on {address}:{port}: {e.Message}",
-            });
+            };
+
+            // The gRPC and HTTP ports share the bind address: one line for an address that is not ours.
+            if (!errors.Contains(error, StringComparer.Ordinal))
+            {
+                errors.Add(error);
+            }
         }
     }
 
