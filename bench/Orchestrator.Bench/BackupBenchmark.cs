@@ -494,7 +494,6 @@ internal static class BackupBenchmark
                 ["Orchestrator__Host__SeedDemo"] = "false",
                 ["Orchestrator__Persistence__SqlitePath"] = Path.Combine(workDir, "orchestrator.db"),
                 ["Orchestrator__Cluster__SiloPort"] = Port(FreePort()),
-                ["Orchestrator__Cluster__GatewayPort"] = Port(FreePort()),
                 ["Orchestrator__Endpoints__GrpcPort"] = Port(_grpcPort),
                 ["Orchestrator__Endpoints__HttpPort"] = Port(_httpPort),
                 ["Orchestrator__Endpoints__Dashboard"] = "false",

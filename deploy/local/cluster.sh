@@ -11,7 +11,7 @@
 #
 # up: N hosts kvm-01..kvm-NN (default 3), M guests app-1..app-M on each (default 1), labels
 #     env=local, tier=web (odd) or tier=db (even). Silo i (1-based) listens on gRPC BASE+10*(i-1) and
-#     HTTP BASE+1+10*(i-1) (BASE default 7070), Orleans silo port 11110+i, gateway 29999+i.
+#     HTTP BASE+1+10*(i-1) (BASE default 7070), Orleans silo port 11110+i (no gateway).
 #     It waits until every silo is an active member and lists its host's guests, then prints the endpoints.
 #     On any failure it takes down what it started.
 # Everything lives under $CLUSTER_DIR (default <repo>/.local-cluster, git-ignored):
@@ -182,7 +182,6 @@ Orchestrator__Persistence__PostgresConnectionString=$CONN
 Orchestrator__Cluster__ClusterId=local-cluster
 Orchestrator__Cluster__ServiceId=local-cluster
 Orchestrator__Cluster__SiloPort=$((11110 + i))
-Orchestrator__Cluster__GatewayPort=$((29999 + i))
 Orchestrator__Endpoints__GrpcPort=$((BASE + 10 * (i - 1)))
 Orchestrator__Endpoints__HttpPort=$((BASE + 1 + 10 * (i - 1)))
 Orchestrator__Endpoints__Dashboard=$([ "$i" = 1 ] && echo true || echo false)

@@ -183,16 +183,16 @@ public static class BackupRunKeys
         }
 
         var slash = key.LastIndexOf('/');
-        if (slash <= 0 || slash == key.Length - 1)
+        if (key.Length > GrainKeys.MaxKeyLength || slash <= 0 || slash == key.Length - 1)
         {
-            throw OrchestratorException.InvalidArgument(field, $"'{key}' is not of the form HOST/VM/RUN");
+            throw OrchestratorException.InvalidArgument(field, $"{OrchestratorException.Quote(key)} is not of the form HOST/VM/RUN (at most {GrainKeys.MaxKeyLength} characters)");
         }
 
         var (host, vm) = GrainKeys.ParseVm(key[..slash], field);
         var run = key[(slash + 1)..];
         if (!run.StartsWith("b-", StringComparison.Ordinal) || run.Length > 64 || !run.All(c => char.IsAsciiLetterOrDigit(c) || c == '-'))
         {
-            throw OrchestratorException.InvalidArgument(field, $"'{run}' is not a backup run id (b-...)");
+            throw OrchestratorException.InvalidArgument(field, $"{OrchestratorException.Quote(run)} is not a backup run id (b-...)");
         }
 
         return (host, vm, run);

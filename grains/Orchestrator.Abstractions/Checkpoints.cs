@@ -193,7 +193,7 @@ public static partial class CheckpointNames
 
         if (!NamePattern().IsMatch(name))
         {
-            throw OrchestratorException.InvalidArgument(field, $"'{name}' is not a valid checkpoint name (1-64 letters, digits, '.', '_' or '-', starting with a letter or digit)");
+            throw OrchestratorException.InvalidArgument(field, $"{OrchestratorException.Quote(name)} is not a valid checkpoint name (1-64 letters, digits, '.', '_' or '-', starting with a letter or digit)");
         }
 
         return name;
@@ -202,6 +202,6 @@ public static partial class CheckpointNames
     public static string ForTime(string prefix, DateTimeOffset at) =>
         prefix + at.UtcDateTime.ToString("yyyyMMdd-HHmmss", System.Globalization.CultureInfo.InvariantCulture);
 
-    [System.Text.RegularExpressions.GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    [System.Text.RegularExpressions.GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\\z")]
     private static partial System.Text.RegularExpressions.Regex NamePattern();
 }

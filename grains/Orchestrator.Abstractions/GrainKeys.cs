@@ -33,10 +33,18 @@ public static partial class GrainKeys
 
         if (!HostPattern().IsMatch(host))
         {
-            throw OrchestratorException.InvalidArgument(field, $"'{host}' is not a valid host name (letters, digits, '-', '_' and '.', at most 63 characters, starting with a letter or digit)");
+            throw OrchestratorException.InvalidArgument(field, $"{OrchestratorException.Quote(host)} is not a valid host name (letters, digits, '-', '_' and '.', at most 63 characters, starting with a letter or digit)");
         }
     }
 
+    /// <summary>Longest VM name accepted (libvirt allows more; a name is also a directory name in backup sets).</summary>
+    public const int MaxVmNameLength = 200;
+
+    /// <summary>
+    /// A VM name is 1-200 characters without '/', NUL or other control characters, without surrounding spaces, and
+    /// neither "." nor "..": it becomes a directory or file name (backup sets, restored images), so a name that is a
+    /// path step must never be accepted.
+    /// </summary>
     public static void ValidateVmName(string vm, string field = "vm")
     {
         if (string.IsNullOrWhiteSpace(vm))
@@ -44,9 +52,14 @@ public static partial class GrainKeys
             throw OrchestratorException.InvalidArgument(field, "a VM name is required");
         }
 
-        if (vm.Length > 200 || vm.Contains(Separator, StringComparison.Ordinal) || vm.Any(char.IsControl) || vm.Trim() != vm)
+        if (vm is "." or "..")
         {
-            throw OrchestratorException.InvalidArgument(field, $"'{vm}' is not a valid VM name (no '/', no control characters, no surrounding spaces, at most 200 characters)");
+            throw OrchestratorException.InvalidArgument(field, $"{OrchestratorException.Quote(vm)} is not a valid VM name ('.' and '..' are path steps)");
+        }
+
+        if (vm.Length > MaxVmNameLength || vm.Contains(Separator, StringComparison.Ordinal) || vm.Any(char.IsControl) || vm.Trim() != vm)
+        {
+            throw OrchestratorException.InvalidArgument(field, $"{OrchestratorException.Quote(vm)} is not a valid VM name (no '/', no control characters, no surrounding spaces, not '.' or '..', at most {MaxVmNameLength} characters)");
         }
     }
 
@@ -54,7 +67,7 @@ public static partial class GrainKeys
     {
         if (string.IsNullOrWhiteSpace(target) || !TargetPattern().IsMatch(target))
         {
-            throw OrchestratorException.InvalidArgument(field, $"'{target}' is not a valid disk target (like vda, sdb, hdc)");
+            throw OrchestratorException.InvalidArgument(field, $"{OrchestratorException.Quote(target)} is not a valid disk target (like vda, sdb, hdc)");
         }
     }
 
@@ -77,6 +90,9 @@ public static partial class GrainKeys
         return (parts[0], parts[1], parts[2]);
     }
 
+    /// <summary>Longest key of any shape: host (63), VM name (200), disk or run id (64) and the separators.</summary>
+    public const int MaxKeyLength = 63 + 1 + MaxVmNameLength + 1 + 64;
+
     private static string[] Split(string? key, int count, string field, string shape)
     {
         if (string.IsNullOrWhiteSpace(key))
@@ -84,18 +100,23 @@ public static partial class GrainKeys
             throw OrchestratorException.InvalidArgument(field, $"a key of the form {shape} is required");
         }
 
+        if (key.Length > MaxKeyLength)
+        {
+            throw OrchestratorException.InvalidArgument(field, $"{OrchestratorException.Quote(key)} is too long for a key of the form {shape} (at most {MaxKeyLength} characters)");
+        }
+
         var parts = key.Split(Separator);
         if (parts.Length != count || parts.Any(string.IsNullOrEmpty))
         {
-            throw OrchestratorException.InvalidArgument(field, $"'{key}' is not of the form {shape}");
+            throw OrchestratorException.InvalidArgument(field, $"{OrchestratorException.Quote(key)} is not of the form {shape}");
         }
 
         return parts;
     }
 
-    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\\z")]
     private static partial Regex HostPattern();
 
-    [GeneratedRegex("^[a-z]{1,4}[a-z0-9]{0,8}$")]
+    [GeneratedRegex("^[a-z]{1,4}[a-z0-9]{0,8}\\z")]
     private static partial Regex TargetPattern();
 }

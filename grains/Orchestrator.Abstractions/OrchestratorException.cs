@@ -59,6 +59,44 @@ public sealed class OrchestratorException : Exception
     [Id(3)]
     public string? Reason { get; private set; }
 
+    /// <summary>Longest prefix of a caller's value that an error message quotes (<see cref="Quote"/>).</summary>
+    public const int QuotedPrefix = 64;
+
+    /// <summary>
+    /// A caller's value as error messages show it: in single quotes, control characters escaped (\uXXXX), at most
+    /// <see cref="QuotedPrefix"/> characters followed by "…(N bytes)" when longer. Every message that names what a
+    /// caller sent goes through here, so an error (and the log line made from it) never carries a caller's whole input.
+    /// </summary>
+    public static string Quote(string? value)
+    {
+        if (value is null)
+        {
+            return "(null)";
+        }
+
+        var prefix = value.Length > QuotedPrefix ? value[..QuotedPrefix] : value;
+        var text = new System.Text.StringBuilder(prefix.Length + 24).Append('\'');
+        foreach (var c in prefix)
+        {
+            if (char.IsControl(c) || char.IsSurrogate(c) || c is '\u2028' or '\u2029')
+            {
+                text.Append(System.FormattableString.Invariant($"\\u{(int)c:x4}"));
+            }
+            else
+            {
+                text.Append(c);
+            }
+        }
+
+        text.Append('\'');
+        if (value.Length > QuotedPrefix)
+        {
+            text.Append(System.FormattableString.Invariant($"…({System.Text.Encoding.UTF8.GetByteCount(value)} bytes)"));
+        }
+
+        return text.ToString();
+    }
+
     public static OrchestratorException InvalidArgument(string field, string reason) =>
         new(ErrorCode.InvalidArgument, $"{field}: {reason}", field);
 

@@ -339,12 +339,12 @@ public static partial class PolicyNames
 
         if (!NamePattern().IsMatch(name))
         {
-            throw OrchestratorException.InvalidArgument(field, $"'{name}' is not a valid policy name (1-40 lowercase letters, digits or '-', starting with a letter or digit)");
+            throw OrchestratorException.InvalidArgument(field, $"{OrchestratorException.Quote(name)} is not a valid policy name (1-40 lowercase letters, digits or '-', starting with a letter or digit)");
         }
 
         return name;
     }
 
-    [System.Text.RegularExpressions.GeneratedRegex("^[a-z0-9][a-z0-9-]{0,39}$")]
+    [System.Text.RegularExpressions.GeneratedRegex("^[a-z0-9][a-z0-9-]{0,39}\\z")]
     private static partial System.Text.RegularExpressions.Regex NamePattern();
 }

@@ -3,10 +3,12 @@ using Orchestrator.Silo.Configuration;
 using Orchestrator.Silo.Hosting;
 using Orchestrator.Silo.Persistence;
 
+OrchestratorSettings? settings = null;
 try
 {
     var builder = WebApplication.CreateBuilder(args);
-    var settings = builder.AddOrchestratorSettings();
+    settings = builder.AddOrchestratorSettings();
+    StartupChecks.Run(settings);
     builder.AddOrchestratorSilo(settings);
     builder.AddOrchestratorEndpoints(settings);
     builder.AddOrchestratorTelemetry(settings.Host.Name);
@@ -20,6 +22,16 @@ try
 }
 catch (SettingsException e)
 {
-    await Console.Error.WriteLineAsync($"orchestrator-silo: {e.Message}");
+    // One line per problem, each naming its setting: no stack trace for a configuration the operator can fix.
+    foreach (var error in e.Errors)
+    {
+        await Console.Error.WriteLineAsync($"orchestrator-silo: {error.ReplaceLineEndings(" ")}");
+    }
+
+    return 2;
+}
+catch (Exception e) when (StartupChecks.Describe(e, settings) is { } line)
+{
+    await Console.Error.WriteLineAsync($"orchestrator-silo: {line.ReplaceLineEndings(" ")}");
     return 2;
 }

@@ -31,7 +31,7 @@ public sealed record RetainedCheckpoint(string Name, DateTimeOffset CreatedAt);
 /// Longest a waiting grain timer sleeps before it looks again (default one hour; reminders wake the grain anyway).
 /// Tests with a fake clock make it short, so advancing the fake clock is noticed at once.
 /// </param>
-public sealed class CheckpointSchedulePlanner(TimeProvider time, TimeSpan? maxTimerWait = null)
+public sealed partial class CheckpointSchedulePlanner(TimeProvider time, TimeSpan? maxTimerWait = null)
 {
     private readonly TimeSpan _maxTimerWait = maxTimerWait ?? TimeSpan.FromHours(1);
 
@@ -77,7 +77,7 @@ public sealed class CheckpointSchedulePlanner(TimeProvider time, TimeSpan? maxTi
         ValidateRetention(schedule.Retention, "scheduled checkpoint", "the qcow2 images");
         if (cron.GetNextOccurrence(time.GetUtcNow(), zone) is null)
         {
-            throw OrchestratorException.InvalidArgument("schedule.cron", $"'{schedule.Cron}' never fires");
+            throw OrchestratorException.InvalidArgument("schedule.cron", $"{OrchestratorException.Quote(schedule.Cron)} never fires");
         }
 
         var normalized = schedule with { Cron = schedule.Cron.Trim(), TimeZone = zone.Id };
@@ -191,7 +191,7 @@ public sealed class CheckpointSchedulePlanner(TimeProvider time, TimeSpan? maxTi
     }
 
     /// <summary>Throws InvalidArgument (retention.keep_last, ..., or retention) unless the counts are sane and something is ever pruned.</summary>
-    internal static void ValidateRetention(RetentionPolicy? retention, string what, string storage)
+    public static void ValidateRetention(RetentionPolicy? retention, string what, string storage)
     {
         if (retention is null)
         {
@@ -224,7 +224,7 @@ public sealed class CheckpointSchedulePlanner(TimeProvider time, TimeSpan? maxTi
         var format = fields == 6 ? CronFormat.IncludeSeconds : CronFormat.Standard;
         if (!text.StartsWith('@') && fields is not (5 or 6))
         {
-            throw OrchestratorException.InvalidArgument("schedule.cron", $"'{text}' has {fields} field{(fields == 1 ? "" : "s")}; expected {Shape}");
+            throw OrchestratorException.InvalidArgument("schedule.cron", $"{OrchestratorException.Quote(text)} has {fields} field{(fields == 1 ? "" : "s")}; expected {Shape}");
         }
 
         try
@@ -233,7 +233,7 @@ public sealed class CheckpointSchedulePlanner(TimeProvider time, TimeSpan? maxTi
         }
         catch (CronFormatException e)
         {
-            throw OrchestratorException.InvalidArgument("schedule.cron", $"'{text}' is not a valid cron expression: {e.Message}");
+            throw OrchestratorException.InvalidArgument("schedule.cron", $"{OrchestratorException.Quote(text)} is not a valid cron expression: {e.Message}");
         }
     }
 
@@ -244,13 +244,22 @@ public sealed class CheckpointSchedulePlanner(TimeProvider time, TimeSpan? maxTi
             return TimeZoneInfo.Utc;
         }
 
+        const string Known = "use an IANA name such as Europe/Berlin, America/New_York or UTC";
+        var trimmed = id.Trim();
+
+        // An IANA id names a file under the zoneinfo directory: only its own shape is looked up, never a path that climbs out.
+        if (trimmed.Length > 64 || !TimeZonePattern().IsMatch(trimmed) || trimmed.Split('/').Any(step => step is "." or ".."))
+        {
+            throw OrchestratorException.InvalidArgument("schedule.time_zone", $"{OrchestratorException.Quote(id)} is not a time zone id (1-64 letters, digits, '_', '+', '-', '.' in '/'-separated parts); {Known}");
+        }
+
         try
         {
-            return TimeZoneInfo.FindSystemTimeZoneById(id.Trim());
+            return TimeZoneInfo.FindSystemTimeZoneById(trimmed);
         }
-        catch (Exception e) when (e is TimeZoneNotFoundException or InvalidTimeZoneException)
+        catch (Exception e) when (e is TimeZoneNotFoundException or InvalidTimeZoneException or System.Security.SecurityException or IOException or UnauthorizedAccessException)
         {
-            throw OrchestratorException.InvalidArgument("schedule.time_zone", $"'{id}' is not a known time zone; use an IANA name such as Europe/Berlin, America/New_York or UTC");
+            throw OrchestratorException.InvalidArgument("schedule.time_zone", $"{OrchestratorException.Quote(id)} is not a known time zone; {Known}");
         }
     }
 
@@ -266,4 +275,7 @@ public sealed class CheckpointSchedulePlanner(TimeProvider time, TimeSpan? maxTi
             throw OrchestratorException.InvalidArgument(field, $"must be at most {MaxRetentionCount}, not {value}");
         }
     }
+
+    [System.Text.RegularExpressions.GeneratedRegex("^[A-Za-z0-9_+.-]+(/[A-Za-z0-9_+.-]+)*\\z")]
+    private static partial System.Text.RegularExpressions.Regex TimeZonePattern();
 }

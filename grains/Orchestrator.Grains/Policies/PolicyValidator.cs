@@ -18,6 +18,12 @@ public static partial class PolicyValidator
     public const int MaxFleet = 10_000;
     public static readonly TimeSpan MaxRpo = TimeSpan.FromDays(366);
 
+    /// <summary>Most host patterns, VM patterns or labels one selector holds.</summary>
+    public const int MaxSelectorEntries = 256;
+
+    /// <summary>Highest copy bandwidth limit: 1 TiB/s (0 is unlimited).</summary>
+    public const long MaxBandwidth = 1L << 40;
+
     private static readonly string[] Placeholders = ["{host}", "{vm}", "{policy}"];
 
     public static ValidatedPolicy Validate(PolicySpec spec, BackupOptions backup, DateTimeOffset now)
@@ -45,7 +51,7 @@ public static partial class PolicyValidator
             zone = CheckpointSchedulePlanner.ParseTimeZone(s.TimeZone);
             if (cron.GetNextOccurrence(now.UtcDateTime, zone) is null)
             {
-                throw OrchestratorException.InvalidArgument("schedule.cron", $"'{s.Cron}' never fires");
+                throw OrchestratorException.InvalidArgument("schedule.cron", $"{OrchestratorException.Quote(s.Cron)} never fires");
             }
 
             schedule = new PolicySchedule(s.Cron.Trim(), zone.Id);
@@ -76,9 +82,9 @@ public static partial class PolicyValidator
             throw OrchestratorException.InvalidArgument("quiesce", "checkpoints save memory with the disks and are consistent without a freeze; use off");
         }
 
-        if (spec.BandwidthBytesPerSecond < 0)
+        if (spec.BandwidthBytesPerSecond is < 0 or > MaxBandwidth)
         {
-            throw OrchestratorException.InvalidArgument("bandwidth", $"must be 0 (unlimited) or more bytes per second, not {spec.BandwidthBytesPerSecond}");
+            throw OrchestratorException.InvalidArgument("bandwidth", $"must be between 0 (unlimited) and {MaxBandwidth} bytes per second (1 TiB/s), not {spec.BandwidthBytesPerSecond}");
         }
 
         var concurrency = spec.Concurrency ?? throw OrchestratorException.InvalidArgument("concurrency", "is required");
@@ -123,12 +129,18 @@ public static partial class PolicyValidator
             return new PolicySelector();
         }
 
+        if (selector.Hosts.Count > MaxSelectorEntries || selector.Vms.Count > MaxSelectorEntries || selector.Labels.Count > MaxSelectorEntries)
+        {
+            var field = selector.Hosts.Count > MaxSelectorEntries ? "selector.hosts" : selector.Vms.Count > MaxSelectorEntries ? "selector.vms" : "selector.labels";
+            throw OrchestratorException.InvalidArgument(field, $"at most {MaxSelectorEntries} entries");
+        }
+
         for (var i = 0; i < selector.Hosts.Count; i++)
         {
             var pattern = selector.Hosts[i];
             if (string.IsNullOrEmpty(pattern) || pattern.Length > 63 || !HostPattern().IsMatch(pattern))
             {
-                throw OrchestratorException.InvalidArgument($"selector.hosts[{i}]", $"'{pattern}' is not a host pattern (1-63 letters, digits, '-', '_', '.', with * and ? as wildcards)");
+                throw OrchestratorException.InvalidArgument($"selector.hosts[{i}]", $"{OrchestratorException.Quote(pattern)} is not a host pattern (1-63 letters, digits, '-', '_', '.', with * and ? as wildcards)");
             }
         }
 
@@ -137,7 +149,7 @@ public static partial class PolicyValidator
             var pattern = selector.Vms[i];
             if (string.IsNullOrEmpty(pattern) || pattern.Length > 200 || pattern.Contains('/', StringComparison.Ordinal) || pattern.Any(char.IsControl))
             {
-                throw OrchestratorException.InvalidArgument($"selector.vms[{i}]", $"'{pattern}' is not a VM name pattern (1-200 characters, no '/', no control characters; * and ? are wildcards)");
+                throw OrchestratorException.InvalidArgument($"selector.vms[{i}]", $"{OrchestratorException.Quote(pattern)} is not a VM name pattern (1-200 characters, no '/', no control characters; * and ? are wildcards)");
             }
         }
 
@@ -145,12 +157,12 @@ public static partial class PolicyValidator
         {
             if (string.IsNullOrEmpty(key) || key.Length > 63 || !LabelKeyPattern().IsMatch(key))
             {
-                throw OrchestratorException.InvalidArgument($"selector.labels.{key}", $"'{key}' is not a label key (1-63 letters, digits, '.', '_', '-', '/')");
+                throw OrchestratorException.InvalidArgument(LabelField(key), $"{OrchestratorException.Quote(key)} is not a label key (1-63 letters, digits, '.', '_', '-', '/')");
             }
 
             if (value is null || value.Length > 256 || value.Any(char.IsControl))
             {
-                throw OrchestratorException.InvalidArgument($"selector.labels.{key}", "a label value is 0-256 characters without control characters ('*' matches any value)");
+                throw OrchestratorException.InvalidArgument(LabelField(key), "a label value is 0-256 characters without control characters ('*' matches any value)");
             }
         }
 
@@ -175,23 +187,23 @@ public static partial class PolicyValidator
         {
             if (!Placeholders.Contains(m.Value, StringComparer.Ordinal))
             {
-                throw OrchestratorException.InvalidArgument("target", $"unknown placeholder {m.Value} in '{text}'; use {{host}}, {{vm}} or {{policy}}");
+                throw OrchestratorException.InvalidArgument("target", $"unknown placeholder {OrchestratorException.Quote(m.Value)} in {OrchestratorException.Quote(text)}; use {{host}}, {{vm}} or {{policy}}");
             }
         }
 
         if (text.Contains('{', StringComparison.Ordinal) && PlaceholderPattern().Replace(text, "").Contains('{', StringComparison.Ordinal))
         {
-            throw OrchestratorException.InvalidArgument("target", $"'{text}' has an unclosed '{{'");
+            throw OrchestratorException.InvalidArgument("target", $"{OrchestratorException.Quote(text)} has an unclosed '{{'");
         }
 
         if (!text.StartsWith('/'))
         {
-            throw OrchestratorException.InvalidArgument("target", $"'{text}' is not an absolute path");
+            throw OrchestratorException.InvalidArgument("target", $"{OrchestratorException.Quote(text)} is not an absolute path");
         }
 
         if (text.Split('/').Any(segment => segment is ".." or "."))
         {
-            throw OrchestratorException.InvalidArgument("target", $"'{text}' has a '.' or '..' segment; a target must stay inside the configured backup roots");
+            throw OrchestratorException.InvalidArgument("target", $"{OrchestratorException.Quote(text)} has a '.' or '..' segment; a target must stay inside the configured backup roots");
         }
 
         // Host and VM names cannot hold '/', so the directory a placeholder fills stays where the template puts it.
@@ -201,16 +213,20 @@ public static partial class PolicyValidator
         }
         catch (OrchestratorException) when (backup.Roots.Count > 0)
         {
-            throw OrchestratorException.InvalidArgument("target", $"'{text}' is outside the configured backup roots ({string.Join(", ", backup.Roots)})");
+            throw OrchestratorException.InvalidArgument("target", $"{OrchestratorException.Quote(text)} is outside the configured backup roots ({string.Join(", ", backup.Roots)})");
         }
 
         return text;
     }
 
-    [GeneratedRegex("^[A-Za-z0-9._*?-]+$")]
+    /// <summary>The field of one label: <c>selector.labels.KEY</c>, or <c>selector.labels</c> when the key itself is unfit to name a field.</summary>
+    private static string LabelField(string key) =>
+        key.Length is > 0 and <= 63 && LabelKeyPattern().IsMatch(key) ? $"selector.labels.{key}" : "selector.labels";
+
+    [GeneratedRegex("^[A-Za-z0-9._*?-]+\\z")]
     private static partial Regex HostPattern();
 
-    [GeneratedRegex("^[A-Za-z0-9._/-]+$")]
+    [GeneratedRegex("^[A-Za-z0-9._/-]+\\z")]
     private static partial Regex LabelKeyPattern();
 
     [GeneratedRegex(@"\{[^{}]*\}")]

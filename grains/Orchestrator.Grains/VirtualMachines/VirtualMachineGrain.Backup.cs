@@ -20,20 +20,7 @@ internal sealed partial class VirtualMachineGrain
     {
         RequireKnown();
         var target = BackupTargets.Resolve(request.Target, backupOptions.Value);
-        if (request.BandwidthBytesPerSecond < 0)
-        {
-            throw OrchestratorException.InvalidArgument("bandwidth", "cannot be negative");
-        }
-
-        if (request.FreezeBudget <= TimeSpan.Zero || request.FreezeBudget > TimeSpan.FromMinutes(10))
-        {
-            throw OrchestratorException.InvalidArgument("freeze_budget", "must be between 1 ms and 10 minutes");
-        }
-
-        if (request.Retention is { } r && (r.KeepLast < 0 || r.KeepDaily < 0 || r.KeepWeekly < 0 || r.KeepMonthly < 0))
-        {
-            throw OrchestratorException.InvalidArgument("retention", "counts cannot be negative");
-        }
+        BackupRequestRules.Validate(request);
 
         var now = time.GetUtcNow();
         var runId = $"b-{now:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..6]}";

@@ -565,6 +565,13 @@ internal sealed partial class VirtualMachineGrain
 
     private void ApplyRetention(BackupRunState finished, int[] retention)
     {
+        if (retention.All(count => count <= 0))
+        {
+            // Refused at admission; a run persisted before that check must not prune everything either.
+            LogRetentionIgnored(logger, VmKey, finished.RunId);
+            return;
+        }
+
         var candidates = state.State.BackupHistory
             .Where(r => r.Step == BackupStep.Completed && r.Policy == finished.Policy && Directory.Exists(r.BackupSetPath))
             .ToList();

@@ -73,6 +73,9 @@ internal sealed partial class VirtualMachineGrain
     [LoggerMessage(Level = LogLevel.Information, Message = "VM {Key}: backup {Run} pruned by retention")]
     private static partial void LogPruned(ILogger logger, string key, string run);
 
+    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: backup {Run} has a retention of all zeros; nothing pruned")]
+    private static partial void LogRetentionIgnored(ILogger logger, string key, string run);
+
     [LoggerMessage(Level = LogLevel.Critical, Message = "Crash test: killing this silo at {Point}")]
     private static partial void LogKilling(ILogger logger, string point);
 

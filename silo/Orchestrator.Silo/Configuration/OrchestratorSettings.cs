@@ -67,11 +67,13 @@ public sealed class ClusterSettings
 
     public string ServiceId { get; set; } = "orchestrator";
 
+    /// <summary>
+    /// Silo-to-silo port, bound to <see cref="AdvertisedAddress"/> only. There is no Orleans gateway (client) port:
+    /// every caller comes through gRPC, where TLS, tokens and roles apply.
+    /// </summary>
     public int SiloPort { get; set; } = 11111;
 
-    public int GatewayPort { get; set; } = 30000;
-
-    /// <summary>The address other silos reach this one at (cluster mode); loopback by default.</summary>
+    /// <summary>The address other silos reach this one at, and the only address the silo port listens on; loopback by default.</summary>
     public string AdvertisedAddress { get; set; } = "127.0.0.1";
 }
 
@@ -86,7 +88,21 @@ public sealed class EndpointSettings
     /// <summary>HTTP/1.1 port for health endpoints and the Orleans dashboard.</summary>
     public int HttpPort { get; set; } = 7071;
 
-    public bool Dashboard { get; set; } = true;
+    /// <summary>
+    /// The Orleans dashboard at /dashboard on the HTTP port (never on the gRPC port). Unset: on for a loopback
+    /// <see cref="BindAddress"/>, off otherwise (it has no authentication); true or false decides explicitly.
+    /// </summary>
+    public bool? Dashboard { get; set; }
+
+    /// <summary>Largest gRPC request message accepted, in bytes (larger: RESOURCE_EXHAUSTED before any handler runs).</summary>
+    public int MaxRequestBytes { get; set; } = 1024 * 1024;
+
+    /// <summary>Largest gRPC response message sent, in bytes (the CLI accepts up to 64 MiB).</summary>
+    public int MaxResponseBytes { get; set; } = 64 * 1024 * 1024;
+
+    /// <summary>Whether the dashboard is served: <see cref="Dashboard"/>, or by default only on a loopback bind address.</summary>
+    internal bool DashboardEnabled =>
+        Dashboard ?? (IPAddress.TryParse(BindAddress, out var address) && IPAddress.IsLoopback(address));
 
     internal IPAddress ParsedBindAddress => IPAddress.Parse(BindAddress);
 }

@@ -53,12 +53,21 @@ public static class OrchestratorSettingsValidator
         }
 
         CheckPort(errors, $"{P}:Cluster:SiloPort", s.Cluster.SiloPort);
-        CheckPort(errors, $"{P}:Cluster:GatewayPort", s.Cluster.GatewayPort);
         CheckPort(errors, $"{P}:Endpoints:GrpcPort", s.Endpoints.GrpcPort);
         CheckPort(errors, $"{P}:Endpoints:HttpPort", s.Endpoints.HttpPort);
         if (s.Endpoints.GrpcPort == s.Endpoints.HttpPort)
         {
             errors.Add($"{P}:Endpoints:GrpcPort and {P}:Endpoints:HttpPort must differ (gRPC is HTTP/2 only and needs its own port)");
+        }
+
+        if (s.Endpoints.MaxRequestBytes is < 64 * 1024 or > 64 * 1024 * 1024)
+        {
+            errors.Add($"{P}:Endpoints:MaxRequestBytes: {s.Endpoints.MaxRequestBytes} is not between 65536 (64 KiB) and 67108864 (64 MiB)");
+        }
+
+        if (s.Endpoints.MaxResponseBytes is < 1024 * 1024 or > 256 * 1024 * 1024)
+        {
+            errors.Add($"{P}:Endpoints:MaxResponseBytes: {s.Endpoints.MaxResponseBytes} is not between 1048576 (1 MiB) and 268435456 (256 MiB)");
         }
 
         if (!IPAddress.TryParse(s.Endpoints.BindAddress, out var bindAddress))
@@ -89,6 +98,19 @@ public static class OrchestratorSettingsValidator
         }
 
         return errors;
+    }
+
+    /// <summary>
+    /// Settings that no longer exist but would be dangerous to ignore silently: the Orleans gateway port. The silo
+    /// serves no gateway (an Orleans client there would reach the grains past TLS, tokens and roles); 0 means off
+    /// and is accepted.
+    /// </summary>
+    public static IReadOnlyList<string> ValidateRemoved(Microsoft.Extensions.Configuration.IConfiguration configuration)
+    {
+        const string Key = OrchestratorSettings.Section + ":Cluster:GatewayPort";
+        return configuration[Key] is { } value && value.Trim() != "0"
+            ? [$"{Key} is not supported: the silo serves no Orleans gateway (clients use gRPC on {OrchestratorSettings.Section}:Endpoints:GrpcPort); remove the setting or set it to 0"]
+            : [];
     }
 
     /// <summary>Problems with the backup settings (section Orchestrator:Backup).</summary>

@@ -32,6 +32,7 @@ public static class SiloHostingExtensions
         var backup = builder.Configuration.GetSection($"{OrchestratorSettings.Section}:Backup").Get<BackupOptions>() ?? new BackupOptions();
         var policies = builder.Configuration.GetSection($"{OrchestratorSettings.Section}:Policies").Get<Grains.Policies.PolicyOptions>() ?? new Grains.Policies.PolicyOptions();
         var errors = OrchestratorSettingsValidator.Validate(settings)
+            .Concat(OrchestratorSettingsValidator.ValidateRemoved(builder.Configuration))
             .Concat(OrchestratorSettingsValidator.Validate(backup))
             .Concat(OrchestratorSettingsValidator.Validate(policies))
             .ToList();
@@ -57,7 +58,7 @@ public static class SiloHostingExtensions
             silo.AddOrchestratorPersistence(settings);
             silo.AddOrchestratorGrains(settings.Host.Name);
             silo.AddActivityPropagation();
-            if (settings.Endpoints.Dashboard)
+            if (settings.Endpoints.DashboardEnabled)
             {
                 silo.AddDashboard();
             }
@@ -98,6 +99,9 @@ public static class SiloHostingExtensions
         });
         builder.Services.AddGrpc(o =>
         {
+            // Bounded both ways: a request is refused before it is parsed (RESOURCE_EXHAUSTED), a reply never outgrows what a client reads.
+            o.MaxReceiveMessageSize = settings.Endpoints.MaxRequestBytes;
+            o.MaxSendMessageSize = settings.Endpoints.MaxResponseBytes;
             // Outermost first: a refused call never reaches the error mapping or a service.
             o.Interceptors.Add<AuthorizationInterceptor>();
             o.Interceptors.Add<ErrorInterceptor>();
@@ -114,9 +118,10 @@ public static class SiloHostingExtensions
         app.MapOrchestratorGrpc(settings.Endpoints.GrpcPort);
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false }).RequireHost(httpPort);
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") }).RequireHost(httpPort);
-        if (settings.Endpoints.Dashboard)
+        if (settings.Endpoints.DashboardEnabled)
         {
-            app.MapOrleansDashboard("/dashboard");
+            // The HTTP port only: on the gRPC port it would sit past TLS and the role check, unauthenticated.
+            app.MapOrleansDashboard("/dashboard").RequireHost(httpPort);
         }
 
         return app;

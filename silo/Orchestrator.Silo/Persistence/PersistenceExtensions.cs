@@ -38,15 +38,18 @@ internal static class PersistenceExtensions
                 o.DataSource = dataSource;
                 o.GrainStorageSerializer = serializer;
             });
+            // Gateway port 0: no Orleans gateway at all (the API is gRPC only). The silo port listens on the
+            // advertised address alone, never on every interface.
             silo.ConfigureEndpoints(
                 System.Net.IPAddress.Parse(settings.Cluster.AdvertisedAddress),
                 settings.Cluster.SiloPort,
-                settings.Cluster.GatewayPort,
-                listenOnAnyHostAddress: settings.Cluster.AdvertisedAddress != "127.0.0.1");
+                gatewayPort: 0,
+                listenOnAnyHostAddress: false);
         }
         else
         {
-            silo.UseLocalhostClustering(settings.Cluster.SiloPort, settings.Cluster.GatewayPort, serviceId: settings.Cluster.ServiceId, clusterId: settings.Cluster.ClusterId);
+            // Loopback only, and gateway port 0: no Orleans gateway (the API is gRPC only).
+            silo.UseLocalhostClustering(settings.Cluster.SiloPort, gatewayPort: 0, serviceId: settings.Cluster.ServiceId, clusterId: settings.Cluster.ClusterId);
             silo.UseInMemoryReminderService();
             silo.AddAdoNetGrainStorage(StorageNames.Default, o =>
             {

@@ -81,7 +81,7 @@ internal sealed class ApiSecurity
                         errors.Add($"{P}:Tls:CertificatePath: the certificate in '{tls.CertificatePath}' expired on {certificate.NotAfter.ToUniversalTime().ToString("u", CultureInfo.InvariantCulture)}");
                     }
                 }
-                catch (Exception e) when (e is CryptographicException or ArgumentException)
+                catch (Exception e) when (e is CryptographicException or ArgumentException or IOException or UnauthorizedAccessException)
                 {
                     errors.Add($"{P}:Tls:CertificatePath / {P}:Tls:KeyPath: cannot load the certificate '{tls.CertificatePath}' with the key '{tls.KeyPath}' (PEM, unencrypted key, matching the certificate): {e.Message}");
                 }
@@ -100,7 +100,7 @@ internal sealed class ApiSecurity
                     errors.Add($"{P}:Tls:ClientCaPath: '{tls.ClientCaPath}' holds no PEM certificate");
                 }
             }
-            catch (CryptographicException e)
+            catch (Exception e) when (e is CryptographicException or IOException or UnauthorizedAccessException)
             {
                 errors.Add($"{P}:Tls:ClientCaPath: cannot read the CA certificates in '{tls.ClientCaPath}': {e.Message}");
             }
@@ -138,7 +138,7 @@ internal sealed class ApiSecurity
             return true;
         }
 
-        errors.Add($"{key}: file '{path}' not found");
+        errors.Add(Directory.Exists(path) ? $"{key}: '{path}' is a directory, not a file" : $"{key}: file '{path}' not found");
         return false;
     }
 }

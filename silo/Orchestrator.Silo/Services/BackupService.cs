@@ -1,6 +1,7 @@
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using Orchestrator.Api.V1;
+using Orchestrator.Grains.Backups;
 using Orchestrator.Grains.Placement;
 
 namespace Orchestrator.Silo.Services;
@@ -11,21 +12,24 @@ internal sealed class BackupService(IGrainFactory grains, IHostDirectory directo
     public override async Task<StartBackupResponse> StartBackup(StartBackupRequest request, ServerCallContext context)
     {
         var (host, vm) = GrainKeys.ParseVm(request.Vm, "vm");
-        var run = await grains.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(host, vm)).StartBackupAsync(
-            new BackupRequest
+        var backup = new BackupRequest
+        {
+            Target = request.Target.Length > 0 ? request.Target : null,
+            Quiesce = request.Quiesce switch
             {
-                Target = request.Target.Length > 0 ? request.Target : null,
-                Quiesce = request.Quiesce switch
-                {
-                    Api.V1.QuiesceMode.Try => Orchestrator.QuiesceMode.Try,
-                    Api.V1.QuiesceMode.Required => Orchestrator.QuiesceMode.Required,
-                    _ => Orchestrator.QuiesceMode.Off,
-                },
-                Verify = !request.SkipVerify,
-                BandwidthBytesPerSecond = request.BandwidthBytesPerSecond,
-                Retention = request.Retention is { } r ? new BackupRetention(r.KeepLast, r.KeepDaily, r.KeepWeekly, r.KeepMonthly) : null,
+                Api.V1.QuiesceMode.Unspecified or Api.V1.QuiesceMode.Off => Orchestrator.QuiesceMode.Off,
+                Api.V1.QuiesceMode.Try => Orchestrator.QuiesceMode.Try,
+                Api.V1.QuiesceMode.Required => Orchestrator.QuiesceMode.Required,
+                _ => throw OrchestratorException.InvalidArgument("quiesce", $"{(int)request.Quiesce} is not a quiesce mode (off, try or required)"),
             },
-            context.CancellationToken);
+            Verify = !request.SkipVerify,
+            BandwidthBytesPerSecond = request.BandwidthBytesPerSecond,
+            Retention = request.Retention is { } r ? new BackupRetention(r.KeepLast, r.KeepDaily, r.KeepWeekly, r.KeepMonthly) : null,
+        };
+
+        // Refused here, before any grain is called, and again by the grain (which any caller reaches).
+        BackupRequestRules.Validate(backup);
+        var run = await grains.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(host, vm)).StartBackupAsync(backup, context.CancellationToken);
         return new StartBackupResponse { Run = ToProto(run) };
     }
 
@@ -40,6 +44,16 @@ internal sealed class BackupService(IGrainFactory grains, IHostDirectory directo
     {
         var ct = context.CancellationToken;
         var response = new ListBackupsResponse();
+        if (request.Host.Length > 0)
+        {
+            GrainKeys.ValidateHost(request.Host);
+        }
+
+        if (request.Vm.Length > 0 && request.Host.Length > 0)
+        {
+            throw OrchestratorException.InvalidArgument("host", "give vm or host, not both");
+        }
+
         if (request.Vm.Length > 0)
         {
             var (host, vm) = GrainKeys.ParseVm(request.Vm, "vm");
@@ -80,6 +94,7 @@ internal sealed class BackupService(IGrainFactory grains, IHostDirectory directo
     public override async Task<RestoreResponse> Restore(Api.V1.RestoreRequest request, ServerCallContext context)
     {
         var (host, vm, _) = BackupRunKeys.Parse(request.Key, "key");
+        GrainKeys.ValidateVmName(request.NewName, "new_name");
         var result = await grains.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(host, vm)).RestoreAsync(
             new Orchestrator.RestoreRequest(request.Key, request.NewName, request.Define),
             context.CancellationToken);

@@ -75,7 +75,7 @@ internal sealed class CheckpointService(IGrainFactory grains, IHostDirectory dir
     {
         var (host, vm) = GrainKeys.ParseVm(request.Key);
         var view = await grains.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(host, vm)).GetCheckpointScheduleAsync(context.CancellationToken)
-            ?? throw new OrchestratorException(ErrorCode.NotFound, $"VM '{request.Key}' has no checkpoint schedule", reason: "NO_SCHEDULE");
+            ?? throw new OrchestratorException(ErrorCode.NotFound, $"VM {OrchestratorException.Quote(request.Key)} has no checkpoint schedule", reason: "NO_SCHEDULE");
         return new GetCheckpointScheduleResponse { Schedule = ToProto(view) };
     }
 

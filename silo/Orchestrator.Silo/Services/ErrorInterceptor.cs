@@ -4,13 +4,17 @@ using Orchestrator.Hypervisor;
 
 namespace Orchestrator.Silo.Services;
 
-/// <summary>Every orchestrator or hypervisor error leaves the server as a gRPC status with details.</summary>
+/// <summary>
+/// Checks every request's shape first (<see cref="RequestShape"/>); every orchestrator or hypervisor error leaves the
+/// server as a gRPC status with details, its texts capped (<see cref="ErrorMapping.Cap"/>) in the reply and the log.
+/// </summary>
 internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger) : Interceptor
 {
     public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context, UnaryServerMethod<TRequest, TResponse> continuation)
     {
         try
         {
+            CheckShape(request);
             return await continuation(request, context);
         }
         catch (Exception e) when (Map(e, context) is { } mapped)
@@ -23,6 +27,7 @@ internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger)
     {
         try
         {
+            CheckShape(request);
             await continuation(request, responseStream, context);
         }
         catch (Exception e) when (Map(e, context) is { } mapped)
@@ -41,10 +46,18 @@ internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger)
         };
         if (mapped is not null)
         {
-            LogRequestFailed(logger, context.Method, mapped.StatusCode, e.Message);
+            LogRequestFailed(logger, context.Method, mapped.StatusCode, mapped.Status.Detail);
         }
 
         return mapped;
+    }
+
+    private static void CheckShape<TRequest>(TRequest request)
+    {
+        if (request is Google.Protobuf.IMessage message)
+        {
+            RequestShape.Check(message);
+        }
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "{Method} failed with {Code}: {Reason}")]

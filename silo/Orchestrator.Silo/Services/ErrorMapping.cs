@@ -10,6 +10,45 @@ internal static class ErrorMapping
 {
     public const string Domain = "orchestrator.dev";
 
+    /// <summary>Longest message a reply carries (characters); the sources quote at most a short prefix of a caller's value already.</summary>
+    public const int MaxMessage = 400;
+
+    /// <summary>Longest field path or metadata value a reply carries.</summary>
+    public const int MaxField = 128;
+
+    /// <summary>
+    /// The last line of defence against echoing a caller's input: at most <paramref name="max"/> characters, control
+    /// characters escaped. A reply's texts travel in HTTP/2 trailers; a long one makes the reply unreadable for the
+    /// client (and its channel hang), so no text leaves the server uncapped.
+    /// </summary>
+    public static string Cap(string? text, int max = MaxMessage)
+    {
+        if (string.IsNullOrEmpty(text))
+        {
+            return "";
+        }
+
+        var builder = new System.Text.StringBuilder(Math.Min(text.Length, max) + 16);
+        foreach (var c in text)
+        {
+            if (builder.Length >= max)
+            {
+                return builder.Append(System.Globalization.CultureInfo.InvariantCulture, $"…({text.Length} characters)").ToString();
+            }
+
+            if (char.IsControl(c) && c != '\n')
+            {
+                builder.Append(System.Globalization.CultureInfo.InvariantCulture, $"\\u{(int)c:x4}");
+            }
+            else
+            {
+                builder.Append(c);
+            }
+        }
+
+        return builder.ToString();
+    }
+
     public static RpcException ToRpcException(OrchestratorException e)
     {
         var (code, reason) = e.Code switch
@@ -22,19 +61,20 @@ internal static class ErrorMapping
             ErrorCode.HostUnavailable => (Code.Unavailable, "HOST_UNAVAILABLE"),
             _ => (Code.Internal, "INTERNAL"),
         };
-        var status = new Google.Rpc.Status { Code = (int)code, Message = e.Message };
+        var message = Cap(e.Message);
+        var status = new Google.Rpc.Status { Code = (int)code, Message = message };
         if (e.Field is not null)
         {
             status.Details.Add(Any.Pack(new BadRequest
             {
-                FieldViolations = { new BadRequest.Types.FieldViolation { Field = e.Field, Description = e.Message } },
+                FieldViolations = { new BadRequest.Types.FieldViolation { Field = Cap(e.Field, MaxField), Description = message } },
             }));
         }
 
-        var info = new ErrorInfo { Reason = e.Reason ?? reason, Domain = Domain };
+        var info = new ErrorInfo { Reason = Cap(e.Reason ?? reason, MaxField), Domain = Domain };
         if (e.Host is not null)
         {
-            info.Metadata["host"] = e.Host;
+            info.Metadata["host"] = Cap(e.Host, MaxField);
         }
 
         status.Details.Add(Any.Pack(info));
@@ -43,7 +83,7 @@ internal static class ErrorMapping
 
     public static RpcException ToRpcException(HypervisorException e)
     {
-        var status = new Google.Rpc.Status { Code = (int)Code.Internal, Message = e.Message };
+        var status = new Google.Rpc.Status { Code = (int)Code.Internal, Message = Cap(e.Message) };
         var info = new ErrorInfo { Reason = "HYPERVISOR_" + e.Kind.ToString().ToUpperInvariant(), Domain = Domain };
         if (e.LibvirtCode is { } libvirtCode)
         {

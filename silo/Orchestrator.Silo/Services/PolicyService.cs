@@ -9,6 +9,9 @@ internal sealed class PolicyService(IGrainFactory grains) : Api.V1.PolicyService
     /// <summary>Runs listed when a request asks for no limit.</summary>
     public const int DefaultRunLimit = 20;
 
+    /// <summary>Most runs one request lists (the CLI's --limit bound too).</summary>
+    public const int MaxRunLimit = 1000;
+
     /// <summary>How long one wait of a watch lasts before it asks again (the stream stays open).</summary>
     private static readonly TimeSpan WatchPoll = TimeSpan.FromSeconds(15);
 
@@ -64,7 +67,13 @@ internal sealed class PolicyService(IGrainFactory grains) : Api.V1.PolicyService
 
     public override async Task<ListPolicyRunsResponse> ListPolicyRuns(ListPolicyRunsRequest request, ServerCallContext context)
     {
-        var runs = await Policy(request.Name).ListRunsAsync(request.Limit == 0 ? DefaultRunLimit : request.Limit, context.CancellationToken);
+        var policy = Policy(request.Name);
+        if (request.Limit is < 0 or > MaxRunLimit)
+        {
+            throw OrchestratorException.InvalidArgument("limit", $"must be between 1 and {MaxRunLimit} (0: the default, {DefaultRunLimit}), not {request.Limit}");
+        }
+
+        var runs = await policy.ListRunsAsync(request.Limit == 0 ? DefaultRunLimit : request.Limit, context.CancellationToken);
         var response = new ListPolicyRunsResponse();
         response.Runs.AddRange(runs.Select(PolicyMapper.ToProto));
         return response;
@@ -91,6 +100,19 @@ internal sealed class PolicyService(IGrainFactory grains) : Api.V1.PolicyService
 
     private IBackupPolicyGrain Policy(string name) => grains.GetGrain<IBackupPolicyGrain>(PolicyNames.Validate(name));
 
-    private static string RunId(string runId) =>
-        string.IsNullOrWhiteSpace(runId) ? throw OrchestratorException.InvalidArgument("run_id", "a run id is required") : runId;
+    /// <summary>A policy run id: p- then letters, digits and '-', at most 64 characters (p-yyyyMMdd-HHmmss-xxxxxx).</summary>
+    private static string RunId(string runId)
+    {
+        if (string.IsNullOrWhiteSpace(runId))
+        {
+            throw OrchestratorException.InvalidArgument("run_id", "a run id is required");
+        }
+
+        if (!runId.StartsWith("p-", StringComparison.Ordinal) || runId.Length > 64 || !runId.All(c => char.IsAsciiLetterOrDigit(c) || c == '-'))
+        {
+            throw OrchestratorException.InvalidArgument("run_id", $"{OrchestratorException.Quote(runId)} is not a policy run id (p- then letters, digits and '-', at most 64 characters)");
+        }
+
+        return runId;
+    }
 }

@@ -12,6 +12,7 @@ public sealed class SiloProcess : IAsyncDisposable
     private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(5) };
     private readonly Dictionary<string, string> _environment;
     private readonly StringBuilder _log = new();
+    private readonly StringBuilder _errors = new();
     private Process? _process;
 
     public SiloProcess(string host, string workDir, IDictionary<string, string>? settings = null)
@@ -20,6 +21,7 @@ public sealed class SiloProcess : IAsyncDisposable
         WorkDir = workDir;
         GrpcPort = Repo.FreePort();
         HttpPort = Repo.FreePort();
+        SiloPort = Repo.FreePort();
         Directory.CreateDirectory(workDir);
         _environment = new Dictionary<string, string>
         {
@@ -27,8 +29,7 @@ public sealed class SiloProcess : IAsyncDisposable
             ["Orchestrator__Host__Uri"] = $"simulated://{host}",
             ["Orchestrator__Host__SeedDemo"] = "true",
             ["Orchestrator__Persistence__SqlitePath"] = Path.Combine(workDir, "orchestrator.db"),
-            ["Orchestrator__Cluster__SiloPort"] = Repo.FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture),
-            ["Orchestrator__Cluster__GatewayPort"] = Repo.FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["Orchestrator__Cluster__SiloPort"] = SiloPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
             ["Orchestrator__Endpoints__GrpcPort"] = GrpcPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
             ["Orchestrator__Endpoints__HttpPort"] = HttpPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
             ["Orchestrator__Endpoints__Dashboard"] = "false",
@@ -47,6 +48,24 @@ public sealed class SiloProcess : IAsyncDisposable
     public int GrpcPort { get; }
 
     public int HttpPort { get; }
+
+    /// <summary>The Orleans silo-to-silo port (unless a setting given to the constructor overrides it).</summary>
+    public int SiloPort { get; }
+
+    /// <summary>The process id of the running silo (the dotnet process itself).</summary>
+    public int Pid => _process?.Id ?? throw new InvalidOperationException("not started");
+
+    /// <summary>What the silo wrote to standard error alone (also part of <see cref="Log"/>).</summary>
+    public string ErrorOutput
+    {
+        get
+        {
+            lock (_log)
+            {
+                return _errors.ToString();
+            }
+        }
+    }
 
     public string GrpcEndpoint => $"http://127.0.0.1:{GrpcPort}";
 
@@ -95,7 +114,7 @@ public sealed class SiloProcess : IAsyncDisposable
 
         _process = Process.Start(info)!;
         _process.OutputDataReceived += (_, e) => Append(e.Data);
-        _process.ErrorDataReceived += (_, e) => Append(e.Data);
+        _process.ErrorDataReceived += (_, e) => Append(e.Data, error: true);
         _process.BeginOutputReadLine();
         _process.BeginErrorReadLine();
     }
@@ -155,7 +174,7 @@ public sealed class SiloProcess : IAsyncDisposable
         _process?.Dispose();
     }
 
-    private void Append(string? line)
+    private void Append(string? line, bool error = false)
     {
         if (line is null)
         {
@@ -165,6 +184,10 @@ public sealed class SiloProcess : IAsyncDisposable
         lock (_log)
         {
             _log.AppendLine(line);
+            if (error)
+            {
+                _errors.AppendLine(line);
+            }
         }
     }
 }
