@@ -69,7 +69,7 @@ public sealed partial class QemuImgDiskImages : IDiskImages
     {
         ArgumentNullException.ThrowIfNull(options);
         RequireFile(source);
-        if (File.Exists(destination) || Directory.Exists(destination))
+        if (File.Exists(destination) || Directory.Exists(destination) || new FileInfo(destination).LinkTarget is not null)
         {
             throw new HypervisorException(HypervisorErrorKind.FileExists, $"copy destination {destination} exists already; refusing to overwrite it");
         }
@@ -78,7 +78,7 @@ public sealed partial class QemuImgDiskImages : IDiskImages
         CopyResult result;
         if (options.TargetFormat is null || options.TargetFormat == sourceFormat)
         {
-            result = await SparseFile.CopyAsync(source, destination, options.ComputeSha256, options.ComputeDataSha256, options.BandwidthBytesPerSecond, progress, cancellationToken).ConfigureAwait(false);
+            result = await SparseFile.CopyAsync(source, destination, options.ComputeSha256, options.ComputeDataSha256, options.BandwidthBytesPerSecond, progress, cancellationToken, privacy: options.Privacy).ConfigureAwait(false);
             Log.Copied(_logger, source, destination, result.BytesCopied, result.Duration.TotalMilliseconds);
         }
         else
@@ -210,7 +210,12 @@ public sealed partial class QemuImgDiskImages : IDiskImages
             args.AddRange(["-m", "1"]);
         }
 
-        args.AddRange([source, destination]);
+        // qemu-img creates its output by path (following links, with the umask's mode): it writes into a fresh 0700
+        // directory nobody else can reach, and the file is linked into place once it has its final mode.
+        var staging = SafeFiles.CreateStagingDirectory(destination);
+        var staged = Path.Combine(staging, "image");
+        var published = false;
+        args.AddRange([source, staged]);
         try
         {
             var result = await ToolRunner.RunAsync(
@@ -231,6 +236,9 @@ public sealed partial class QemuImgDiskImages : IDiskImages
                 throw ToolFailed("convert", source, result);
             }
 
+            SafeFiles.PublishStaged(staged, destination, options.Privacy);
+            published = true;
+
             // qemu-img wrote the file: its digests are read back from it.
             var (sha, data) = options.ComputeSha256 || options.ComputeDataSha256
                 ? await SparseFile.DigestsAsync(destination, options.ComputeDataSha256, cancellationToken).ConfigureAwait(false)
@@ -241,7 +249,12 @@ public sealed partial class QemuImgDiskImages : IDiskImages
         }
         catch
         {
-            File.Delete(destination);
+            SafeFiles.RemoveStaging(staged);
+            if (published)
+            {
+                File.Delete(destination);
+            }
+
             throw;
         }
     }
