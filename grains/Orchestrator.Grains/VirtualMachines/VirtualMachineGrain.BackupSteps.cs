@@ -480,7 +480,20 @@ internal sealed partial class VirtualMachineGrain
     {
         var root = BackupTargets.RealRootOf(setPath, backupOptions.Value)
             ?? throw new OrchestratorException(ErrorCode.FailedPrecondition, $"'{setPath}' is not under a configured backup root (Orchestrator:Backup:Roots)");
-        SafeFiles.CreateDirectories(root, setPath, backupOptions.Value.Privacy());
+        var privacy = backupOptions.Value.Privacy();
+        if (!Directory.Exists(root))
+        {
+            // A configured root that is not there yet (the administrator's own path): made like the rest.
+            var existing = root;
+            while (!Directory.Exists(existing))
+            {
+                existing = Path.GetDirectoryName(existing) ?? "/";
+            }
+
+            SafeFiles.CreateDirectories(existing, root, privacy);
+        }
+
+        SafeFiles.CreateDirectories(root, setPath, privacy);
     }
 
     private static readonly JsonSerializerOptions ManifestJson = new() { WriteIndented = true };
