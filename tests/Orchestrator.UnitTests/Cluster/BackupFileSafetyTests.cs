@@ -88,10 +88,11 @@ public sealed class BackupFileSafetyTests(ThreeHostClusterFixture fixture) : IDi
         var first = await WaitDoneAsync(vm, await vm.StartBackupAsync(new BackupRequest { Retention = new BackupRetention(KeepLast: 1) }));
         Assert.Equal(BackupStep.Completed, first.Step);
 
-        // The first set's directory swapped for a link to a directory holding someone else's file.
+        // The first set's directory swapped for a link to a directory holding someone else's file of the backup
+        // image's name (deleting the set's files by path would delete it).
         Directory.Delete(first.BackupSetPath, recursive: true);
         Directory.CreateSymbolicLink(first.BackupSetPath, _outside);
-        var precious = Path.Combine(_outside, "precious");
+        var precious = Path.Combine(_outside, Path.GetFileName(first.Disks[0].BackupPath));
         await File.WriteAllTextAsync(precious, "keep");
         await Task.Delay(1100); // run ids are per second
 
