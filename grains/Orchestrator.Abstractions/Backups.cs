@@ -139,7 +139,8 @@ public sealed record RestoreResult(
     [property: Id(0)] string NewName,
     [property: Id(1)] IReadOnlyList<string> Images,
     [property: Id(2)] bool Defined,
-    [property: Id(3)] Guid? Uuid);
+    [property: Id(3)] Guid? Uuid,
+    [property: Id(4)] IReadOnlyList<string>? Changes = null);
 
 /// <summary>Live backups of one VM (implemented by the VM grain).</summary>
 [Alias("orchestrator.IBackupOperations")]

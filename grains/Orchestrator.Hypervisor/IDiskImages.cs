@@ -27,6 +27,9 @@ public sealed record CopyOptions
     /// so it costs only the data, however large and empty the disk.
     /// </summary>
     public bool ComputeDataSha256 { get; init; }
+
+    /// <summary>Mode and group of the new file (default: owner only, 0600); it is created without following a link.</summary>
+    public FilePrivacy Privacy { get; init; } = FilePrivacy.Private;
 }
 
 /// <summary>

@@ -4,13 +4,14 @@ using Orchestrator.Cli.Output;
 namespace Orchestrator.Cli.Views;
 
 /// <summary>What <c>restore</c> made. The JSON shape is documented in README.md.</summary>
-internal sealed record RestoreView(string NewName, IReadOnlyList<string> Images, bool Defined, string? Uuid)
+internal sealed record RestoreView(string NewName, IReadOnlyList<string> Images, bool Defined, string? Uuid, IReadOnlyList<string> Changes)
 {
     public static RestoreView From(RestoreResponse response) => new(
         response.NewName,
         [.. response.Images],
         response.Defined,
-        response.Uuid.Length == 0 ? null : response.Uuid);
+        response.Uuid.Length == 0 ? null : response.Uuid,
+        [.. response.Changes]);
 
     public static void WriteDetails(RestoreView restore, TextWriter writer, bool color)
     {
@@ -33,5 +34,17 @@ internal sealed record RestoreView(string NewName, IReadOnlyList<string> Images,
         }
 
         images.WriteTo(writer, color);
+        if (restore.Changes.Count > 0)
+        {
+            // What the new definition no longer shares with the original.
+            writer.WriteLine();
+            var changes = new TableWriter(new TableColumn("REWRITTEN OR DROPPED"));
+            foreach (string change in restore.Changes)
+            {
+                changes.AddRow(change);
+            }
+
+            changes.WriteTo(writer, color);
+        }
     }
 }

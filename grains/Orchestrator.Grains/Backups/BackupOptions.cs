@@ -1,3 +1,5 @@
+using Orchestrator.Hypervisor;
+
 namespace Orchestrator.Grains.Backups;
 
 /// <summary>Where backups may go and how the workflow behaves (section Orchestrator:Backup).</summary>
@@ -8,6 +10,18 @@ public sealed class BackupOptions
 
     /// <summary>Target used when a request names none; must lie under a root.</summary>
     public string? DefaultTarget { get; set; }
+
+    /// <summary>
+    /// A group (name or number) that may read backup sets and restored images: directories 0750 and files 0640 owned by
+    /// it. Unset: owner only (0700 / 0600).
+    /// </summary>
+    public string? FileGroup { get; set; }
+
+    /// <summary>
+    /// Directories a restore may write its images to besides the original disks' own directories (absolute; a
+    /// requested image directory must lie under one, symbolic links resolved).
+    /// </summary>
+    public List<string> RestoreRoots { get; set; } = [];
 
     /// <summary>How many finished runs each VM keeps in its history.</summary>
     public int HistoryLimit { get; set; } = 50;
@@ -29,4 +43,12 @@ public sealed class BackupOptions
     /// ("OverlayActive", "Copying" = after the first disk's copy, "Committing" = a commit READY, not pivoted).
     /// </summary>
     public string? KillAt { get; set; }
+
+    /// <summary>The mode and group for what backups and restores create (<see cref="FileGroup"/> looked up now).</summary>
+    public FilePrivacy Privacy() =>
+        FileGroup is not { Length: > 0 } group
+            ? FilePrivacy.Private
+            : SafeFiles.LookupGroup(group) is { } gid
+                ? FilePrivacy.ForGroup(gid)
+                : throw new OrchestratorException(ErrorCode.FailedPrecondition, $"Orchestrator:Backup:FileGroup: no group named '{group}' on this host");
 }

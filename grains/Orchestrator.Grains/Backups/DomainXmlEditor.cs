@@ -2,6 +2,17 @@ using System.Xml.Linq;
 
 namespace Orchestrator.Grains.Backups;
 
+/// <summary>
+/// A restored VM's definition: the XML, what was rewritten or dropped (one line each, for the caller), the files the
+/// restore must copy first (NVRAM: from the original's to the new VM's own) and the new files the VM will create
+/// (logs), which must not exist yet.
+/// </summary>
+public sealed record RestoredDefinition(
+    string Xml,
+    IReadOnlyList<string> Changes,
+    IReadOnlyList<(string From, string To)> FilesToCopy,
+    IReadOnlyList<string> NewFiles);
+
 /// <summary>Edits libvirt domain XML for recovery (point a disk back at its base) and restore (a new VM).</summary>
 public static class DomainXmlEditor
 {
@@ -32,15 +43,49 @@ public static class DomainXmlEditor
     }
 
     /// <summary>A new VM from a backed-up definition: new name, no uuid (libvirt makes one), no MACs, new disk paths.</summary>
-    public static string ForRestore(string xml, string newName, IReadOnlyDictionary<string, (string Path, string Format)> disks)
+    public static string ForRestore(string xml, string newName, IReadOnlyDictionary<string, (string Path, string Format)> disks) =>
+        ForRestore(xml, newName, disks, _ => false).Xml;
+
+    /// <summary>
+    /// A new VM from a backed-up definition that shares no resource with the original: its own disks (the restored
+    /// images), its own log and console files, its own NVRAM, no host device, no fixed port, socket, label or device
+    /// name of the original. Everything changed is listed in <see cref="RestoredDefinition.Changes"/>. Refuses (with
+    /// the reason) what cannot be made the VM's own: an NVRAM file that is gone with no template to start from.
+    /// </summary>
+    public static RestoredDefinition ForRestore(
+        string xml,
+        string newName,
+        IReadOnlyDictionary<string, (string Path, string Format)> disks,
+        Func<string, bool> fileExists)
     {
+        ArgumentNullException.ThrowIfNull(disks);
+        ArgumentNullException.ThrowIfNull(fileExists);
         var root = XElement.Parse(xml);
+        var oldName = root.Element("name")?.Value ?? string.Empty;
+        var edit = new RestoreEdit(oldName, newName);
         root.Element("name")!.Value = newName;
-        root.Element("uuid")?.Remove();
+        if (root.Element("uuid") is { } uuid)
+        {
+            uuid.Remove();
+            edit.Note("uuid: removed (libvirt assigns a new one)");
+        }
+
+        if (root.Element("genid") is { } genid && genid.Value.Length > 0)
+        {
+            genid.Value = string.Empty;
+            edit.Note("genid: cleared (libvirt generates a new VM generation id)");
+        }
+
         root.Attribute("id")?.Remove();
-        foreach (var mac in root.Descendants("mac").ToList())
+        var macs = root.Descendants("mac").ToList();
+        foreach (var mac in macs)
         {
             mac.Remove();
+        }
+
+        if (macs.Count > 0)
+        {
+            edit.Note($"MAC addresses: {macs.Count} removed (libvirt assigns new ones)");
         }
 
         foreach (var (target, (path, format)) in disks)
@@ -48,8 +93,236 @@ public static class DomainXmlEditor
             SetSource(FindDisk(root, target), path, format);
         }
 
-        return root.ToString();
+        RewriteNvram(root, edit, fileExists);
+        foreach (var seclabel in root.Elements("seclabel").Where(s => (string?)s.Attribute("type") == "static").ToList())
+        {
+            seclabel.Remove();
+            edit.Note($"seclabel: static label '{seclabel.Element("label")?.Value}' removed (libvirt labels the new VM dynamically)");
+        }
+
+        if (root.Element("devices") is { } devices)
+        {
+            foreach (var device in devices.Elements().ToList())
+            {
+                RewriteDevice(device, disks, edit);
+            }
+        }
+
+        return new RestoredDefinition(root.ToString(), edit.Changes, edit.Copies, edit.NewFiles);
     }
+
+    private static void RewriteNvram(XElement root, RestoreEdit edit, Func<string, bool> fileExists)
+    {
+        if (root.Element("os")?.Element("nvram") is not { } nvram)
+        {
+            return;
+        }
+
+        var source = nvram.Element("source");
+        if ((string?)nvram.Attribute("type") is { } type && type != "file")
+        {
+            throw new OrchestratorException(ErrorCode.FailedPrecondition, $"the VM's NVRAM is a {type} resource ({Describe(source)}) the restore cannot copy; a restored VM must not share it with the original");
+        }
+
+        var path = (string?)source?.Attribute("file") ?? (nvram.Value.Trim() is { Length: > 0 } text ? text : null);
+        if (path is null)
+        {
+            return; // libvirt makes the new VM its own from the template
+        }
+
+        if (fileExists(path))
+        {
+            var own = edit.OwnPath(path);
+            edit.Copy(path, own);
+            SetNvramPath(nvram, source, own);
+            edit.Note($"nvram: '{path}' -> '{own}' (a copy of the original's)");
+        }
+        else if (nvram.Attribute("template") is not null)
+        {
+            SetNvramPath(nvram, source, null);
+            edit.Note($"nvram: '{path}' does not exist; the new VM gets a fresh one from its template");
+        }
+        else
+        {
+            throw new OrchestratorException(ErrorCode.FailedPrecondition, $"the VM's NVRAM '{path}' does not exist and it names no template: the restored VM cannot get its own copy");
+        }
+    }
+
+    private static void SetNvramPath(XElement nvram, XElement? source, string? path)
+    {
+        if (source is not null)
+        {
+            if (path is null)
+            {
+                source.Remove();
+            }
+            else
+            {
+                source.SetAttributeValue("file", path);
+            }
+        }
+        else
+        {
+            nvram.Value = path ?? string.Empty;
+        }
+    }
+
+    private static void RewriteDevice(XElement device, IReadOnlyDictionary<string, (string Path, string Format)> disks, RestoreEdit edit)
+    {
+        var kind = device.Name.LocalName;
+        switch (kind)
+        {
+            case "disk":
+                RewriteDisk(device, disks, edit);
+                break;
+            case "serial" or "console" or "parallel" or "channel":
+                RewriteCharDevice(device, kind, edit);
+                break;
+            case "hostdev":
+                device.Remove();
+                edit.Note($"hostdev: {Describe(device.Element("source"))} removed (a host device passed through belongs to one VM, the original)");
+                break;
+            case "interface":
+                RewriteInterface(device, edit);
+                break;
+            case "filesystem":
+                device.Remove();
+                edit.Note($"filesystem: host directory {Describe(device.Element("source"))} (guest '{(string?)device.Element("target")?.Attribute("dir")}') removed: it would be shared with the original");
+                break;
+            case "graphics":
+                RewriteGraphics(device, edit);
+                break;
+            case "tpm" when (string?)device.Element("backend")?.Attribute("type") == "passthrough":
+                device.Remove();
+                edit.Note($"tpm: passthrough of the host's {Describe(device.Element("backend")?.Element("device"))} removed (it belongs to the original)");
+                break;
+        }
+    }
+
+    private static void RewriteDisk(XElement disk, IReadOnlyDictionary<string, (string Path, string Format)> disks, RestoreEdit edit)
+    {
+        var target = (string?)disk.Element("target")?.Attribute("dev") ?? "?";
+        if (disks.TryGetValue(target, out var restored))
+        {
+            edit.Note($"disk {target}: the restored image '{restored.Path}'");
+            return;
+        }
+
+        var device = (string?)disk.Attribute("device") ?? "disk";
+        var source = disk.Element("source");
+        if (device is "cdrom" or "floppy")
+        {
+            if (source is not null)
+            {
+                source.Remove();
+                disk.Elements("backingStore").Remove();
+                edit.Note($"{device} {target}: {Describe(source)} ejected (not in the backup set; the drive stays, empty)");
+            }
+
+            return;
+        }
+
+        disk.Remove();
+        var shared = disk.Element("shareable") is not null ? "a shareable disk, " : string.Empty;
+        edit.Note($"disk {target}: {Describe(source)} removed ({shared}not in the backup set: it would be shared with the original)");
+    }
+
+    private static void RewriteCharDevice(XElement device, string kind, RestoreEdit edit)
+    {
+        var type = (string?)device.Attribute("type") ?? "pty";
+        var port = (string?)device.Element("target")?.Attribute("port") ?? (string?)device.Element("target")?.Attribute("name") ?? "0";
+        var label = $"{kind} {port}";
+        if (device.Element("log") is { } log && (string?)log.Attribute("file") is { } logFile)
+        {
+            var own = edit.OwnFile(logFile);
+            log.SetAttributeValue("file", own);
+            edit.Note($"{label}: log file '{logFile}' -> '{own}'");
+        }
+
+        var source = device.Element("source");
+        var path = (string?)source?.Attribute("path");
+        switch (type)
+        {
+            case "file" when path is not null:
+                var ownFile = edit.OwnFile(path);
+                source!.SetAttributeValue("path", ownFile);
+                edit.Note($"{label}: file '{path}' -> '{ownFile}'");
+                break;
+            case "unix" when path is not null && (string?)source!.Attribute("mode") == "connect":
+                device.Remove();
+                edit.Note($"{label}: connects to the host socket '{path}' of the original; removed");
+                break;
+            case "unix" when path is not null && kind == "channel":
+                source!.Attribute("path")!.Remove();
+                edit.Note($"{label}: socket '{path}' removed (libvirt makes the new VM its own)");
+                break;
+            case "unix" when path is not null:
+                var ownSocket = edit.OwnFile(path);
+                source!.SetAttributeValue("path", ownSocket);
+                edit.Note($"{label}: socket '{path}' -> '{ownSocket}'");
+                break;
+            case "dev" or "pipe":
+                device.Remove();
+                edit.Note($"{label}: host {type} '{path}' removed (it belongs to the original)");
+                break;
+        }
+    }
+
+    private static void RewriteInterface(XElement device, RestoreEdit edit)
+    {
+        if ((string?)device.Attribute("type") == "hostdev")
+        {
+            device.Remove();
+            edit.Note($"interface: host device {Describe(device.Element("source")?.Element("address"))} removed (passthrough belongs to the original)");
+            return;
+        }
+
+        if (device.Element("target") is { } target && (string?)target.Attribute("dev") is { } dev)
+        {
+            target.Remove();
+            edit.Note($"interface: fixed device name '{dev}' removed (libvirt names the new VM's own)");
+        }
+    }
+
+    private static void RewriteGraphics(XElement graphics, RestoreEdit edit)
+    {
+        var type = (string?)graphics.Attribute("type") ?? "?";
+        var ports = new[] { "port", "tlsPort", "websocket" }
+            .Select(a => graphics.Attribute(a))
+            .Where(a => a is not null && a.Value != "-1" && a.Value != "0")
+            .ToList();
+        if (ports.Count > 0 && (string?)graphics.Attribute("autoport") != "yes")
+        {
+            var fixedPorts = string.Join(", ", ports.Select(a => $"{a!.Name.LocalName} {a.Value}"));
+            foreach (var attribute in ports)
+            {
+                attribute!.Remove();
+            }
+
+            graphics.SetAttributeValue("autoport", "yes");
+            edit.Note($"graphics {type}: fixed {fixedPorts} -> autoport");
+        }
+
+        foreach (var listen in graphics.Elements("listen").Where(l => l.Attribute("socket") is not null).ToList())
+        {
+            var socket = (string)listen.Attribute("socket")!;
+            listen.Attribute("socket")!.Remove();
+            edit.Note($"graphics {type}: socket '{socket}' removed (libvirt makes the new VM its own)");
+        }
+
+        if ((string?)graphics.Attribute("socket") is { } direct)
+        {
+            graphics.Attribute("socket")!.Remove();
+            edit.Note($"graphics {type}: socket '{direct}' removed (libvirt makes the new VM its own)");
+        }
+    }
+
+    private static string Describe(XElement? source) =>
+        source is null
+            ? "(no source)"
+            : string.Join(" ", source.Attributes().Select(a => $"{a.Name.LocalName}='{a.Value}'")) is { Length: > 0 } text
+                ? text
+                : source.Value.Trim() is { Length: > 0 } value ? $"'{value}'" : "(no source)";
 
     private static XElement FindDisk(XElement root, string target) =>
         root.Element("devices")?.Elements("disk").FirstOrDefault(d => (string?)d.Element("target")?.Attribute("dev") == target)
@@ -73,5 +346,52 @@ public static class DomainXmlEditor
         }
 
         driver.SetAttributeValue("type", format);
+    }
+
+    /// <summary>The changes of one restore, and the new VM's own file names (one per original file, reused).</summary>
+    private sealed class RestoreEdit(string oldName, string newName)
+    {
+        private readonly Dictionary<string, string> _own = new(StringComparer.Ordinal);
+
+        public List<string> Changes { get; } = [];
+
+        public List<(string From, string To)> Copies { get; } = [];
+
+        public List<string> NewFiles { get; } = [];
+
+        public void Note(string change) => Changes.Add(change);
+
+        public void Copy(string from, string to) => Copies.Add((from, to));
+
+        /// <summary>A file the new VM creates (log, console): must not exist yet.</summary>
+        public string OwnFile(string original)
+        {
+            var own = OwnPath(original);
+            if (!NewFiles.Contains(own, StringComparer.Ordinal))
+            {
+                NewFiles.Add(own);
+            }
+
+            return own;
+        }
+
+        /// <summary>
+        /// Beside the original, the original VM's name in the file name replaced by the new one
+        /// (<c>web-1.log</c> -> <c>copy.log</c>), else the new name put in front (<c>copy-serial.log</c>).
+        /// </summary>
+        public string OwnPath(string original)
+        {
+            if (_own.TryGetValue(original, out var known))
+            {
+                return known;
+            }
+
+            var directory = Path.GetDirectoryName(original) ?? "/";
+            var file = Path.GetFileName(original);
+            var own = oldName.Length > 0 && file.StartsWith(oldName, StringComparison.Ordinal) && (file.Length == oldName.Length || file[oldName.Length] is '.' or '-' or '_')
+                ? newName + file[oldName.Length..]
+                : $"{newName}-{file}";
+            return _own[original] = Path.Combine(directory, own);
+        }
     }
 }

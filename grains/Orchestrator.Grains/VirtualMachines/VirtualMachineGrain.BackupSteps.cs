@@ -84,12 +84,18 @@ internal sealed partial class VirtualMachineGrain
 
         try
         {
-            Directory.CreateDirectory(setPath);
+            // Every directory below the root created private and never through a symbolic link (a planted
+            // <target>/<vm> link out of the roots is refused), the probe likewise.
+            CreateSetDirectory(setPath);
             var probe = Path.Combine(setPath, ".write-probe");
-            await File.WriteAllTextAsync(probe, runId, cancellationToken);
+            using (var handle = SafeFiles.CreateNew(probe, backupOptions.Value.Privacy()))
+            {
+                await RandomAccess.WriteAsync(handle, System.Text.Encoding.UTF8.GetBytes(runId), 0, cancellationToken);
+            }
+
             File.Delete(probe);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or HypervisorException)
         {
             throw new OrchestratorException(ErrorCode.FailedPrecondition, $"target '{target}' is not writable: {e.Message}", field: "target");
         }
@@ -97,7 +103,7 @@ internal sealed partial class VirtualMachineGrain
         var free = await hypervisor.Images.FreeSpaceAsync(setPath, cancellationToken);
         if (free < needed)
         {
-            TryDeleteDirectory(setPath);
+            DeleteSetDirectory(setPath);
             throw new OrchestratorException(ErrorCode.FailedPrecondition, $"target '{target}' has {free} bytes free; the disks need {needed} bytes", field: "target");
         }
 
@@ -301,6 +307,7 @@ internal sealed partial class VirtualMachineGrain
                 BandwidthBytesPerSecond = run.BandwidthBytesPerSecond,
                 SourceBackingChain = [.. disk.BackingChain.Select(l => new DiskLayer(l.Path, l.Format))],
                 TargetFormat = disk.BackupFormat,
+                Privacy = backupOptions.Value.Privacy(),
             },
             progress,
             cancellationToken);
@@ -506,11 +513,35 @@ internal sealed partial class VirtualMachineGrain
             }),
             domain_xml = run.DomainXml,
         };
-        Directory.CreateDirectory(run.BackupSetPath);
-        var path = Path.Combine(run.BackupSetPath, "manifest.json");
-        var temp = path + ".tmp";
-        await File.WriteAllTextAsync(temp, JsonSerializer.Serialize(manifest, ManifestJson), cancellationToken);
-        File.Move(temp, path, overwrite: true);
+        CreateSetDirectory(run.BackupSetPath);
+
+        // A new file of a random name (O_EXCL|O_NOFOLLOW, 0600) renamed over manifest.json: no planted link is followed.
+        await SafeFiles.WriteAtomicAsync(
+            Path.Combine(run.BackupSetPath, "manifest.json"),
+            JsonSerializer.SerializeToUtf8Bytes(manifest, ManifestJson),
+            backupOptions.Value.Privacy(),
+            cancellationToken);
+    }
+
+    /// <summary>Creates the set's directory (and any missing one from its root down), private, through no symbolic link.</summary>
+    private void CreateSetDirectory(string setPath)
+    {
+        var root = BackupTargets.RealRootOf(setPath, backupOptions.Value)
+            ?? throw new OrchestratorException(ErrorCode.FailedPrecondition, $"'{setPath}' is not under a configured backup root (Orchestrator:Backup:Roots)");
+        var privacy = backupOptions.Value.Privacy();
+        if (!Directory.Exists(root))
+        {
+            // A configured root that is not there yet (the administrator's own path): made like the rest.
+            var existing = root;
+            while (!Directory.Exists(existing))
+            {
+                existing = Path.GetDirectoryName(existing) ?? "/";
+            }
+
+            SafeFiles.CreateDirectories(existing, root, privacy);
+        }
+
+        SafeFiles.CreateDirectories(root, setPath, privacy);
     }
 
     private static readonly JsonSerializerOptions ManifestJson = new() { WriteIndented = true };
@@ -544,23 +575,33 @@ internal sealed partial class VirtualMachineGrain
         }
     }
 
-    private void DeleteBackupSet(BackupRunState run)
-    {
-        foreach (var disk in run.Disks)
-        {
-            try
-            {
-                if (File.Exists(disk.BackupPath))
-                {
-                    File.Delete(disk.BackupPath);
-                }
-            }
-            catch (IOException)
-            {
-            }
-        }
+    private void DeleteBackupSet(BackupRunState run) => DeleteSetDirectory(run.BackupSetPath);
 
-        TryDeleteDirectory(run.BackupSetPath);
+    /// <summary>
+    /// Deletes a backup set's directory, only where it really is what was recorded (no symbolic link on its path, still
+    /// under a root), and without following any link inside it.
+    /// </summary>
+    private void DeleteSetDirectory(string setPath)
+    {
+        try
+        {
+            var real = SafeFiles.ResolveExistingPrefix(setPath);
+            if (real != Path.TrimEndingDirectorySeparator(Path.GetFullPath(setPath)) || BackupTargets.RealRootOf(real, backupOptions.Value) is not { } root || real == root)
+            {
+                LogSetDeleteRefused(logger, VmKey, setPath, real);
+                return;
+            }
+
+            SafeFiles.DeleteTree(setPath);
+        }
+        catch (IOException e)
+        {
+            LogSetDeleteFailed(logger, VmKey, setPath, e.Message);
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            LogSetDeleteFailed(logger, VmKey, setPath, e.Message);
+        }
     }
 
     private void ApplyRetention(BackupRunState finished, int[] retention)
@@ -587,23 +628,6 @@ internal sealed partial class VirtualMachineGrain
             DeleteBackupSet(run);
             run.Steps.Add(new BackupStepEntry { Step = BackupStep.Completed, At = time.GetUtcNow(), Note = $"pruned by retention after {finished.RunId}" });
             LogPruned(logger, VmKey, run.RunId);
-        }
-    }
-
-    private static void TryDeleteDirectory(string path)
-    {
-        try
-        {
-            if (Directory.Exists(path))
-            {
-                Directory.Delete(path, recursive: true);
-            }
-        }
-        catch (IOException)
-        {
-        }
-        catch (UnauthorizedAccessException)
-        {
         }
     }
 

@@ -84,4 +84,10 @@ internal sealed partial class VirtualMachineGrain
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: pruning checkpoints of policy {Policy} failed (the next run tries again): {Reason}")]
     private static partial void LogPolicyPruneFailed(ILogger logger, string key, string policy, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: not deleting backup set {Path}: it resolves to {Real}, through a symbolic link or outside the backup roots")]
+    private static partial void LogSetDeleteRefused(ILogger logger, string key, string path, string real);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: deleting backup set {Path} failed: {Reason}")]
+    private static partial void LogSetDeleteFailed(ILogger logger, string key, string path, string reason);
 }

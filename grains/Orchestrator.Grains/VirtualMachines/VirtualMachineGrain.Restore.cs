@@ -31,12 +31,14 @@ internal sealed partial class VirtualMachineGrain
 
         using var activity = Telemetry.Source.StartActivity("backup.restore");
         Tag(activity, runId);
+        var requested = request.ImageDirectory is null ? null : RestoreDirectory(request.ImageDirectory, run);
         var images = new Dictionary<string, (string Path, string Format)>(StringComparer.Ordinal);
         foreach (var disk in run.Disks)
         {
-            var directory = request.ImageDirectory ?? Path.GetDirectoryName(disk.BasePath)!;
+            // Beside the original disk (its real directory) unless a confined directory was asked for.
+            var directory = requested ?? SafeFiles.ResolveExistingPrefix(Path.GetDirectoryName(disk.BasePath)!);
             var path = Path.Combine(directory, $"{request.NewName}-{disk.Target}.{disk.BackupFormat}");
-            if (await hypervisor.Images.ExistsAsync(path, cancellationToken))
+            if (await hypervisor.Images.ExistsAsync(path, cancellationToken) || new FileInfo(path).LinkTarget is not null)
             {
                 throw new OrchestratorException(ErrorCode.AlreadyExists, $"'{path}' already exists; restore never overwrites", field: "new_name");
             }
@@ -44,13 +46,25 @@ internal sealed partial class VirtualMachineGrain
             images[disk.Target] = (path, disk.BackupFormat);
         }
 
+        // The new definition first: what it cannot make the new VM's own is refused before anything is written.
+        var definition = request.Define ? DomainXmlEditor.ForRestore(run.DomainXml, request.NewName, images, File.Exists) : null;
+        foreach (var file in definition?.NewFiles.Concat(definition.FilesToCopy.Select(c => c.To)) ?? [])
+        {
+            if (File.Exists(file) || Directory.Exists(file) || new FileInfo(file).LinkTarget is not null)
+            {
+                throw new OrchestratorException(ErrorCode.AlreadyExists, $"'{file}' (the restored VM's own file) already exists; restore never writes into a file that is not its own", field: "new_name");
+            }
+        }
+
+        var privacy = backupOptions.Value.Privacy();
         var created = new List<string>();
+        var createdFiles = new List<string>();
         try
         {
             foreach (var disk in run.Disks)
             {
                 var (path, _) = images[disk.Target];
-                var copy = await hypervisor.Images.CopyAsync(disk.BackupPath, disk.BackupFormat, path, new CopyOptions { ComputeSha256 = disk.Sha256 is not null }, null, cancellationToken);
+                var copy = await hypervisor.Images.CopyAsync(disk.BackupPath, disk.BackupFormat, path, new CopyOptions { ComputeSha256 = disk.Sha256 is not null, Privacy = privacy }, null, cancellationToken);
                 created.Add(path);
                 if (disk.Sha256 is not null && !string.Equals(copy.Sha256, disk.Sha256, StringComparison.OrdinalIgnoreCase))
                 {
@@ -59,13 +73,19 @@ internal sealed partial class VirtualMachineGrain
             }
 
             Guid? uuid = null;
-            if (request.Define)
+            if (definition is not null)
             {
-                var name = await hypervisor.DefineDomainAsync(DomainXmlEditor.ForRestore(run.DomainXml, request.NewName, images), cancellationToken);
+                foreach (var (from, to) in definition.FilesToCopy)
+                {
+                    await CopyPrivateAsync(from, to, privacy, cancellationToken);
+                    createdFiles.Add(to);
+                }
+
+                var name = await hypervisor.DefineDomainAsync(definition.Xml, cancellationToken);
                 uuid = (await hypervisor.GetDomainAsync(name, cancellationToken)).Uuid;
             }
 
-            return new RestoreResult(request.NewName, created, request.Define, uuid);
+            return new RestoreResult(request.NewName, created, request.Define, uuid, definition?.Changes ?? []);
         }
         catch
         {
@@ -74,7 +94,45 @@ internal sealed partial class VirtualMachineGrain
                 await hypervisor.Images.DeleteAsync(path, CancellationToken.None);
             }
 
+            foreach (var path in createdFiles)
+            {
+                File.Delete(path);
+            }
+
             throw;
         }
+    }
+
+    /// <summary>
+    /// A requested image directory, confined like backup targets: its real path (symbolic links resolved) must be one
+    /// of the original disks' directories or lie under a configured restore root (Orchestrator:Backup:RestoreRoots).
+    /// </summary>
+    private string RestoreDirectory(string requested, BackupRunState run)
+    {
+        const string Field = "image_directory";
+        if (!Path.IsPathFullyQualified(requested) || requested.Contains('\0', StringComparison.Ordinal))
+        {
+            throw OrchestratorException.InvalidArgument(Field, "must be an absolute path without NUL characters");
+        }
+
+        var real = SafeFiles.ResolveExistingPrefix(requested);
+        var own = run.Disks.Select(d => SafeFiles.ResolveExistingPrefix(Path.GetDirectoryName(d.BasePath)!));
+        if (own.Contains(real, StringComparer.Ordinal)
+            || backupOptions.Value.RestoreRoots.Any(root => SafeFiles.IsUnder(real, SafeFiles.ResolveExistingPrefix(root))))
+        {
+            return real;
+        }
+
+        throw OrchestratorException.InvalidArgument(
+            Field,
+            $"'{(requested.Length > 200 ? requested[..200] + "..." : requested)}' resolves to '{real}', which is neither a directory of the original disks nor under a restore root (Orchestrator:Backup:RestoreRoots)");
+    }
+
+    /// <summary>A small file (NVRAM) copied to a new file of ours: created exclusively, never through a link, private.</summary>
+    private static async Task CopyPrivateAsync(string from, string to, FilePrivacy privacy, CancellationToken cancellationToken)
+    {
+        var content = await File.ReadAllBytesAsync(from, cancellationToken);
+        using var handle = SafeFiles.CreateNew(to, privacy);
+        await RandomAccess.WriteAsync(handle, content, 0, cancellationToken);
     }
 }

@@ -90,7 +90,7 @@ public sealed partial class QemuImgDiskImages : IDiskImages
             RequireFormat(layer.Format, "backing chain format");
         }
 
-        if (File.Exists(destination) || Directory.Exists(destination))
+        if (File.Exists(destination) || Directory.Exists(destination) || new FileInfo(destination).LinkTarget is not null)
         {
             throw new HypervisorException(HypervisorErrorKind.FileExists, $"copy destination {destination} exists already; refusing to overwrite it");
         }
@@ -99,7 +99,7 @@ public sealed partial class QemuImgDiskImages : IDiskImages
         if (options.SourceBackingChain.Count == 0 && (options.TargetFormat is null || options.TargetFormat == sourceFormat))
         {
             // Byte for byte, in process: nothing parses the image, so nothing a guest wrote into it is interpreted.
-            result = await SparseFile.CopyAsync(source, destination, options.ComputeSha256, options.ComputeDataSha256, options.BandwidthBytesPerSecond, progress, cancellationToken).ConfigureAwait(false);
+            result = await SparseFile.CopyAsync(source, destination, options.ComputeSha256, options.ComputeDataSha256, options.BandwidthBytesPerSecond, progress, cancellationToken, privacy: options.Privacy).ConfigureAwait(false);
             Log.Copied(_logger, source, destination, result.BytesCopied, result.Duration.TotalMilliseconds);
         }
         else
@@ -264,9 +264,14 @@ public sealed partial class QemuImgDiskImages : IDiskImages
             args.AddRange(["-m", "1"]);
         }
 
-        // The source as a json: specification: its format and every backing layer's path and format named, the
-        // bottom one with no backing at all.
-        args.AddRange([ImageSpec(source, sourceFormat, options.SourceBackingChain), destination]);
+        // qemu-img creates its output by path (following links, with the umask's mode): it writes into a fresh 0700
+        // directory nobody else can reach, and the file is linked into place once it has its final mode. The source
+        // is a json: specification: its format and every backing layer's path and format named, the bottom one with
+        // no backing at all.
+        var staging = SafeFiles.CreateStagingDirectory(destination);
+        var staged = Path.Combine(staging, "image");
+        var published = false;
+        args.AddRange([ImageSpec(source, sourceFormat, options.SourceBackingChain), staged]);
         try
         {
             var result = await ToolRunner.RunAsync(
@@ -288,6 +293,9 @@ public sealed partial class QemuImgDiskImages : IDiskImages
                 throw ToolFailed("convert", source, result);
             }
 
+            SafeFiles.PublishStaged(staged, destination, options.Privacy);
+            published = true;
+
             // qemu-img wrote the file: its digests are read back from it.
             var (sha, data) = options.ComputeSha256 || options.ComputeDataSha256
                 ? await SparseFile.DigestsAsync(destination, options.ComputeDataSha256, cancellationToken).ConfigureAwait(false)
@@ -298,7 +306,12 @@ public sealed partial class QemuImgDiskImages : IDiskImages
         }
         catch
         {
-            File.Delete(destination);
+            SafeFiles.RemoveStaging(staged);
+            if (published)
+            {
+                File.Delete(destination);
+            }
+
             throw;
         }
     }

@@ -30,7 +30,7 @@ internal static partial class SparseFile
     /// <summary>Block buffers, shared by copies in flight (a few per copy: one being read, one being written, the hasher's queue).</summary>
     private static readonly ArrayPool<byte> Buffers = ArrayPool<byte>.Create(DefaultBlockSize, 32);
 
-    /// <summary>Copies <paramref name="source"/> to a new file; refuses an existing destination; fsyncs at the end.</summary>
+    /// <summary>Copies <paramref name="source"/> to a new file (created as by <see cref="SafeFiles.CreateNew"/>); refuses an existing destination; fsyncs at the end.</summary>
     internal static async Task<CopyResult> CopyAsync(
         string source,
         string destination,
@@ -39,19 +39,13 @@ internal static partial class SparseFile
         long bandwidthBytesPerSecond,
         IProgress<CopyProgress>? progress,
         CancellationToken cancellationToken,
-        int blockSize = DefaultBlockSize)
+        int blockSize = DefaultBlockSize,
+        FilePrivacy? privacy = null)
     {
         var sw = Stopwatch.StartNew();
         using var src = File.OpenHandle(source, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, FileOptions.SequentialScan);
-        SafeFileHandle dst;
-        try
-        {
-            dst = File.OpenHandle(destination, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None);
-        }
-        catch (IOException) when (File.Exists(destination) || Directory.Exists(destination))
-        {
-            throw new HypervisorException(HypervisorErrorKind.FileExists, $"copy destination {destination} exists already; refusing to overwrite it");
-        }
+        // O_CREAT|O_EXCL|O_NOFOLLOW with the final mode: never through a planted link, never readable by others.
+        var dst = SafeFiles.CreateNew(destination, privacy ?? FilePrivacy.Private);
 
         try
         {

@@ -138,6 +138,19 @@ public static class OrchestratorSettingsValidator
             }
         }
 
+        for (var i = 0; i < backup.RestoreRoots.Count; i++)
+        {
+            if (!Path.IsPathFullyQualified(backup.RestoreRoots[i]))
+            {
+                errors.Add($"{P}:RestoreRoots:{i}: '{backup.RestoreRoots[i]}' is not an absolute path");
+            }
+        }
+
+        if (backup.FileGroup is { Length: > 0 } group && Hypervisor.SafeFiles.LookupGroup(group) is null)
+        {
+            errors.Add($"{P}:FileGroup: no group named '{group}' on this host");
+        }
+
         if (backup.HistoryLimit < 1)
         {
             errors.Add($"{P}:HistoryLimit must be at least 1");

@@ -100,6 +100,7 @@ internal sealed class BackupService(IGrainFactory grains, IHostDirectory directo
             context.CancellationToken);
         var response = new RestoreResponse { NewName = result.NewName, Defined = result.Defined, Uuid = result.Uuid?.ToString() ?? "" };
         response.Images.AddRange(result.Images);
+        response.Changes.AddRange(result.Changes ?? []);
         return response;
     }
 

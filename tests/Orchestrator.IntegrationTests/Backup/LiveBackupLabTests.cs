@@ -221,9 +221,10 @@ public sealed class LiveBackupLabTests(BackupLabFixture fixture) : IAsyncLifetim
     }
 
     [Fact]
-    public async Task Restore_BackupSet_BootsAsNewVmAndContinuesFromTheBackupPoint()
+    public async Task Restore_DefineWhileTheOriginalRuns_BootsOnItsOwnConsoleLogAndContinuesFromTheBackupPoint()
     {
         const string Guest = "bk-src";
+        const string Copy = "bk-restored";
         await CreateGuestAsync(Guest, "qcow2:64M");
         await Lab.WaitForSeqAsync(Guest, 10);
         await using var silo = await StartSiloAsync(Guest);
@@ -231,22 +232,31 @@ public sealed class LiveBackupLabTests(BackupLabFixture fixture) : IAsyncLifetim
         Assert.Equal(BackupStep.Completed, run.Step);
         var atBackup = (await Lab.CounterCheckAsync(run.Disks[0].BackupPath)).MaxSeq;
 
-        _guests.Add("bk-restored");
-        var restored = await Backups(silo).RestoreAsync(new RestoreRequest { Key = run.Key, NewName = "bk-restored", Define = true });
-        Assert.True(restored.Defined);
-        Assert.True(Guid.TryParse(restored.Uuid, out _));
-        var again = await Assert.ThrowsAsync<Grpc.Core.RpcException>(async () => await Backups(silo).RestoreAsync(new RestoreRequest { Key = run.Key, NewName = "bk-restored", Define = true }));
+        // Through the CLI, which lists what the new definition no longer shares with the original.
+        _guests.Add(Copy);
+        var cli = await ProcessRunner.RunAsync("dotnet", [Repo.CliDll, "restore", run.Key, "--as", Copy, "--define", "--format", "json", "--endpoint", silo.GrpcEndpoint], timeout: TimeSpan.FromMinutes(3));
+        Assert.True(cli.ExitCode == 0, ProcessRunner.Describe(cli) + silo.Log);
+        using var json = System.Text.Json.JsonDocument.Parse(cli.StandardOutput);
+        Assert.True(json.RootElement.GetProperty("defined").GetBoolean());
+        var changes = json.RootElement.GetProperty("changes").EnumerateArray().Select(c => c.GetString()).ToList();
+        Assert.Contains($"serial 0: file '{Lab.ConsolePath(Guest)}' -> '{Lab.ConsolePath(Copy)}'", changes);
+        var again = await Assert.ThrowsAsync<Grpc.Core.RpcException>(async () => await Backups(silo).RestoreAsync(new RestoreRequest { Key = run.Key, NewName = Copy, Define = true }));
         Assert.Equal(Grpc.Core.StatusCode.AlreadyExists, again.StatusCode);
 
-        // The copy's definition writes to the same console log: stop the original and start the log afresh.
-        await Lab.VirshAsync("destroy", Guest);
-        var console = (await Lab.LabAsync("vm.sh", "console", Lab.Name, Guest)).Trim();
-        await File.WriteAllTextAsync(console, "");
-        await Lab.VirshAsync("start", "bk-restored");
-        await Lab.WaitForSeqAsync(Guest, atBackup + 3, 180);
-        await Lab.VirshAsync("destroy", "bk-restored");
-        var image = restored.Images[0];
-        var report = await Lab.CounterCheckAsync(image);
+        // Both run at once, each on its own console file: the original's log gets no boot of the copy.
+        var originalLog = new FileInfo(Lab.ConsolePath(Guest)).Length;
+        var original = await Lab.WaitForSeqAsync(Guest, 1);
+        await Lab.VirshAsync("start", Copy);
+        await Lab.WaitForSeqAsync(Copy, atBackup + 3, 180);
+        await Lab.WaitForSeqAsync(Guest, original + 3, 180);
+        Assert.Equal("running", (await Lab.VirshAsync("domstate", Guest)).Trim());
+        var originalSince = Lab.ConsoleSeqsAfter(Guest, originalLog, out var originalRebooted);
+        Assert.False(originalRebooted, "the copy booted into the original's console log");
+        Assert.True(originalSince.Count > 0 && originalSince.All(s => s.Seq > atBackup + 3), "the copy's counter shows in the original's log");
+        Assert.Contains("orch: init start", await File.ReadAllTextAsync(Lab.ConsolePath(Copy)), StringComparison.Ordinal);
+
+        await Lab.VirshAsync("destroy", Copy);
+        var report = await Lab.CounterCheckAsync(json.RootElement.GetProperty("images")[0].GetString()!);
         Assert.True(report.Consistent, report.Json);
         Assert.True(report.MaxSeq > atBackup, $"restored guest did not continue: max {report.MaxSeq}, backup point {atBackup}");
     }
