@@ -221,7 +221,7 @@ internal sealed partial class VirtualMachineGrain
                 if (finished.Count == 0)
                 {
                     run.Version++;
-                    await state.WriteStateAsync(cancellationToken);
+                    await _writes.WriteAsync(cancellationToken);
                     SignalBackupChanged();
                     continue;
                 }
@@ -314,7 +314,7 @@ internal sealed partial class VirtualMachineGrain
             }
 
             run.Version++;
-            await state.WriteStateAsync(cancellationToken);
+            await _writes.WriteAsync(cancellationToken);
             SignalBackupChanged();
         }
     }
