@@ -88,6 +88,11 @@ public static class OrchestratorSettingsValidator
             errors.Add($"{P}:InventorySyncInterval must be at least 00:00:01");
         }
 
+        if (s.Host.CallTimeout < TimeSpan.FromSeconds(1) || s.Host.CallTimeout > TimeSpan.FromMinutes(10))
+        {
+            errors.Add($"{P}:Host:CallTimeout must be between 00:00:01 and 00:10:00");
+        }
+
         return errors;
     }
 
