@@ -17,12 +17,16 @@ internal static class BackupGauges
     // Every host a VM grain of this process has published for: its series stays (at 0) rather than vanishing at rest.
     private static readonly ConcurrentDictionary<string, byte> KnownHosts = new(StringComparer.Ordinal);
 
-    private readonly record struct Entry(string Host, int Overlays);
+    private readonly record struct Entry(string Host, bool Active, int Overlays);
 
-    /// <summary>Publishes the run a VM grain activation holds (null or finished: it holds none).</summary>
-    public static void Track(object owner, string host, BackupRunState? run)
+    /// <summary>
+    /// Publishes the run a VM grain activation holds (null or finished: it holds none), and the overlays its disks
+    /// still run on without a run (a run that gave up on its commit leaves the overlay in place: it stays counted).
+    /// </summary>
+    public static void Track(object owner, string host, BackupRunState? run, int overlaysLeft = 0)
     {
-        if (run is not { IsTerminal: false })
+        var active = run is { IsTerminal: false };
+        if (!active && overlaysLeft == 0)
         {
             Unfinished.TryRemove(owner, out _);
             KnownHosts.TryAdd(host, 0);
@@ -30,7 +34,7 @@ internal static class BackupGauges
         }
 
         // Called at every persisted step: write only when the numbers change.
-        var entry = new Entry(host, OverlaysOf(run));
+        var entry = new Entry(host, active, active ? OverlaysOf(run!) : overlaysLeft);
         if (!Unfinished.TryGetValue(owner, out var current) || current != entry)
         {
             KnownHosts.TryAdd(host, 0);
@@ -61,7 +65,7 @@ internal static class BackupGauges
         return alive;
     }
 
-    internal static IEnumerable<Measurement<long>> ObserveActive() => PerHost(_ => 1);
+    internal static IEnumerable<Measurement<long>> ObserveActive() => PerHost(e => e.Active ? 1 : 0);
 
     internal static IEnumerable<Measurement<long>> ObserveOverlays() => PerHost(e => e.Overlays);
 

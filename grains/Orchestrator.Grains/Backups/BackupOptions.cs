@@ -35,12 +35,24 @@ public sealed class BackupOptions
     /// </summary>
     public int ParallelCopies { get; set; } = 4;
 
+    /// <summary>
+    /// Retry budget of the commit and clean-up steps: after this many failed tries (across restarts) the run ends
+    /// Failed, leaving the VM on whatever image it safely runs on (an overlay it still runs on stays, and is reported).
+    /// </summary>
+    public int FinishAttempts { get; set; } = 10;
+
+    /// <summary>Retry budget in time: the run ends Failed once its commit or clean-up has failed for this long.</summary>
+    public TimeSpan FinishRetryBudget { get; set; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>First wait between tries of a failed commit or clean-up; doubles each try, at most one minute.</summary>
+    public TimeSpan FinishRetryDelay { get; set; } = TimeSpan.FromSeconds(2);
+
     /// <summary>Period of the reconcile that finishes or rolls back interrupted runs.</summary>
     public TimeSpan ReconcileInterval { get; set; } = TimeSpan.FromSeconds(30);
 
     /// <summary>
     /// Crash testing only: SIGKILL this silo process right after the run persists this point
-    /// ("OverlayActive", "Copying" = after the first disk's copy, "Committing" = a commit READY, not pivoted).
+    /// ("Preflight" = the operation lock is persisted, the run not yet, "OverlayActive", "Copying" = after the first disk's copy, "Committing" = a commit READY, not pivoted).
     /// </summary>
     public string? KillAt { get; set; }
 

@@ -117,6 +117,16 @@ public sealed record class BackupRunState
     [Key(24)]
     public string? PolicyRun { get; set; }
 
+    /// <summary>Failed tries of a commit or clean-up step (counted across restarts against the retry budget).</summary>
+    [Id(40)]
+    [Key(40)]
+    public int FinishAttempts { get; set; }
+
+    /// <summary>When the commit or clean-up step first failed (the time side of the retry budget).</summary>
+    [Id(41)]
+    [Key(41)]
+    public DateTimeOffset? FinishFailingSince { get; set; }
+
     [IgnoreMember]
     public bool IsTerminal => Step is BackupStep.Completed or BackupStep.Failed;
 }

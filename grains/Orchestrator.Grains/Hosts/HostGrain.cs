@@ -23,11 +23,14 @@ internal sealed partial class HostGrain(
         {
             var facts = await hypervisor.GetFactsAsync(cancellationToken);
             var domains = await hypervisor.ListDomainsAsync(cancellationToken);
-            var applied = await Task.WhenAll(domains.Select(d => GrainFactory.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(Name, d.Name)).ApplyInventoryAsync(Inventory.From(d, now), cancellationToken)));
+            // One bad domain name or one VM whose grain cannot work (e.g. a state row that cannot be read) affects
+            // that VM only: it is skipped with the reason logged, and every other VM is still synced.
+            var valid = domains.Where(d => IsValidName(d.Name)).ToList();
+            var applied = await Task.WhenAll(valid.Select(d => ForOneVmAsync(d.Name, async vm => (VmView?)await vm.ApplyInventoryAsync(Inventory.From(d, now), cancellationToken))));
 
-            var present = domains.Select(d => d.Name).ToHashSet(StringComparer.Ordinal);
+            var present = valid.Select(d => d.Name).ToHashSet(StringComparer.Ordinal);
             var vanished = state.State.Vms.Where(vm => !present.Contains(vm)).ToList();
-            var absent = await Task.WhenAll(vanished.Select(vm => GrainFactory.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(Name, vm)).MarkAbsentAsync(now, cancellationToken)));
+            var absent = await Task.WhenAll(vanished.Select(name => ForOneVmAsync(name, vm => vm.MarkAbsentAsync(now, cancellationToken))));
 
             var known = state.State.Vms.Union(present, StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
             var firstSync = state.State.LastSync is null || state.State.Uri != facts.Uri;
@@ -49,7 +52,7 @@ internal sealed partial class HostGrain(
             // from the records the VMs returned above.
             await fleet.ReportInventoryAsync(
                 Name,
-                [.. applied.Concat(absent.OfType<VmView>()).Select(v => new VmIndexEntry(Name, v.Name, v.Uuid, v.Present, v.Labels, v.LastBackupAt, v.LastCheckpointAt))],
+                [.. applied.OfType<VmView>().Concat(absent.OfType<VmView>()).Select(v => new VmIndexEntry(Name, v.Name, v.Uuid, v.Present, v.Labels, v.LastBackupAt, v.LastCheckpointAt))],
                 cancellationToken);
 
             activity?.SetTag("vms", domains.Count);
@@ -65,6 +68,40 @@ internal sealed partial class HostGrain(
         }
 
         return View();
+    }
+
+    private bool IsValidName(string vm)
+    {
+        try
+        {
+            GrainKeys.ValidateVmName(vm, "domain name");
+            return true;
+        }
+        catch (OrchestratorException)
+        {
+            LogVmSkipped(logger, Name, Quote(vm), "not a valid VM name (no '/', no control characters, no surrounding spaces, at most 200 characters)");
+            return false;
+        }
+    }
+
+    private async Task<VmView?> ForOneVmAsync(string vm, Func<IVirtualMachineGrain, Task<VmView?>> call)
+    {
+        try
+        {
+            return await call(GrainFactory.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(Name, vm)));
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            LogVmSkipped(logger, Name, Quote(vm), e.Message.Length > 500 ? e.Message[..500] + "..." : e.Message);
+            return null;
+        }
+    }
+
+    /// <summary>A domain name as logged: at most 80 characters, control characters escaped.</summary>
+    private static string Quote(string name)
+    {
+        var shown = name.Length > 80 ? name[..80] + "..." : name;
+        return string.Concat(shown.Select(c => char.IsControl(c) ? $"\\u{(int)c:x4}" : c.ToString()));
     }
 
     public Task<HostView> GetAsync(CancellationToken cancellationToken = default) => Task.FromResult(View());

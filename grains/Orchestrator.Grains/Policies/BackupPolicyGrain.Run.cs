@@ -72,7 +72,7 @@ internal sealed partial class BackupPolicyGrain
             PolicyMetrics.RecordRunEnded(Name, run);
             history.State.Runs.Add(run);
             TrimHistory();
-            await history.WriteStateAsync(cancellationToken);
+            await _historyWrites.WriteAsync(cancellationToken);
         }
         else
         {
@@ -580,7 +580,7 @@ internal sealed partial class BackupPolicyGrain
         {
             history.State.Runs.Add(run);
             TrimHistory();
-            await history.WriteStateAsync(cancellationToken);
+            await _historyWrites.WriteAsync(cancellationToken);
         }
 
         // A new run may have started while the history was written (the run's task interleaves with calls).

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orchestrator.Grains.Backups;
 using Orchestrator.Grains.Placement;
+using Orchestrator.Grains.Storage;
 using Orleans.Placement;
 
 namespace Orchestrator.Grains.Policies;
@@ -27,7 +28,9 @@ internal sealed partial class BackupPolicyGrain(
     internal const string ReminderName = "policy-tick";
     private static readonly TimeSpan ReminderPeriod = TimeSpan.FromMinutes(1);
 
-    private readonly SemaphoreSlim _writeLock = new(1, 1);
+    /// <summary>One writer per state: the run's task interleaves with calls (see StateWriteGate).</summary>
+    private readonly StateWriteGate _stateWrites = new(() => state.WriteStateAsync());
+    private readonly StateWriteGate _historyWrites = new(() => history.WriteStateAsync());
     private IGrainTimer? _tickTimer;
     private bool _registered;
     private bool _deactivating;
@@ -71,6 +74,7 @@ internal sealed partial class BackupPolicyGrain(
         PolicyMetrics.Forget(this);
         await StopRunTaskAsync(cancellationToken);
         _tickTimer?.Dispose();
+        await Task.WhenAll(_stateWrites.DrainAsync(), _historyWrites.DrainAsync()).WaitAsync(cancellationToken).ContinueWith(_ => { }, TaskScheduler.Current);
     }
 
     public async Task<PolicyApplyResult> ApplyAsync(PolicySpec spec, CancellationToken cancellationToken = default)
@@ -151,9 +155,9 @@ internal sealed partial class BackupPolicyGrain(
         }
 
         await Fleet.UnregisterPolicyAsync(Name, cancellationToken);
-        await history.ClearStateAsync(cancellationToken);
+        await _historyWrites.RunAloneAsync(() => history.ClearStateAsync());
         history.State = new PolicyRunHistoryState();
-        await state.ClearStateAsync(cancellationToken);
+        await _stateWrites.RunAloneAsync(() => state.ClearStateAsync());
         state.State = new BackupPolicyState();
         PolicyMetrics.Forget(this);
         _tickTimer?.Dispose();
@@ -366,15 +370,7 @@ internal sealed partial class BackupPolicyGrain(
             PolicyMetrics.Publish(this, Name, state.State);
         }
 
-        await _writeLock.WaitAsync(cancellationToken);
-        try
-        {
-            await state.WriteStateAsync(cancellationToken);
-        }
-        finally
-        {
-            _writeLock.Release();
-        }
+        await _stateWrites.WriteAsync(cancellationToken);
     }
 
     private void RequireExists()

@@ -17,5 +17,24 @@ public sealed class MessagePackGrainStorageSerializer : IGrainStorageSerializer
 
     public BinaryData Serialize<T>(T? input) => new(MessagePackSerializer.Serialize(input, Options));
 
-    public T Deserialize<T>(BinaryData input) => MessagePackSerializer.Deserialize<T>(input.ToMemory(), Options);
+    /// <summary>
+    /// A row that cannot be read fails only the grain that owns it, with an error that says so (the caller of that
+    /// grain gets it; every other grain is unaffected). The bytes themselves are never echoed.
+    /// </summary>
+    public T Deserialize<T>(BinaryData input)
+    {
+        try
+        {
+            return MessagePackSerializer.Deserialize<T>(input.ToMemory(), Options);
+        }
+        catch (MessagePackSerializationException e)
+        {
+            var detail = e.InnerException?.Message ?? e.Message;
+            throw new OrchestratorException(
+                ErrorCode.Internal,
+                $"stored {typeof(T).Name} cannot be read ({input.Length} bytes; a damaged row or one written by an incompatible version): "
+                + (detail.Length > 200 ? detail[..200] + "..." : detail),
+                reason: "STATE_UNREADABLE");
+        }
+    }
 }

@@ -27,6 +27,7 @@ internal sealed partial class VirtualMachineGrain
         using var activity = Telemetry.Source.StartActivity("backup.admit");
         Tag(activity, runId);
         await BeginOperationAsync(BackupKind, runId, cancellationToken);
+        KillIfAsked("Preflight");
         BackupRunState run;
         try
         {
@@ -78,6 +79,20 @@ internal sealed partial class VirtualMachineGrain
             catch (TimeoutException)
             {
             }
+        }
+    }
+
+    /// <summary>
+    /// A backup lock whose run was never persisted (the process died during preflight, after BeginOperationAsync
+    /// stored the lock and before the run was stored) has nothing to finish or roll back: preflight touches nothing.
+    /// </summary>
+    private async Task ReleaseOrphanedBackupLockAsync(CancellationToken cancellationToken)
+    {
+        if (state.State.Operation is { Kind: BackupKind } op && state.State.ActiveBackup?.RunId != op.Id)
+        {
+            state.State.Operation = null;
+            await _writes.WriteAsync(cancellationToken);
+            LogOrphanedLockReleased(logger, VmKey, op.Kind, op.Id, op.StartedAt);
         }
     }
 
@@ -203,14 +218,74 @@ internal sealed partial class VirtualMachineGrain
                 await FinishBackupAsync(run, BackupStep.Failed, cancellationToken);
                 return false;
             default:
-                // Commit or clean-up failed: the VM may still run on an overlay. Keep the run open; retry shortly.
+                // Commit or clean-up failed: the VM may still run on an overlay. Retry within the budget, then give up.
+                var options = backupOptions.Value;
+                var now = time.GetUtcNow();
+                run.FinishAttempts++;
+                run.FinishFailingSince ??= now;
+                var failingFor = now - run.FinishFailingSince.Value;
+                if (run.FinishAttempts >= options.FinishAttempts || failingFor >= options.FinishRetryBudget)
+                {
+                    await GiveUpFinishingAsync(run, step, failingFor, cancellationToken);
+                    return false;
+                }
+
                 run.Version++;
                 state.State.ActiveBackup = run;
-                await state.WriteStateAsync(cancellationToken);
+                await _writes.WriteAsync(cancellationToken);
                 SignalBackupChanged();
-                await Task.Delay(TimeSpan.FromSeconds(2), time, cancellationToken);
+                var delay = TimeSpan.FromTicks(Math.Min(
+                    options.FinishRetryDelay.Ticks * (1L << Math.Min(run.FinishAttempts - 1, 10)),
+                    TimeSpan.FromMinutes(1).Ticks));
+                var left = options.FinishRetryBudget - failingFor;
+                await Task.Delay(delay < left ? delay : left, time, cancellationToken);
                 return true;
         }
+    }
+
+    /// <summary>
+    /// The commit or clean-up retry budget is spent: end the run Failed rather than loop. A block job of ours still
+    /// running is aborted (the VM stays on the overlay, a valid chain over its untouched base); an overlay the VM
+    /// still runs on stays where it is and is named in the error (fleet overlays and overlays.alive report it).
+    /// </summary>
+    private async Task GiveUpFinishingAsync(BackupRunState run, BackupStep step, TimeSpan failingFor, CancellationToken cancellationToken)
+    {
+        var onOverlays = new List<string>();
+        try
+        {
+            var domain = await hypervisor.GetDomainAsync(DomainName, cancellationToken);
+            foreach (var disk in run.Disks)
+            {
+                if (domain.Disks.FirstOrDefault(d => d.Target == disk.Target) is { } live && live.SourcePath == disk.OverlayPath)
+                {
+                    onOverlays.Add($"{disk.Target} on {disk.OverlayPath}");
+                    try
+                    {
+                        if (await hypervisor.GetBlockJobAsync(DomainName, disk.Target, cancellationToken) is not null)
+                        {
+                            await FencedAsync(h => h.AbortBlockJobAsync(DomainName, disk.Target, cancellationToken), cancellationToken);
+                        }
+                    }
+                    catch (HypervisorException e)
+                    {
+                        LogGiveUpAbortFailed(logger, VmKey, run.RunId, disk.Target, e.Message);
+                    }
+                }
+            }
+        }
+        catch (HypervisorException e)
+        {
+            onOverlays.Add($"unknown ({e.Message})");
+        }
+
+        var where = onOverlays.Count == 0
+            ? "the VM runs on its own images again"
+            : $"the VM still runs on overlays left in place: {string.Join(", ", onOverlays)} (see: orchestrator fleet overlays)";
+        run.Error = $"{step} gave up after {run.FinishAttempts} tries over {failingFor.TotalSeconds:F0} s (budget: "
+            + $"{backupOptions.Value.FinishAttempts} tries, {backupOptions.Value.FinishRetryBudget.TotalSeconds:F0} s): {run.Error}; {where}";
+        LogBackupGaveUp(logger, VmKey, run.RunId, step, run.FinishAttempts, where);
+        DeleteBackupSet(run);
+        await FinishBackupAsync(run, BackupStep.Failed, cancellationToken);
     }
 
     private async Task PersistBackupAsync(BackupRunState run, BackupStep step, string? note, CancellationToken cancellationToken)
@@ -219,7 +294,7 @@ internal sealed partial class VirtualMachineGrain
         run.Steps.Add(new BackupStepEntry { Step = step, At = time.GetUtcNow(), Note = note });
         run.Version++;
         state.State.ActiveBackup = run;
-        await state.WriteStateAsync(cancellationToken);
+        await _writes.WriteAsync(cancellationToken);
         TrackBackup();
         SignalBackupChanged();
     }
@@ -248,7 +323,7 @@ internal sealed partial class VirtualMachineGrain
             state.State.Operation = null;
         }
 
-        await state.WriteStateAsync(cancellationToken);
+        await _writes.WriteAsync(cancellationToken);
 
         // Counted as the outcome is persisted, before anyone waiting for it is woken.
         TrackBackup();
@@ -269,7 +344,8 @@ internal sealed partial class VirtualMachineGrain
     {
         if (!_deactivating)
         {
-            BackupGauges.Track(this, Key.Host, state.State.ActiveBackup);
+            var left = state.State.Disks.Count(d => Path.GetFileName(d.SourcePath).Contains(".orch-", StringComparison.Ordinal));
+            BackupGauges.Track(this, Key.Host, state.State.ActiveBackup, left);
         }
     }
 

@@ -240,7 +240,7 @@ internal sealed partial class VirtualMachineGrain
                 if (finished.Count == 0)
                 {
                     run.Version++;
-                    await state.WriteStateAsync(cancellationToken);
+                    await _writes.WriteAsync(cancellationToken);
                     SignalBackupChanged();
                     continue;
                 }
@@ -345,7 +345,7 @@ internal sealed partial class VirtualMachineGrain
             }
 
             run.Version++;
-            await state.WriteStateAsync(cancellationToken);
+            await _writes.WriteAsync(cancellationToken);
             SignalBackupChanged();
         }
     }

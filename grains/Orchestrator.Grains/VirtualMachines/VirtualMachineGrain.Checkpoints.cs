@@ -49,7 +49,7 @@ internal sealed partial class VirtualMachineGrain
         // Checkpoints deleted behind the orchestrator's back: forget what was recorded about them.
         if (state.State.Checkpoints.RemoveAll(r => !names.Contains(r.Name)) > 0)
         {
-            await state.WriteStateAsync(cancellationToken);
+            await _writes.WriteAsync(cancellationToken);
         }
 
         return [.. snapshots
@@ -333,7 +333,7 @@ internal sealed partial class VirtualMachineGrain
             state.State.Operation = null;
         }
 
-        await state.WriteStateAsync(CancellationToken.None);
+        await _writes.WriteAsync(CancellationToken.None);
     }
 
     private CheckpointRecord? FindRecord(string name) => state.State.Checkpoints.FirstOrDefault(c => c.Name == name);

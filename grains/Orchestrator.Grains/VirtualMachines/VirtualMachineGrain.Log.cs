@@ -90,4 +90,16 @@ internal sealed partial class VirtualMachineGrain
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: deleting backup set {Path} failed: {Reason}")]
     private static partial void LogSetDeleteFailed(ILogger logger, string key, string path, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: released the {Kind} lock of {Id} (taken {StartedAt:u}): its run was never persisted (the process stopped during preflight)")]
+    private static partial void LogOrphanedLockReleased(ILogger logger, string key, string kind, string id, DateTimeOffset startedAt);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "VM {Key}: backup {Run} gave up at {Step} after {Attempts} tries; {Where}")]
+    private static partial void LogBackupGaveUp(ILogger logger, string key, string run, BackupStep step, int attempts, string where);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: backup {Run}: aborting the block job of {Disk} failed: {Reason}")]
+    private static partial void LogGiveUpAbortFailed(ILogger logger, string key, string run, string disk, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: deactivating for {Reason} ({Description})")]
+    private static partial void LogUnexpectedDeactivation(ILogger logger, string key, DeactivationReasonCode reason, string description);
 }

@@ -19,7 +19,7 @@ internal sealed partial class VirtualMachineGrain
         RequireKnown();
         ThrowIfBusy(id);
         state.State.Operation = new VmOperation { Kind = kind, Id = id, StartedAt = time.GetUtcNow() };
-        await state.WriteStateAsync(cancellationToken);
+        await _writes.WriteAsync(cancellationToken);
     }
 
     private async Task EndOperationAsync(string id, CancellationToken cancellationToken)
@@ -27,7 +27,7 @@ internal sealed partial class VirtualMachineGrain
         if (state.State.Operation?.Id == id)
         {
             state.State.Operation = null;
-            await state.WriteStateAsync(cancellationToken);
+            await _writes.WriteAsync(cancellationToken);
         }
     }
 

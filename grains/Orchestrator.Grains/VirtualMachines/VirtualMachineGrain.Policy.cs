@@ -22,7 +22,7 @@ internal sealed partial class VirtualMachineGrain
 
         var record = await CreateCheckpointCoreAsync(name, CheckpointOrigin.Policy, cancellationToken);
         record.Policy = request.Policy;
-        await state.WriteStateAsync(cancellationToken);
+        await _writes.WriteAsync(cancellationToken);
 
         var own = state.State.Checkpoints
             .Where(c => c.Origin == CheckpointOrigin.Policy && c.Policy == request.Policy)
@@ -37,7 +37,7 @@ internal sealed partial class VirtualMachineGrain
 
         if (pruned.Count > 0)
         {
-            await state.WriteStateAsync(cancellationToken);
+            await _writes.WriteAsync(cancellationToken);
         }
 
         return new PolicyCheckpointResult(ToView(record, sizeBytes: null), pruned);

@@ -65,7 +65,7 @@ internal sealed partial class VirtualMachineGrain : IRemindable
             LastRun = previous?.LastRun,
             RecentRuns = previous?.RecentRuns ?? [],
         };
-        await state.WriteStateAsync(cancellationToken);
+        await _writes.WriteAsync(cancellationToken);
         await EnsureScheduleReminderAsync(cancellationToken);
         ArmScheduleTimer();
         activity?.SetTag("cron", source.Cron);
@@ -90,7 +90,7 @@ internal sealed partial class VirtualMachineGrain : IRemindable
         }
 
         state.State.CheckpointSchedule = null;
-        await state.WriteStateAsync(cancellationToken);
+        await _writes.WriteAsync(cancellationToken);
         StopScheduleTimer();
         await UnregisterScheduleReminderAsync(cancellationToken);
         LogScheduleDeleted(logger, VmKey);
@@ -189,7 +189,7 @@ internal sealed partial class VirtualMachineGrain : IRemindable
 
         schedule.Record(run);
         schedule.NextDueAt = decision.NextDueAt;
-        await state.WriteStateAsync(CancellationToken.None);
+        await _writes.WriteAsync(CancellationToken.None);
         LogScheduleRan(logger, VmKey, run.Checkpoint ?? "-", decision.DueAt, decision.SkippedSlots, run.Pruned.Count, decision.NextDueAt, run.Error ?? "ok");
         ArmScheduleTimer();
     }
@@ -351,7 +351,7 @@ internal sealed partial class VirtualMachineGrain : IRemindable
 
         LogOperationRecovered(logger, VmKey, op.Kind, op.Id, op.StartedAt);
         state.State.Operation = null;
-        await state.WriteStateAsync(cancellationToken);
+        await _writes.WriteAsync(cancellationToken);
     }
 
     /// <summary>Called on activation: recover a cut-short checkpoint operation, then resume the schedule. Never fails the activation.</summary>

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Options;
 using Orchestrator.Grains.Backups;
 using Orchestrator.Grains.Checkpoints;
 using Orchestrator.Grains.Placement;
+using Orchestrator.Grains.Storage;
 using Orchestrator.Hypervisor;
 
 namespace Orchestrator.Grains.VirtualMachines;
@@ -17,6 +18,9 @@ internal sealed partial class VirtualMachineGrain(
     CheckpointSchedulePlanner planner,
     ILogger<VirtualMachineGrain> logger) : Grain, IVirtualMachineGrain
 {
+    /// <summary>Every write of this grain's state goes through here: the backup task, syncs and calls interleave.</summary>
+    private readonly StateWriteGate _writes = new(() => state.WriteStateAsync());
+
     private DateTimeOffset _lastSync;
 
     /// <summary>Set when deactivation starts: the backup task may still persist a step, but this activation no longer reports.</summary>
@@ -28,6 +32,7 @@ internal sealed partial class VirtualMachineGrain(
     {
         // A backup left unfinished by an earlier activation (or process) is in flight again: it counts as active.
         TrackBackup();
+        await ReleaseOrphanedBackupLockAsync(cancellationToken);
 
         // Recovery: an interrupted backup resumes from its persisted step, and a periodic reconcile keeps trying.
         this.RegisterGrainTimer(
@@ -41,6 +46,12 @@ internal sealed partial class VirtualMachineGrain(
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
         _deactivating = true;
+        if (reason.ReasonCode is not (DeactivationReasonCode.ActivationIdle or DeactivationReasonCode.ShuttingDown or DeactivationReasonCode.ApplicationRequested or DeactivationReasonCode.Migrating))
+        {
+            // E.g. ApplicationError after a storage write conflict: worth seeing (the stress tests count these).
+            LogUnexpectedDeactivation(logger, VmKey, reason.ReasonCode, reason.Description ?? "");
+        }
+
         BackupGauges.Forget(this);
         if (_backupCancellation is { } cts)
         {
@@ -52,6 +63,9 @@ internal sealed partial class VirtualMachineGrain(
 
             cts.Dispose();
         }
+
+        // A write still queued behind the backup task's last one is stored before the activation goes.
+        await _writes.DrainAsync().WaitAsync(cancellationToken).ContinueWith(_ => { }, TaskScheduler.Current);
     }
 
     public Task<VmView> GetAsync(CancellationToken cancellationToken = default)
@@ -107,7 +121,10 @@ internal sealed partial class VirtualMachineGrain(
             s.MemoryKiB = inventory.MemoryKiB;
             s.VirtualCpus = inventory.VirtualCpus;
             s.LastChanged = inventory.SyncedAt;
-            await state.WriteStateAsync(cancellationToken);
+            await _writes.WriteAsync(cancellationToken);
+
+            // An overlay left in place by a run that gave up stays in the overlays gauge while the VM runs on it.
+            TrackBackup();
         }
 
         var (host, vm) = Key;
@@ -123,7 +140,7 @@ internal sealed partial class VirtualMachineGrain(
         {
             state.State.Present = false;
             state.State.LastChanged = syncedAt;
-            await state.WriteStateAsync(cancellationToken);
+            await _writes.WriteAsync(cancellationToken);
             LogVanished(logger, this.GetPrimaryKeyString());
         }
 

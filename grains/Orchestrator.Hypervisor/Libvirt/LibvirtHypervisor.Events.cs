@@ -13,15 +13,16 @@ namespace Orchestrator.Hypervisor.Libvirt;
 /// </summary>
 public sealed partial class LibvirtHypervisor
 {
-    private unsafe void RegisterCallbacks()
+    /// <summary>Subscribes to events on <paramref name="conn"/> (the first connection, or a new one after a reconnect).</summary>
+    private unsafe void RegisterCallbacks(ConnectHandle conn)
     {
         delegate* unmanaged[Cdecl]<IntPtr, IntPtr, int, int, IntPtr, int> lifecycle = &OnLifecycle;
         delegate* unmanaged[Cdecl]<IntPtr, IntPtr, IntPtr, int, int, IntPtr, void> blockJob = &OnBlockJob;
-        _lifecycleCallbackId = Register(EventIdLifecycle, (IntPtr)lifecycle, "lifecycle");
-        _blockJobCallbackId = Register(EventIdBlockJob2, (IntPtr)blockJob, "block-job-2");
+        _lifecycleCallbackId = Register(conn, EventIdLifecycle, (IntPtr)lifecycle, "lifecycle");
+        _blockJobCallbackId = Register(conn, EventIdBlockJob2, (IntPtr)blockJob, "block-job-2");
 
         var opaque = GCHandle.ToIntPtr(GCHandle.Alloc(this));
-        if (LibvirtNative.virConnectRegisterCloseCallback(_conn, &OnClose, opaque, &FreeOpaque) < 0)
+        if (LibvirtNative.virConnectRegisterCloseCallback(conn, &OnClose, opaque, &FreeOpaque) < 0)
         {
             // Not every driver has a close callback (test:// has none): events still work without it.
             LibvirtNative.virResetLastError();
@@ -33,10 +34,10 @@ public sealed partial class LibvirtHypervisor
         }
     }
 
-    private unsafe int Register(int eventId, IntPtr callback, string what)
+    private unsafe int Register(ConnectHandle conn, int eventId, IntPtr callback, string what)
     {
         var opaque = GCHandle.ToIntPtr(GCHandle.Alloc(this));
-        var id = LibvirtNative.virConnectDomainEventRegisterAny(_conn, IntPtr.Zero, eventId, callback, opaque, &FreeOpaque);
+        var id = LibvirtNative.virConnectDomainEventRegisterAny(conn, IntPtr.Zero, eventId, callback, opaque, &FreeOpaque);
         if (id < 0)
         {
             var error = LibvirtErrors.Last($"virConnectDomainEventRegisterAny({what})");
@@ -120,6 +121,9 @@ public sealed partial class LibvirtHypervisor
         _connectionClosed = true;
         Log.ConnectionClosed(_logger, Uri, reason);
         FailAllWatches(new HypervisorException(HypervisorErrorKind.ConnectionFailed, $"the connection to {Uri} was closed (reason {reason})"));
+        StartReconnect(reason == 1
+            ? $"libvirtd at {Uri} stopped answering keepalives (hung?); reconnecting"
+            : $"the connection to {Uri} was closed (libvirtd restarted or stopped?); reconnecting");
     }
 
     private void Raise(DomainEvent e)

@@ -12,6 +12,15 @@ public sealed partial class LibvirtHypervisor
         [LoggerMessage(EventId = 1001, Level = LogLevel.Warning, Message = "Connection to {Uri} closed by libvirt (reason {Reason})")]
         public static partial void ConnectionClosed(ILogger logger, string uri, int reason);
 
+        [LoggerMessage(EventId = 1002, Level = LogLevel.Information, Message = "Reconnected to {Uri} (attempt {Attempt}); event callbacks registered again")]
+        public static partial void Reconnected(ILogger logger, string uri, int attempt);
+
+        [LoggerMessage(EventId = 1003, Level = LogLevel.Warning, Message = "Reconnect to {Uri} failed (attempt {Attempt}): {Reason}")]
+        public static partial void ReconnectFailed(ILogger logger, string uri, int attempt, string reason);
+
+        [LoggerMessage(EventId = 1004, Level = LogLevel.Warning, Message = "{What} on {Uri} did not return within {Seconds:F0} s")]
+        public static partial void CallTimedOut(ILogger logger, string uri, string what, double seconds);
+
         [LoggerMessage(EventId = 1010, Level = LogLevel.Debug, Message = "Lifecycle event {Domain}: {Type} (detail {Detail})")]
         public static partial void LifecycleEvent(ILogger logger, string domain, LifecycleEventType type, int detail);
 

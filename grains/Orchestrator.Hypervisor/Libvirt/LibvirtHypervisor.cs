@@ -20,7 +20,7 @@ public sealed partial class LibvirtHypervisor : IHypervisor
     /// <summary>How long to wait for a block-job event before looking whether the job is gone anyway.</summary>
     private static readonly TimeSpan EventSafetyNet = TimeSpan.FromSeconds(10);
 
-    private readonly ConnectHandle _conn;
+    private volatile ConnectHandle _conn;
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<(string Domain, string Target), BlockJobWatch> _watches = new();
     private int _lifecycleCallbackId = -1;
@@ -60,18 +60,11 @@ public sealed partial class LibvirtHypervisor : IHypervisor
         var connectTask = Task.Run(
             () =>
             {
-                var conn = LibvirtNative.virConnectOpen(uri);
-                if (conn.IsInvalid)
-                {
-                    var error = LibvirtErrors.Last($"virConnectOpen({uri})", _ => HypervisorErrorKind.ConnectionFailed);
-                    conn.Dispose();
-                    throw error;
-                }
-
+                var conn = Open(uri);
                 var hypervisor = new LibvirtHypervisor(uri, conn, images ?? new QemuImgDiskImages(logger), logger);
                 try
                 {
-                    hypervisor.RegisterCallbacks();
+                    hypervisor.RegisterCallbacks(conn);
                 }
                 catch
                 {
@@ -610,10 +603,10 @@ public sealed partial class LibvirtHypervisor : IHypervisor
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         if (_connectionClosed)
         {
-            return Task.FromException<T>(new HypervisorException(HypervisorErrorKind.ConnectionFailed, $"the connection to {Uri} was closed"));
+            return Task.FromException<T>(new HypervisorException(HypervisorErrorKind.ConnectionFailed, Unreachable ?? $"the connection to {Uri} was closed"));
         }
 
-        return Task.Run(call, cancellationToken);
+        return BoundAsync(Task.Run(call, cancellationToken));
     }
 
     private DomainHandle Lookup(string domain)

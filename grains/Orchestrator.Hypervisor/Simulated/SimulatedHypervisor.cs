@@ -68,6 +68,15 @@ public sealed partial class SimulatedHypervisor : IHypervisor
         }
     }
 
+    /// <summary>Drops every fault not yet thrown.</summary>
+    public void ClearFaults()
+    {
+        lock (_lock)
+        {
+            _faults.Clear();
+        }
+    }
+
     /// <summary>Adds a domain whose disks are new images (base format per disk) under <paramref name="imageDir"/>.</summary>
     public DomainInfo AddDomain(
         string name,

@@ -36,6 +36,9 @@ public sealed class HostSettings
 
     /// <summary>With the simulated hypervisor: seed it with the demo VMs.</summary>
     public bool SeedDemo { get; set; }
+
+    /// <summary>Longest a libvirt call may take before it fails (libvirtd hung); keepalive closes a dead connection.</summary>
+    public TimeSpan CallTimeout { get; set; } = TimeSpan.FromSeconds(30);
 }
 
 public enum PersistenceMode

@@ -97,6 +97,11 @@ public static class OrchestratorSettingsValidator
             errors.Add($"{P}:InventorySyncInterval must be at least 00:00:01");
         }
 
+        if (s.Host.CallTimeout < TimeSpan.FromSeconds(1) || s.Host.CallTimeout > TimeSpan.FromMinutes(10))
+        {
+            errors.Add($"{P}:Host:CallTimeout must be between 00:00:01 and 00:10:00");
+        }
+
         return errors;
     }
 
@@ -166,9 +171,24 @@ public static class OrchestratorSettingsValidator
             errors.Add($"{P}:ReconcileInterval must be at least 00:00:01");
         }
 
-        if (backup.KillAt is { Length: > 0 } kill && kill is not ("OverlayActive" or "Copying" or "Committing"))
+        if (backup.FinishAttempts is < 1 or > 1000)
         {
-            errors.Add($"{P}:KillAt: '{kill}' is not a crash-test point (OverlayActive, Copying, Committing)");
+            errors.Add($"{P}:FinishAttempts must be between 1 and 1000");
+        }
+
+        if (backup.FinishRetryBudget < TimeSpan.FromSeconds(1) || backup.FinishRetryBudget > TimeSpan.FromDays(1))
+        {
+            errors.Add($"{P}:FinishRetryBudget must be between 00:00:01 and 1.00:00:00");
+        }
+
+        if (backup.FinishRetryDelay < TimeSpan.FromMilliseconds(10) || backup.FinishRetryDelay > TimeSpan.FromMinutes(1))
+        {
+            errors.Add($"{P}:FinishRetryDelay must be between 00:00:00.01 and 00:01:00");
+        }
+
+        if (backup.KillAt is { Length: > 0 } kill && kill is not ("Preflight" or "OverlayActive" or "Copying" or "Committing"))
+        {
+            errors.Add($"{P}:KillAt: '{kill}' is not a crash-test point (Preflight, OverlayActive, Copying, Committing)");
         }
 
         return errors;

@@ -23,7 +23,9 @@ internal static class HypervisorConnector
         try
         {
             var images = new QemuImgDiskImages(loggers.CreateLogger<QemuImgDiskImages>());
-            return await LibvirtHypervisor.ConnectAsync(host.Uri, loggers.CreateLogger<LibvirtHypervisor>(), images, cancellationToken);
+            var libvirt = await LibvirtHypervisor.ConnectAsync(host.Uri, loggers.CreateLogger<LibvirtHypervisor>(), images, cancellationToken);
+            libvirt.CallTimeout = host.CallTimeout;
+            return libvirt;
         }
         catch (HypervisorException e)
         {

@@ -108,7 +108,8 @@ public static class SiloHostingExtensions
         });
         builder.Services.AddGrpcReflection();
         builder.Services.AddHealthChecks()
-            .AddCheck<SiloReadyHealthCheck>("silo", tags: ["ready"]);
+            .AddCheck<SiloReadyHealthCheck>("silo", tags: ["ready"])
+            .AddCheck<HypervisorHealthCheck>("hypervisor", tags: ["ready"]);
         return builder;
     }
 
@@ -168,4 +169,13 @@ internal sealed class SiloReadyHealthCheck(IClusterMembershipService membership,
             ? HealthCheckResult.Healthy("silo active")
             : HealthCheckResult.Unhealthy($"silo is {status}"));
     }
+}
+
+/// <summary>Ready only while the hypervisor driver is connected (libvirtd restarted or hung: unhealthy until it reconnects).</summary>
+internal sealed class HypervisorHealthCheck(IHypervisor hypervisor) : IHealthCheck
+{
+    public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default) =>
+        Task.FromResult(hypervisor is IHypervisorHealth { Unreachable: { } why }
+            ? HealthCheckResult.Unhealthy($"hypervisor unreachable: {why}")
+            : HealthCheckResult.Healthy("hypervisor connected"));
 }

@@ -42,6 +42,8 @@ internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger)
         {
             OrchestratorException o => ErrorMapping.ToRpcException(o),
             HypervisorException h => ErrorMapping.ToRpcException(h),
+            // E.g. a grain whose stored state cannot be read: Orleans wraps the storage error.
+            Orleans.Runtime.OrleansException { InnerException: OrchestratorException o } => ErrorMapping.ToRpcException(o),
             _ => null,
         };
         if (mapped is not null)

@@ -185,6 +185,10 @@ public sealed class CheckpointGrainTests(CheckpointClusterFixture fixture)
         fixture.Real.AddDomain("busy-1", DomainPowerState.Running, [("vda", "qcow2", GiB)]);
         var state = await KnownStateAsync(fixture.Real, "busy-1");
         state.Operation = new VmOperation { Kind = "backup", Id = "run-42", StartedAt = DateTimeOffset.UtcNow };
+
+        // The lock's run is persisted (a lock without one is released on activation: a crash during preflight);
+        // its step is one the reconcile does not resume, so the lock stays for the whole test.
+        state.ActiveBackup = new Grains.Backups.BackupRunState { RunId = "run-42", Step = BackupStep.Failed };
         await fixture.WriteVmStateAsync(RealHost, "busy-1", state);
         var vm = fixture.Vm(RealHost, "busy-1");
 

@@ -51,6 +51,9 @@ internal static unsafe partial class LibvirtNative
     internal static partial int virConnectUnregisterCloseCallback(ConnectHandle conn, delegate* unmanaged[Cdecl]<IntPtr, int, IntPtr, void> cb);
 
     [LibraryImport(Lib)]
+    internal static partial int virConnectSetKeepAlive(ConnectHandle conn, int interval, uint count);
+
+    [LibraryImport(Lib)]
     internal static partial IntPtr virConnectGetHostname(ConnectHandle conn);
 
     [LibraryImport(Lib)]
