@@ -229,7 +229,8 @@ case "$CMD" in
     undefine) check_host; do_undefine ;;
     delete)
         check_host; do_undefine
-        rm -f "$IMAGES/$VM"-vd?.raw "$IMAGES/$VM"-vd?.qcow2 "$CONSOLE" "$H/$VM.xml"
+        # The VM's own images, and any backup overlay a test deliberately left on them.
+        rm -f "$IMAGES/$VM"-vd?.raw "$IMAGES/$VM"-vd?.qcow2 "$IMAGES/$VM"-vd?.*.orch-*.qcow2 "$CONSOLE" "$H/$VM.xml"
         lab_log "vm $HOST/$VM: deleted" ;;
     disks)
         check_host

@@ -150,35 +150,62 @@ internal sealed partial class VirtualMachineGrain
         await DeleteStrayOverlaysAsync(run, cancellationToken);
         var frozen = await FreezeAsync(run, cancellationToken);
         var freezeStart = Stopwatch.GetTimestamp();
+        var thawed = false;
         try
         {
-            using var budget = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            if (frozen)
-            {
-                budget.CancelAfter(TimeSpan.FromMilliseconds(run.FreezeBudgetMilliseconds));
-            }
-
             using var call = Telemetry.Source.StartActivity("libvirt.snapshot-create-external");
             call?.SetTag("disks", run.Disks.Count);
-            await FencedAsync(h => h.CreateExternalSnapshotAsync(DomainName, [.. run.Disks.Select(d => new OverlaySpec(d.Target, d.OverlayPath))], budget.Token), cancellationToken);
+
+            // The snapshot is never cancelled half way (libvirt's call cannot be, and an overlay that appears after we
+            // gave up would be one nobody tracks): its outcome is always awaited, bounded by the driver's call time.
+            // The freeze budget bounds the guest's freeze instead: past it the guest is thawed while the snapshot
+            // finishes, and the backup is crash-consistent (refused after the fact when quiesce is required).
+            var snapshot = FencedAsync(h => h.CreateExternalSnapshotAsync(DomainName, [.. run.Disks.Select(d => new OverlaySpec(d.Target, d.OverlayPath))], cancellationToken), cancellationToken);
+            if (frozen)
+            {
+                var budget = TimeSpan.FromMilliseconds(run.FreezeBudgetMilliseconds);
+                using var budgetTimer = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                if (await Task.WhenAny(snapshot, Task.Delay(budget, time, budgetTimer.Token)) != snapshot)
+                {
+                    await ThawAsync(run, freezeStart);
+                    thawed = true;
+                    run.QuiesceOutcome = $"{run.QuiesceOutcome}; thawed at the freeze budget ({budget.TotalMilliseconds:F0} ms) before the overlays were in place: crash-consistent";
+                    LogFreezeBudgetExceeded(logger, VmKey, budget.TotalMilliseconds);
+                }
+
+                await budgetTimer.CancelAsync();
+            }
+
+            await snapshot;
+            if (thawed && run.Quiesce == QuiesceMode.Required)
+            {
+                throw new OrchestratorException(
+                    ErrorCode.FailedPrecondition,
+                    $"quiesce is required but the overlays took longer than the freeze budget ({run.FreezeBudgetMilliseconds:F0} ms); the guest was thawed first, so the image would only be crash-consistent");
+            }
         }
         finally
         {
-            if (frozen)
+            if (frozen && !thawed)
             {
                 // Thaw always runs, whatever happened to the snapshot.
-                try
-                {
-                    await hypervisor.ThawFileSystemsAsync(DomainName, CancellationToken.None);
-                }
-                catch (HypervisorException e)
-                {
-                    LogThawFailed(logger, VmKey, e.Message);
-                }
-
-                run.FreezeMilliseconds = Stopwatch.GetElapsedTime(freezeStart).TotalMilliseconds;
+                await ThawAsync(run, freezeStart);
             }
         }
+    }
+
+    private async Task ThawAsync(BackupRunState run, long freezeStart)
+    {
+        try
+        {
+            await hypervisor.ThawFileSystemsAsync(DomainName, CancellationToken.None);
+        }
+        catch (HypervisorException e)
+        {
+            LogThawFailed(logger, VmKey, e.Message);
+        }
+
+        run.FreezeMilliseconds = Stopwatch.GetElapsedTime(freezeStart).TotalMilliseconds;
     }
 
     private async Task<bool> FreezeAsync(BackupRunState run, CancellationToken cancellationToken)

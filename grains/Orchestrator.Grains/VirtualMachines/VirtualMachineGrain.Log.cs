@@ -102,4 +102,7 @@ internal sealed partial class VirtualMachineGrain
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: deactivating for {Reason} ({Description})")]
     private static partial void LogUnexpectedDeactivation(ILogger logger, string key, DeactivationReasonCode reason, string description);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: the overlays took longer than the freeze budget ({BudgetMs} ms); the guest was thawed while they finish")]
+    private static partial void LogFreezeBudgetExceeded(ILogger logger, string key, double budgetMs);
 }

@@ -137,6 +137,13 @@ public sealed class DaemonFaultLabTests(BackupLabFixture fixture) : IAsyncLifeti
         var run = await BackupLabFixture.WaitForRunAsync(Backups(silo), key);
 
         Assert.True(run.Step == BackupStep.Completed, $"{run.Step}: {run.Error}\n{silo.Log}");
+        // The console logger writes from its own queue: the line may follow the run's end by a moment.
+        var logged = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+        while (!silo.Log.Contains("Reconnected to", StringComparison.Ordinal) && DateTime.UtcNow < logged)
+        {
+            await Task.Delay(200);
+        }
+
         Assert.Contains("Reconnected to", silo.Log, StringComparison.Ordinal);
         Assert.DoesNotContain(".orch-", await Lab.VirshAsync("domblklist", Guest), StringComparison.Ordinal);
         Assert.Empty(Lab.LeftoverOverlays());

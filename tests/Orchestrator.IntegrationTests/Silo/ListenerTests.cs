@@ -158,6 +158,7 @@ public sealed class ClusterListenerTests(PostgresFixture postgres)
             ["Orchestrator__Persistence__Mode"] = "Cluster",
             ["Orchestrator__Persistence__PostgresConnectionString"] = postgres.ConnectionString,
             ["Orchestrator__Cluster__ClusterId"] = $"listen-{Guid.NewGuid():N}"[..16],
+            ["Orchestrator__Cluster__ServiceId"] = $"listen-{Guid.NewGuid():N}"[..16],
             ["Orchestrator__Cluster__AdvertisedAddress"] = "127.0.0.2",
         });
         try

@@ -256,6 +256,7 @@ public sealed class PostgresStateSafetyTests(PostgresFixture postgres) : IAsyncL
         settings["Orchestrator__Persistence__Mode"] = "Cluster";
         settings["Orchestrator__Persistence__PostgresConnectionString"] = postgres.ConnectionString;
         settings["Orchestrator__Cluster__ClusterId"] = $"state-{Guid.NewGuid():N}"[..16];
+        settings["Orchestrator__Cluster__ServiceId"] = $"state-{Guid.NewGuid():N}"[..16]; // its own grain state (the fleet registry too)
         await using var silo = new SiloProcess("demo-01", Path.Combine(_dir, "silo"), settings);
         silo.Start();
         await silo.WaitReadyAsync();

@@ -204,6 +204,36 @@ public sealed class BackupWorkflowTests(ThreeHostClusterFixture fixture)
         Assert.StartsWith("not frozen, crash-consistent", run.QuiesceOutcome, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData(QuiesceMode.Try, BackupStep.Completed)]
+    [InlineData(QuiesceMode.Required, BackupStep.Failed)]
+    public async Task Quiesce_SnapshotSlowerThanTheFreezeBudget_GuestThawedAtTheBudget(QuiesceMode mode, BackupStep outcome)
+    {
+        var name = $"bk-slowsnap-{mode.ToString().ToLowerInvariant()}";
+        var (vm, hypervisor) = await NewVmAsync("kvm-02", name, ("vda", "qcow2", 1L << 30));
+        hypervisor.SetGuestAgent(name, true);
+        var latency = hypervisor.Options.SnapshotLatency;
+        hypervisor.Options.SnapshotLatency = TimeSpan.FromSeconds(2);
+        BackupRunView run;
+        try
+        {
+            run = await WaitDoneAsync(vm, await vm.StartBackupAsync(new BackupRequest { Quiesce = mode, FreezeBudget = TimeSpan.FromMilliseconds(200) }));
+        }
+        finally
+        {
+            hypervisor.Options.SnapshotLatency = latency;
+        }
+
+        Assert.Equal(outcome, run.Step);
+        Assert.Contains("thawed at the freeze budget", run.QuiesceOutcome, StringComparison.Ordinal);
+        Assert.True(run.FreezeMilliseconds < 1500, $"the guest stayed frozen {run.FreezeMilliseconds} ms with a 200 ms budget and a 2 s snapshot");
+
+        // Either way the VM ends on its own image and no overlay is left.
+        var domain = await hypervisor.GetDomainAsync(name);
+        Assert.Empty(domain.Disks[0].BackingChain);
+        Assert.False(await hypervisor.Images.ExistsAsync(run.Disks[0].OverlayPath));
+    }
+
     [Fact]
     public async Task QuiesceTry_WithAgent_FreezesAndRecordsTheDuration()
     {
