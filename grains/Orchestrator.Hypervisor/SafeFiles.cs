@@ -41,6 +41,10 @@ public static partial class SafeFiles
     private static readonly int ODirectory = RuntimeInformation.ProcessArchitecture is Architecture.Arm64 or Architecture.Arm ? 0x4000 : 0x10000;
     private static readonly int ONoFollow = RuntimeInformation.ProcessArchitecture is Architecture.Arm64 or Architecture.Arm ? 0x8000 : 0x20000;
 
+    /// <summary>Whether anything is at <paramref name="path"/>: a file, a directory, or a symbolic link (dangling or not).</summary>
+    public static bool Occupied(string path) =>
+        File.Exists(path) || Directory.Exists(path) || new FileInfo(path).LinkTarget is not null;
+
     /// <summary>
     /// The real path of <paramref name="path"/>: the longest prefix that exists, with every symbolic link in it
     /// resolved, followed by the rest (which does not exist yet, so cannot be a link). The path must be absolute.

@@ -1,4 +1,5 @@
 using MessagePack;
+using Orchestrator.Grains.Disks;
 
 namespace Orchestrator.Grains.Backups;
 
@@ -202,7 +203,7 @@ public sealed record class BackupDiskState
     /// </summary>
     [Id(13)]
     [Key(13)]
-    public List<BackupLayerState> BackingChain { get; set; } = [];
+    public List<ChainLayerRecord> BackingChain { get; set; } = [];
 
     /// <summary>
     /// The copy's format: a chain is flattened into qcow2 (the top of a chain is qcow2 anyway; qcow2 stays sparse on any
@@ -210,21 +211,6 @@ public sealed record class BackupDiskState
     /// </summary>
     [IgnoreMember]
     public string BackupFormat => BackingChain.Count > 0 ? "qcow2" : Format;
-}
-
-/// <summary>One image of a disk's backing chain, as the domain XML names it.</summary>
-[GenerateSerializer]
-[Alias("orchestrator.BackupLayerState")]
-[MessagePackObject]
-public sealed record class BackupLayerState
-{
-    [Id(0)]
-    [Key(0)]
-    public string Path { get; set; } = "";
-
-    [Id(1)]
-    [Key(1)]
-    public string Format { get; set; } = "";
 }
 
 [GenerateSerializer]

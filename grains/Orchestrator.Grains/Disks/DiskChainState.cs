@@ -21,6 +21,7 @@ public sealed record class DiskChainState
     public DateTimeOffset LastChanged { get; set; }
 }
 
+/// <summary>One image of a disk's backing chain, as the domain XML names it (the chain grain's layers, a backup run's frozen chain).</summary>
 [GenerateSerializer]
 [Alias("orchestrator.ChainLayerRecord")]
 [MessagePackObject]

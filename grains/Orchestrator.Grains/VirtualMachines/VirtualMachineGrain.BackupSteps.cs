@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using Orchestrator.Grains.Backups;
 using Orchestrator.Grains.Checkpoints;
+using Orchestrator.Grains.Disks;
 using Orchestrator.Hypervisor;
 
 namespace Orchestrator.Grains.VirtualMachines;
@@ -74,7 +75,7 @@ internal sealed partial class VirtualMachineGrain
                 Target = disk.Target,
                 BasePath = disk.SourcePath,
                 Format = disk.Format,
-                BackingChain = [.. disk.BackingChain.Select(l => new BackupLayerState { Path = l.Path, Format = l.Format })],
+                BackingChain = [.. disk.BackingChain.Select(l => new ChainLayerRecord { Path = l.Path, Format = l.Format })],
                 OverlayPath = Path.Combine(Path.GetDirectoryName(disk.SourcePath)!, $"{Path.GetFileName(disk.SourcePath)}.orch-{runId}.qcow2"),
                 BackupPath = Path.Combine(setPath, $"{disk.Target}.{(disk.BackingChain.Count > 0 ? "qcow2" : disk.Format)}"),
                 BytesTotal = info.ActualSize + chainBytes,

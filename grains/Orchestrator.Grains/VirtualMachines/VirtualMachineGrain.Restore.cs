@@ -50,7 +50,7 @@ internal sealed partial class VirtualMachineGrain
         var definition = request.Define ? DomainXmlEditor.ForRestore(run.DomainXml, request.NewName, images, File.Exists) : null;
         foreach (var file in definition?.NewFiles.Concat(definition.FilesToCopy.Select(c => c.To)) ?? [])
         {
-            if (File.Exists(file) || Directory.Exists(file) || new FileInfo(file).LinkTarget is not null)
+            if (SafeFiles.Occupied(file))
             {
                 throw new OrchestratorException(ErrorCode.AlreadyExists, $"'{file}' (the restored VM's own file) already exists; restore never writes into a file that is not its own", field: "new_name");
             }

@@ -90,7 +90,7 @@ public sealed partial class QemuImgDiskImages : IDiskImages
             RequireFormat(layer.Format, "backing chain format");
         }
 
-        if (File.Exists(destination) || Directory.Exists(destination) || new FileInfo(destination).LinkTarget is not null)
+        if (SafeFiles.Occupied(destination))
         {
             throw new HypervisorException(HypervisorErrorKind.FileExists, $"copy destination {destination} exists already; refusing to overwrite it");
         }
