@@ -16,6 +16,7 @@ public static class OrchestratorGrainsExtensions
         GrainKeys.ValidateHost(host, "Orchestrator:Host:Name");
         builder.UseSiloMetadata(new Dictionary<string, string> { [HostAffinePlacement.MetadataKey] = host });
         builder.Services.AddPlacementDirector<HostAffinePlacement, HostAffinePlacementDirector>();
+        builder.Services.AddPlacementDirector<HostPreferredPlacement, HostPreferredPlacementDirector>();
         builder.Services.AddSingleton<IHostDirectory, HostDirectory>();
         builder.Services.AddSingleton<VirtualMachines.HostVmLocks>();
         builder.Services.AddOptions<Backups.BackupOptions>();
