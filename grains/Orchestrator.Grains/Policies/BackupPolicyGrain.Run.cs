@@ -72,6 +72,7 @@ internal sealed partial class BackupPolicyGrain
             PolicyMetrics.RecordRunEnded(Name, run);
             history.State.Runs.Add(run);
             TrimHistory();
+            RefuseWritesWhileDeactivating();
             await _historyWrites.WriteAsync(cancellationToken);
         }
         else
@@ -580,6 +581,7 @@ internal sealed partial class BackupPolicyGrain
         {
             history.State.Runs.Add(run);
             TrimHistory();
+            RefuseWritesWhileDeactivating();
             await _historyWrites.WriteAsync(cancellationToken);
         }
 

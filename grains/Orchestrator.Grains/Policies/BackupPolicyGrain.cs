@@ -365,12 +365,22 @@ internal sealed partial class BackupPolicyGrain(
     /// <summary>Persists the state; writes from the run's interleaved tasks go one at a time (the storage ETag allows no overlap).</summary>
     private async Task WriteAsync(CancellationToken cancellationToken)
     {
-        if (!_deactivating)
-        {
-            PolicyMetrics.Publish(this, Name, state.State);
-        }
-
+        RefuseWritesWhileDeactivating();
+        PolicyMetrics.Publish(this, Name, state.State);
         await _stateWrites.WriteAsync(cancellationToken);
+    }
+
+    /// <summary>
+    /// A task of this activation that outlives its deactivation (a VM call that returned after the run's task was
+    /// cancelled) must not write: the next activation resumes from what is persisted, and a late write would make
+    /// that activation's next write fail on its stale ETag.
+    /// </summary>
+    private void RefuseWritesWhileDeactivating()
+    {
+        if (_deactivating)
+        {
+            throw new OperationCanceledException($"policy '{Name}': this activation is deactivating; the next one resumes from the persisted state");
+        }
     }
 
     private void RequireExists()
