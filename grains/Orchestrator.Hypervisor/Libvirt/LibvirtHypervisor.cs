@@ -51,7 +51,11 @@ public sealed partial class LibvirtHypervisor : IHypervisor
     /// <param name="logger">Optional logger.</param>
     /// <param name="images">Disk image operations; <see cref="QemuImgDiskImages"/> by default.</param>
     /// <param name="cancellationToken">Stops waiting; a connect that is under way still completes and is closed.</param>
-    public static async Task<LibvirtHypervisor> ConnectAsync(string uri, ILogger? logger = null, IDiskImages? images = null, CancellationToken cancellationToken = default)
+    /// <param name="timeout">
+    /// Longest wait for the connection (default 30 s): a libvirtd that accepts the socket and never answers fails the
+    /// connect with a HypervisorException instead of blocking its caller (the silo's start) forever.
+    /// </param>
+    public static async Task<LibvirtHypervisor> ConnectAsync(string uri, ILogger? logger = null, IDiskImages? images = null, CancellationToken cancellationToken = default, TimeSpan? timeout = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(uri);
         logger ??= NullLogger.Instance;
@@ -76,15 +80,25 @@ public sealed partial class LibvirtHypervisor : IHypervisor
             },
             CancellationToken.None);
 
+        var limit = timeout ?? TimeSpan.FromSeconds(30);
         try
         {
-            var result = await connectTask.WaitAsync(cancellationToken).ConfigureAwait(false);
+            var result = await connectTask.WaitAsync(limit, cancellationToken).ConfigureAwait(false);
             Log.Connected(logger, uri, sw.ElapsedMilliseconds);
             return result;
         }
-        catch (OperationCanceledException)
+        catch (Exception e) when (e is OperationCanceledException or TimeoutException)
         {
+            // The connect goes on in the background: a connection that opens late is closed.
             _ = connectTask.ContinueWith(t => t.Result.Close(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
+            _ = connectTask.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+            if (e is TimeoutException)
+            {
+                throw new HypervisorException(
+                    HypervisorErrorKind.ConnectionFailed,
+                    $"libvirt at {uri} did not answer within {limit.TotalSeconds:F0} s (libvirtd hung or overloaded?)");
+            }
+
             throw;
         }
     }

@@ -23,7 +23,7 @@ internal static class HypervisorConnector
         try
         {
             var images = new QemuImgDiskImages(loggers.CreateLogger<QemuImgDiskImages>());
-            var libvirt = await LibvirtHypervisor.ConnectAsync(host.Uri, loggers.CreateLogger<LibvirtHypervisor>(), images, cancellationToken);
+            var libvirt = await LibvirtHypervisor.ConnectAsync(host.Uri, loggers.CreateLogger<LibvirtHypervisor>(), images, cancellationToken, host.CallTimeout);
             libvirt.CallTimeout = host.CallTimeout;
             return libvirt;
         }
