@@ -1,3 +1,5 @@
+using Orleans.Concurrency;
+
 namespace Orchestrator;
 
 /// <summary>One hypervisor host (key: host name). Lives on the silo that serves the host.</summary>
@@ -44,7 +46,10 @@ public interface IDiskChainGrain : IGrainWithStringKey
     Task ReconcileAsync(DiskInventory inventory, DateTimeOffset at, CancellationToken cancellationToken = default);
 }
 
-/// <summary>The fleet singleton (key: "fleet"): registry of hosts and policies, the VM index, admission budgets, compliance.</summary>
+/// <summary>
+/// The fleet singleton (key: "fleet"): registry of hosts and policies, admission budgets, and fleet-wide views of
+/// the VM index and compliance assembled from the hosts' index shards (<see cref="IHostIndexGrain"/>).
+/// </summary>
 [Alias("orchestrator.IFleetGrain")]
 public interface IFleetGrain : IGrainWithStringKey
 {
@@ -54,21 +59,30 @@ public interface IFleetGrain : IGrainWithStringKey
     [Alias("ListHosts")]
     Task<IReadOnlyList<HostRegistration>> ListHostsAsync(CancellationToken cancellationToken = default);
 
-    /// <summary>A host's inventory sync: replaces the index entries of that host (VMs not listed are marked absent).</summary>
+    /// <summary>
+    /// A host's inventory sync: replaces the index entries of that host (VMs not listed are marked absent). Forwarded
+    /// to the host's index shard, which host grains call directly; the host joins the shards fleet-wide views ask.
+    /// </summary>
     [Alias("ReportInventory")]
     Task ReportInventoryAsync(string host, IReadOnlyList<VmIndexEntry> vms, CancellationToken cancellationToken = default);
 
-    /// <summary>A VM finished a good backup (LiveBackup) or checkpoint (Checkpoint) at <paramref name="at"/>.</summary>
+    /// <summary>A VM finished a good backup (LiveBackup) or checkpoint (Checkpoint) at <paramref name="at"/>. Forwarded to the host's index shard.</summary>
     [Alias("RecordProtection")]
     Task RecordProtectionAsync(string host, string vm, PolicyKind kind, DateTimeOffset at, CancellationToken cancellationToken = default);
 
-    /// <summary>The fleet's VM index, ordered by host then name.</summary>
+    /// <summary>The fleet's VM index, ordered by host then name (read-only: interleaves with the registries' calls).</summary>
+    [AlwaysInterleave]
     [Alias("ListVms")]
     Task<IReadOnlyList<VmIndexEntry>> ListVmsAsync(CancellationToken cancellationToken = default);
 
     /// <summary>Present VMs of the index that the selector matches (also VMs of hosts whose silo is down now).</summary>
+    [AlwaysInterleave]
     [Alias("Select")]
     Task<IReadOnlyList<VmIndexEntry>> SelectAsync(PolicySelector selector, CancellationToken cancellationToken = default);
+
+    /// <summary>The hosts whose index shards fleet-wide views ask (per host: <see cref="IHostIndexGrain"/> with the host as key).</summary>
+    [Alias("ListIndexHosts")]
+    Task<IReadOnlyList<string>> ListIndexHostsAsync(CancellationToken cancellationToken = default);
 
     [Alias("RegisterPolicy")]
     Task RegisterPolicyAsync(PolicyRegistration policy, CancellationToken cancellationToken = default);
@@ -95,6 +109,7 @@ public interface IFleetGrain : IGrainWithStringKey
     Task ReleaseRunAsync(string runId, CancellationToken cancellationToken = default);
 
     /// <summary>Every VM in the index with the policies that select it, its newest good backup/checkpoint and RPO status.</summary>
+    [AlwaysInterleave]
     [Alias("GetCompliance")]
     Task<IReadOnlyList<VmCompliance>> GetComplianceAsync(CancellationToken cancellationToken = default);
 }

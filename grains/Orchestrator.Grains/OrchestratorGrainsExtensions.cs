@@ -21,6 +21,7 @@ public static class OrchestratorGrainsExtensions
         builder.Services.AddSingleton<VirtualMachines.HostVmLocks>();
         builder.Services.AddOptions<Backups.BackupOptions>();
         builder.Services.AddOptions<Policies.PolicyOptions>();
+        builder.Services.AddOptions<Fleet.FleetIndexOptions>();
         builder.Services.TryAddSingleton(TimeProvider.System);
         builder.Services.TryAddSingleton(sp => new Checkpoints.CheckpointSchedulePlanner(sp.GetRequiredService<TimeProvider>()));
         return builder;

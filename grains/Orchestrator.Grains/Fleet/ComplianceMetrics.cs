@@ -10,7 +10,8 @@ namespace Orchestrator.Grains.Fleet;
 /// The numbers come from the fleet grain, and an exporter's callback must not call a grain (it runs on the exporter's
 /// thread, outside any grain turn, and must not block). So the fleet grain publishes a snapshot here whenever it
 /// computes compliance: on every <c>GetComplianceAsync</c> and on a grain timer
-/// (<c>Orchestrator:Policies:ComplianceMetricsInterval</c>), and the callbacks only read the latest snapshot.
+/// (<c>Orchestrator:Policies:ComplianceMetricsInterval</c>), and the callbacks only read the latest snapshot. The
+/// timer sums the per-status counts each host's index shard computes; no VM row crosses the wire for it.
 /// </para>
 /// <para>
 /// Who reports: only the silo whose activation of the fleet grain published the snapshot. The activation withdraws it
@@ -56,30 +57,24 @@ public static class ComplianceMetrics
     /// <summary>Publishes the compliance the fleet grain just computed (VMs no longer present are not counted).</summary>
     internal static void Publish(object owner, string fleet, IEnumerable<string> policies, IReadOnlyList<VmCompliance> vms)
     {
-        var overall = new long[StatusNames.Length];
-        var perPolicy = policies.ToDictionary(p => p, _ => new long[StatusNames.Length], StringComparer.Ordinal);
+        var counts = ComplianceCounts.Empty(policies);
         foreach (var vm in vms)
         {
-            if (!vm.Present)
-            {
-                continue;
-            }
-
-            overall[(int)vm.Status]++;
-            foreach (var policy in vm.Policies)
-            {
-                if (perPolicy.TryGetValue(policy.Policy, out var counts))
-                {
-                    counts[(int)policy.Status]++;
-                }
-            }
+            counts.Count(vm);
         }
 
+        Publish(owner, fleet, counts);
+    }
+
+    /// <summary>Publishes counts the fleet grain just summed from the hosts' index shards.</summary>
+    internal static void Publish(object owner, string fleet, ComplianceCounts counts)
+    {
+        ArgumentNullException.ThrowIfNull(counts);
         Snapshots[fleet] = new Snapshot(
             owner,
             Stopwatch.GetTimestamp(),
-            overall,
-            [.. perPolicy.OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => (p.Key, p.Value))]);
+            [.. counts.ByStatus],
+            [.. counts.ByPolicy.OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => (p.Key, p.Value.ToArray()))]);
     }
 
     /// <summary>The fleet grain's activation is going away: its silo stops reporting (unless another activation published since).</summary>

@@ -9,16 +9,18 @@ internal sealed partial class FleetGrain
 {
     private string FleetId => clusterOptions.Value.ServiceId;
 
-    public override Task OnActivateAsync(CancellationToken cancellationToken)
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
+        await MigrateIndexAsync(cancellationToken);
+
         // Statuses change with time alone (a backup ages past its RPO), not only with calls: recompute on a timer.
-        // Not KeepAlive: every host's inventory sync calls this grain (Orchestrator:InventorySyncInterval), and an
-        // activation that goes idle anyway withdraws its numbers rather than reporting stale ones.
+        // KeepAlive: hosts no longer call this grain on every inventory sync (they report to their own index shard),
+        // so without it the activation would go idle and the gauges would vanish. Interleaved: the tick waits for
+        // the hosts' shards (counts only) and must not hold up the registries' calls meanwhile; it only reads them.
         this.RegisterGrainTimer(
-            static (grain, _) => grain.RefreshComplianceMetrics(),
+            static (grain, _) => grain.RefreshComplianceMetricsAsync(),
             this,
-            new GrainTimerCreationOptions(TimeSpan.Zero, policyOptions.Value.ComplianceMetricsInterval) { Interleave = false, KeepAlive = false });
-        return Task.CompletedTask;
+            new GrainTimerCreationOptions(TimeSpan.Zero, policyOptions.Value.ComplianceMetricsInterval) { Interleave = true, KeepAlive = true });
     }
 
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
@@ -26,13 +28,4 @@ internal sealed partial class FleetGrain
         ComplianceMetrics.Withdraw(this, FleetId);
         return Task.CompletedTask;
     }
-
-    private Task RefreshComplianceMetrics()
-    {
-        PublishCompliance(ComputeCompliance(time.GetUtcNow()));
-        return Task.CompletedTask;
-    }
-
-    private void PublishCompliance(IReadOnlyList<VmCompliance> compliance) =>
-        ComplianceMetrics.Publish(this, FleetId, state.State.Policies.Keys, compliance);
 }

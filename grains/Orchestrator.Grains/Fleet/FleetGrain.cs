@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orchestrator.Grains.Policies;
 using Orleans.Configuration;
@@ -8,7 +9,9 @@ internal sealed partial class FleetGrain(
     [PersistentState("fleet", StorageNames.Default)] IPersistentState<FleetState> state,
     TimeProvider time,
     IOptions<PolicyOptions> policyOptions,
-    IOptions<ClusterOptions> clusterOptions) : Grain, IFleetGrain
+    IOptions<FleetIndexOptions> indexOptions,
+    IOptions<ClusterOptions> clusterOptions,
+    ILogger<FleetGrain> logger) : Grain, IFleetGrain
 {
     public async Task RegisterHostAsync(string host, string uri, CancellationToken cancellationToken = default)
     {

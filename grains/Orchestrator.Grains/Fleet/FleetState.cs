@@ -11,7 +11,11 @@ public sealed record class FleetState
     [Key(0)]
     public Dictionary<string, HostRecord> Hosts { get; set; } = new(StringComparer.Ordinal);
 
-    /// <summary>The VM index by key (host/vm), from the hosts' inventory syncs and the VMs' protection reports.</summary>
+    /// <summary>
+    /// The old single VM index by key (host/vm). Now only read: on activation the fleet grain hands each host's
+    /// records to that host's index shard (<see cref="HostIndexGrain"/>) and stores this empty. Key 1 stays
+    /// reserved for it (state written before the shards existed must still be read).
+    /// </summary>
     [Id(1)]
     [Key(1)]
     public Dictionary<string, VmIndexRecord> Vms { get; set; } = new(StringComparer.Ordinal);
@@ -25,6 +29,14 @@ public sealed record class FleetState
     [Id(3)]
     [Key(3)]
     public Dictionary<string, AdmissionLease> Leases { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Hosts whose index shard holds VMs although no host grain registered them in <see cref="Hosts"/> (migrated from
+    /// the old single index, or reported through the fleet grain). Fleet-wide queries ask the shards of both.
+    /// </summary>
+    [Id(4)]
+    [Key(4)]
+    public HashSet<string> IndexHosts { get; set; } = new(StringComparer.Ordinal);
 }
 
 [GenerateSerializer]

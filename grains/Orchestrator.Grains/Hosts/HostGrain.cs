@@ -1,4 +1,6 @@
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orchestrator.Grains.Fleet;
 using Orchestrator.Grains.Placement;
 using Orchestrator.Hypervisor;
 
@@ -10,9 +12,12 @@ internal sealed partial class HostGrain(
     IHypervisor hypervisor,
     ILocalSiloDetails silo,
     TimeProvider time,
+    IOptions<FleetIndexOptions> indexOptions,
     ILogger<HostGrain> logger) : Grain, IHostGrain
 {
     private string Name => this.GetPrimaryKeyString();
+
+    private int FanOut => indexOptions.Value.InventoryFanOut;
 
     public async Task<HostView> SyncInventoryAsync(CancellationToken cancellationToken = default)
     {
@@ -25,15 +30,29 @@ internal sealed partial class HostGrain(
             var domains = await hypervisor.ListDomainsAsync(cancellationToken);
             // One bad domain name or one VM whose grain cannot work (e.g. a state row that cannot be read) affects
             // that VM only: it is skipped with the reason logged, and every other VM is still synced.
+            // At most Orchestrator:FleetIndex:InventoryFanOut VM grains at a time: a host of thousands of VMs (and a
+            // silo's first sync, which activates them all) must not put thousands of calls in flight at once.
             var valid = domains.Where(d => IsValidName(d.Name)).ToList();
-            var applied = await Task.WhenAll(valid.Select(d => ForOneVmAsync(d.Name, async vm => (VmView?)await vm.ApplyInventoryAsync(Inventory.From(d, now), cancellationToken))));
+            var applied = await BoundedFanOut.RunAsync(valid, FanOut, d => ForOneVmAsync(d.Name, async vm => (VmView?)await vm.ApplyInventoryAsync(Inventory.From(d, now), cancellationToken)));
 
             var present = valid.Select(d => d.Name).ToHashSet(StringComparer.Ordinal);
             var vanished = state.State.Vms.Where(vm => !present.Contains(vm)).ToList();
-            var absent = await Task.WhenAll(vanished.Select(name => ForOneVmAsync(name, vm => vm.MarkAbsentAsync(now, cancellationToken))));
+            var absent = await BoundedFanOut.RunAsync(vanished, FanOut, name => ForOneVmAsync(name, vm => vm.MarkAbsentAsync(now, cancellationToken)));
 
             var known = state.State.Vms.Union(present, StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
             var firstSync = state.State.LastSync is null || state.State.Uri != facts.Uri;
+            if (firstSync)
+            {
+                // Before this sync is recorded: a registration that fails is tried again by the next sync.
+                await GrainFactory.GetGrain<IFleetGrain>(GrainKeys.Fleet).RegisterHostAsync(Name, facts.Uri, cancellationToken);
+            }
+
+            // This host's slice of the fleet's VM index (policy selection and compliance work from it, also while this
+            // host is down), from the records the VMs returned above. Not the fleet grain: it is on no per-sync path.
+            await GrainFactory.GetGrain<IHostIndexGrain>(Name).ReportInventoryAsync(
+                [.. applied.OfType<VmView>().Concat(absent.OfType<VmView>()).Select(v => new VmIndexEntry(Name, v.Name, v.Uuid, v.Present, v.Labels, v.LastBackupAt, v.LastCheckpointAt))],
+                cancellationToken);
+
             state.State.Uri = facts.Uri;
             state.State.Driver = facts.DriverName;
             state.State.LibvirtVersion = facts.LibvirtVersion;
@@ -42,18 +61,6 @@ internal sealed partial class HostGrain(
             state.State.LastSyncError = null;
             state.State.Vms = known;
             await state.WriteStateAsync(cancellationToken);
-            var fleet = GrainFactory.GetGrain<IFleetGrain>(GrainKeys.Fleet);
-            if (firstSync)
-            {
-                await fleet.RegisterHostAsync(Name, facts.Uri, cancellationToken);
-            }
-
-            // The fleet's VM index (policy selection and compliance work from it, also while this host is down),
-            // from the records the VMs returned above.
-            await fleet.ReportInventoryAsync(
-                Name,
-                [.. applied.OfType<VmView>().Concat(absent.OfType<VmView>()).Select(v => new VmIndexEntry(Name, v.Name, v.Uuid, v.Present, v.Labels, v.LastBackupAt, v.LastCheckpointAt))],
-                cancellationToken);
 
             activity?.SetTag("vms", domains.Count);
             LogSynced(logger, Name, domains.Count, vanished.Count);
@@ -108,8 +115,7 @@ internal sealed partial class HostGrain(
 
     public async Task<IReadOnlyList<VmView>> ListVmsAsync(CancellationToken cancellationToken = default)
     {
-        var views = await Task.WhenAll(state.State.Vms.Select(vm => GrainFactory.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(Name, vm)).GetAsync(cancellationToken)));
-        return views;
+        return await BoundedFanOut.RunAsync(state.State.Vms, FanOut, vm => GrainFactory.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(Name, vm)).GetAsync(cancellationToken));
     }
 
     private HostView View() => new(

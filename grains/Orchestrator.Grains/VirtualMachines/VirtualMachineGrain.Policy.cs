@@ -53,7 +53,7 @@ internal sealed partial class VirtualMachineGrain
     {
         try
         {
-            await GrainFactory.GetGrain<IFleetGrain>(GrainKeys.Fleet).RecordProtectionAsync(Key.Host, Key.Vm, kind, at);
+            await GrainFactory.GetGrain<IHostIndexGrain>(Key.Host).RecordProtectionAsync(Key.Vm, kind, at);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {

@@ -232,6 +232,34 @@ public static class OrchestratorSettingsValidator
         return errors;
     }
 
+    /// <summary>Problems with the fleet index settings (section Orchestrator:FleetIndex).</summary>
+    public static IReadOnlyList<string> Validate(Grains.Fleet.FleetIndexOptions index)
+    {
+        var errors = new List<string>();
+        const string P = OrchestratorSettings.Section + ":FleetIndex";
+        if (index.ProtectionFlushQuietDelay < TimeSpan.FromMilliseconds(10) || index.ProtectionFlushQuietDelay > TimeSpan.FromMinutes(5))
+        {
+            errors.Add($"{P}:ProtectionFlushQuietDelay must be between 00:00:00.01 and 00:05:00");
+        }
+
+        if (index.ProtectionFlushMaxDelay < index.ProtectionFlushQuietDelay || index.ProtectionFlushMaxDelay > TimeSpan.FromMinutes(30))
+        {
+            errors.Add($"{P}:ProtectionFlushMaxDelay must be at least ProtectionFlushQuietDelay and at most 00:30:00");
+        }
+
+        if (index.QueryFanOut is < 1 or > 1024)
+        {
+            errors.Add($"{P}:QueryFanOut must be between 1 and 1024");
+        }
+
+        if (index.InventoryFanOut is < 1 or > 1024)
+        {
+            errors.Add($"{P}:InventoryFanOut must be between 1 and 1024");
+        }
+
+        return errors;
+    }
+
     /// <summary>
     /// The shape of Orchestrator:Security (the files themselves are read by ApiSecurity.Load): TLS paths in
     /// pairs, client certificates only with a CA and each mapped to a known role, and no open API off loopback.

@@ -31,10 +31,12 @@ public static class SiloHostingExtensions
 
         var backup = builder.Configuration.GetSection($"{OrchestratorSettings.Section}:Backup").Get<BackupOptions>() ?? new BackupOptions();
         var policies = builder.Configuration.GetSection($"{OrchestratorSettings.Section}:Policies").Get<Grains.Policies.PolicyOptions>() ?? new Grains.Policies.PolicyOptions();
+        var index = builder.Configuration.GetSection($"{OrchestratorSettings.Section}:FleetIndex").Get<Grains.Fleet.FleetIndexOptions>() ?? new Grains.Fleet.FleetIndexOptions();
         var errors = OrchestratorSettingsValidator.Validate(settings)
             .Concat(OrchestratorSettingsValidator.ValidateRemoved(builder.Configuration))
             .Concat(OrchestratorSettingsValidator.Validate(backup))
             .Concat(OrchestratorSettingsValidator.Validate(policies))
+            .Concat(OrchestratorSettingsValidator.Validate(index))
             .ToList();
         var (security, securityErrors) = ApiSecurity.Load(settings.Security, DateTimeOffset.UtcNow);
         errors.AddRange(securityErrors);
@@ -66,6 +68,7 @@ public static class SiloHostingExtensions
         builder.Services.AddHostedService<HostAgent>();
         builder.Services.Configure<BackupOptions>(builder.Configuration.GetSection($"{OrchestratorSettings.Section}:Backup"));
         builder.Services.Configure<Grains.Policies.PolicyOptions>(builder.Configuration.GetSection($"{OrchestratorSettings.Section}:Policies"));
+        builder.Services.Configure<Grains.Fleet.FleetIndexOptions>(builder.Configuration.GetSection($"{OrchestratorSettings.Section}:FleetIndex"));
         return builder;
     }
 
