@@ -1,3 +1,5 @@
+using Orleans.Concurrency;
+
 namespace Orchestrator;
 
 /// <summary>
@@ -37,8 +39,12 @@ public interface IHostIndexGrain : IGrainWithStringKey
     Task<HostCompliance> GetComplianceAsync(IReadOnlyList<PolicyRegistration> policies, DateTimeOffset at, bool withRows = true, CancellationToken cancellationToken = default);
 }
 
-/// <summary>One host's compliance: its VM rows (empty when not asked for) and the counts of its present VMs.</summary>
+/// <summary>
+/// One host's compliance: its VM rows (empty when not asked for) and the counts of its present VMs. Immutable: built
+/// fresh for each answer and never changed after, so a caller on the shard's silo gets it without a deep copy.
+/// </summary>
 [GenerateSerializer]
+[Immutable]
 [Alias("orchestrator.HostCompliance")]
 public sealed record HostCompliance(
     [property: Id(0)] string Host,

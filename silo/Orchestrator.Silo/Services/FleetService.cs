@@ -1,12 +1,14 @@
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
+using Microsoft.Extensions.Options;
 using Orchestrator.Api.V1;
+using Orchestrator.Grains.Fleet;
 using Orchestrator.Grains.Placement;
 
 namespace Orchestrator.Silo.Services;
 
 /// <summary>orchestrator.v1.FleetService: hosts, VMs and disk chains, read from the grains.</summary>
-internal sealed class FleetService(IGrainFactory grains, IHostDirectory directory) : Api.V1.FleetService.FleetServiceBase
+internal sealed class FleetService(IGrainFactory grains, IHostDirectory directory, TimeProvider time, IOptions<FleetIndexOptions> indexOptions) : Api.V1.FleetService.FleetServiceBase
 {
     public override async Task<ListHostsResponse> ListHosts(ListHostsRequest request, ServerCallContext context)
     {
@@ -87,7 +89,8 @@ internal sealed class FleetService(IGrainFactory grains, IHostDirectory director
         }
 
         var status = PolicyMapper.ToContract(request.Status, "status");
-        var compliance = await grains.GetGrain<IFleetGrain>(GrainKeys.Fleet).GetComplianceAsync(ct);
+        // From the hosts' index shards directly (only the named host's when one is asked for).
+        var compliance = await FleetIndexQueries.ComplianceAsync(grains, request.Host, time.GetUtcNow(), indexOptions.Value.QueryFanOut, ct);
         var vms = FleetQueries.FilterCompliance(compliance, request.Host, request.Policy, status).ToList();
 
         // Answered from the fleet's index, so a host that is down is no error: its VMs are shown as last seen.

@@ -23,7 +23,11 @@ public sealed class PolicyApiTests(PolicyClusterFixture fixture)
 
     private PolicyService Policies => new(fixture.Grains);
 
-    private FleetService Fleet => new(fixture.Grains, fixture.SiloOf("kvm-01").ServiceProvider.GetRequiredService<IHostDirectory>());
+    private FleetService Fleet => new(
+        fixture.Grains,
+        fixture.SiloOf("kvm-01").ServiceProvider.GetRequiredService<IHostDirectory>(),
+        TimeProvider.System,
+        Microsoft.Extensions.Options.Options.Create(new Grains.Fleet.FleetIndexOptions()));
 
     private async Task AddVmAsync(string host, string name, string group)
     {
