@@ -173,6 +173,13 @@ internal static class FleetScaleBenchmark
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  ratio policy/direct    {Stats.Median(ratios),9:F2}x  [{ratios.Min():F2} .. {ratios.Max():F2}]"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  admission-to-start     p50 {Stats.Median(policyRuns.Select(p => Percentile(p.X.AdmitToStartMs, 50)).ToList()):F1} ms  p99 {Stats.Median(policyRuns.Select(p => Percentile(p.X.AdmitToStartMs, 99)).ToList()):F1} ms"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  fleet compliance       {Stats.Median(policyRuns.Select(p => p.X.ComplianceMs).ToList()):F0} ms (one GetCompliance over every VM)"));
+            var end = await pg.SnapshotAsync(stop.Token);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  grain-state table      {end.StorageTableBytes / 1024.0 / 1024:F1} MiB = {(double)end.StorageTableBytes / vms:F0} B/VM after every round; rows and payload per VM by grain type:"));
+            foreach (var (type, (rows, bytes)) in end.RowsByGrainType.OrderByDescending(r => r.Value.PayloadBytes))
+            {
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"    {type,-32} {(double)rows / vms,7:F2} rows/VM  {(double)bytes / vms,9:F0} payload B/VM  ({(rows == 0 ? 0 : bytes / rows)} B/row)"));
+            }
+
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  benchmark total        {Stopwatch.GetElapsedTime(t0).TotalSeconds:F0} s"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"fleet-scale: vms={vms} silos={o.Silos} run_s={runS:F2} per_vm_ms={perVmMs:F2} pg_bytes_per_vm={pgPerVm:F0} grain_kib_per_vm={kibPerVm:F1}"));
             return 0;
@@ -351,7 +358,7 @@ internal static class FleetScaleBenchmark
     {
         private readonly NpgsqlDataSource _source = NpgsqlDataSource.Create(connectionString);
 
-        public sealed record Snapshot(long Lsn, IReadOnlyDictionary<string, long> VersionsByGrainType)
+        public sealed record Snapshot(long Lsn, IReadOnlyDictionary<string, long> VersionsByGrainType, IReadOnlyDictionary<string, (long Rows, long PayloadBytes)> RowsByGrainType, long StorageTableBytes)
         {
             public IReadOnlyDictionary<string, long> WritesSince(Snapshot before) =>
                 VersionsByGrainType.Select(v => (v.Key, Delta: v.Value - before.VersionsByGrainType.GetValueOrDefault(v.Key)))
@@ -363,15 +370,20 @@ internal static class FleetScaleBenchmark
             await using var connection = await _source.OpenConnectionAsync(ct);
             await using var lsn = new NpgsqlCommand("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint", connection);
             var position = (long)(await lsn.ExecuteScalarAsync(ct))!;
+            await using var size = new NpgsqlCommand("SELECT pg_total_relation_size('orleansstorage')", connection);
+            var tableBytes = (long)(await size.ExecuteScalarAsync(ct))!;
             var versions = new Dictionary<string, long>(StringComparer.Ordinal);
-            await using var rows = new NpgsqlCommand("SELECT graintypestring, sum(version)::bigint FROM orleansstorage GROUP BY graintypestring", connection);
+            var counts = new Dictionary<string, (long, long)>(StringComparer.Ordinal);
+            await using var rows = new NpgsqlCommand(
+                "SELECT graintypestring, sum(version)::bigint, count(*)::bigint, coalesce(sum(octet_length(payloadbinary)), 0)::bigint FROM orleansstorage GROUP BY graintypestring", connection);
             await using var reader = await rows.ExecuteReaderAsync(ct);
             while (await reader.ReadAsync(ct))
             {
                 versions[reader.GetString(0)] = reader.GetInt64(1);
+                counts[ShortType(reader.GetString(0))] = (reader.GetInt64(2), reader.GetInt64(3));
             }
 
-            return new Snapshot(position, versions);
+            return new Snapshot(position, versions, counts, tableBytes);
         }
 
         public ValueTask DisposeAsync() => _source.DisposeAsync();
