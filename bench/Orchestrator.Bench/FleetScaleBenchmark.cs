@@ -107,6 +107,7 @@ internal static class FleetScaleBenchmark
             var backups = new V1.BackupService.BackupServiceClient(channel);
             var fleet = new V1.FleetService.FleetServiceClient(channel);
             await using var pg = new PgProbe(cluster.ConnectionString);
+            await pg.OpenAsync(stop.Token);
 
             var keys = (await fleet.ListVmsAsync(new V1.ListVmsRequest(), cancellationToken: stop.Token)).Vms.Select(v => v.Key).Order(StringComparer.Ordinal).ToList();
             if (keys.Count != vms)
@@ -353,10 +354,15 @@ internal static class FleetScaleBenchmark
         return sorted[Math.Clamp(rank, 0, sorted.Length - 1)];
     }
 
-    /// <summary>What PostgreSQL has written: the WAL position and, per grain type, the sum of the state rows' versions (one per write).</summary>
+    /// <summary>
+    /// What PostgreSQL has written: the WAL position and, per grain type, the sum of the state rows' versions (one per
+    /// write). One connection, opened before the first run and kept: the silos' pools may use every other one.
+    /// </summary>
     private sealed class PgProbe(string connectionString) : IAsyncDisposable
     {
-        private readonly NpgsqlDataSource _source = NpgsqlDataSource.Create(connectionString);
+        private readonly NpgsqlConnection _connection = new(new NpgsqlConnectionStringBuilder(connectionString) { Pooling = false }.ConnectionString);
+
+        public Task OpenAsync(CancellationToken ct) => _connection.OpenAsync(ct);
 
         public sealed record Snapshot(long Lsn, IReadOnlyDictionary<string, long> VersionsByGrainType, IReadOnlyDictionary<string, (long Rows, long PayloadBytes)> RowsByGrainType, long StorageTableBytes)
         {
@@ -367,7 +373,7 @@ internal static class FleetScaleBenchmark
 
         public async Task<Snapshot> SnapshotAsync(CancellationToken ct)
         {
-            await using var connection = await _source.OpenConnectionAsync(ct);
+            var connection = _connection;
             await using var lsn = new NpgsqlCommand("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint", connection);
             var position = (long)(await lsn.ExecuteScalarAsync(ct))!;
             await using var size = new NpgsqlCommand("SELECT pg_total_relation_size('orleansstorage')", connection);
@@ -386,7 +392,7 @@ internal static class FleetScaleBenchmark
             return new Snapshot(position, versions, counts, tableBytes);
         }
 
-        public ValueTask DisposeAsync() => _source.DisposeAsync();
+        public ValueTask DisposeAsync() => _connection.DisposeAsync();
 
         // "Orchestrator.Grains.VirtualMachines.VirtualMachineGrain,Orchestrator.Grains" -> "VirtualMachineGrain"
         private static string ShortType(string type)

@@ -236,7 +236,12 @@ silo_env() { # i -> NAME=VALUE lines for silo i
     local i="$1" h; h="$(host_name "$1")"
     # shellcheck disable=SC1090
     . "$STATE"
+    local conn="$CONN"
     if [ "$MODE" = simulated ]; then
+        # Each silo opens two Npgsql pools (grain storage; membership and reminders): keep all of them within the
+        # private PostgreSQL's 200 connections, with room for the CLI and the benchmark's own connection.
+        local pool=$(( 180 / (2 * HOSTS) )); [ "$pool" -le 50 ] || pool=50
+        conn="$(echo "$CONN" | sed 's/;*Maximum Pool Size=[0-9]*//');Maximum Pool Size=$pool"
         echo "Orchestrator__Host__Uri=simulated://$h"
         echo "Orchestrator__Host__Simulated__Vms=$VMS"
         [ -z "${COPY_BPS:-}" ] || echo "Orchestrator__Host__Simulated__CopyBytesPerSecond=$COPY_BPS"
@@ -248,7 +253,7 @@ silo_env() { # i -> NAME=VALUE lines for silo i
 Orchestrator__Host__Name=$h
 Orchestrator__Host__SeedDemo=false
 Orchestrator__Persistence__Mode=Cluster
-Orchestrator__Persistence__PostgresConnectionString=$CONN
+Orchestrator__Persistence__PostgresConnectionString=$conn
 Orchestrator__Cluster__ClusterId=local-cluster
 Orchestrator__Cluster__ServiceId=local-cluster
 Orchestrator__Cluster__SiloPort=$((SILO_PORT + i))
