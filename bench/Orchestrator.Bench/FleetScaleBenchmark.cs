@@ -142,6 +142,7 @@ internal static class FleetScaleBenchmark
                 var policyFirst = round % 2 == 1;
                 for (var k = 0; k < 2; k++)
                 {
+                    await SettleAsync(fleet, keys.Count, stop.Token);
                     if ((k == 0) == policyFirst)
                     {
                         var p = await PolicyRoundAsync(policies, backups, fleet, pg, cluster, keys.Count, o.Limit, stop.Token);
@@ -333,6 +334,40 @@ internal static class FleetScaleBenchmark
         var rssAfter = cluster.ResidentKiB();
         var after = await pg.SnapshotAsync(ct);
         return new Measured("direct", wallMs, after.Lsn - before.Lsn, after.WritesSince(before), rssBefore, rssAfter);
+    }
+
+    /// <summary>
+    /// Waits (at most 2 minutes) until the inventory shows every VM as seeded again, vda a 2-image chain and vdb one
+    /// image. An inventory sync that ran while the previous contender's overlays existed records the overlay chain,
+    /// and the next backup of that VM is refused ("a foreign overlay?") until a later sync; found by this benchmark
+    /// on today's code. Not timed.
+    /// </summary>
+    private static async Task SettleAsync(V1.FleetService.FleetServiceClient fleet, int expected, CancellationToken ct)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var deadline = started + (120 * Stopwatch.Frequency);
+        while (true)
+        {
+            var vms = (await fleet.ListVmsAsync(new V1.ListVmsRequest(), cancellationToken: ct)).Vms;
+            var unsettled = vms.Count(v => v.Disks.Count != 2 || v.Disks[0].ChainDepth != 2 || v.Disks[1].ChainDepth != 1);
+            if (vms.Count == expected && unsettled == 0)
+            {
+                var waited = Stopwatch.GetElapsedTime(started).TotalSeconds;
+                if (waited > 1)
+                {
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  (inventory settled after {waited:F0} s: every VM's chains as seeded)"));
+                }
+
+                return;
+            }
+
+            if (Stopwatch.GetTimestamp() > deadline)
+            {
+                throw new TimeoutException($"the inventory did not settle within 120 s: {vms.Count} of {expected} VMs listed, {unsettled} with chains other than seeded");
+            }
+
+            await Task.Delay(TimeSpan.FromSeconds(2), ct);
+        }
     }
 
     private static string Describe(V1.PolicyRun run)
