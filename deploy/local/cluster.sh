@@ -5,7 +5,10 @@
 # (tests/lab/vm.sh), and N silo processes in Cluster mode, one per host, on their own ports.
 #
 #   deploy/local/cluster.sh up [--hosts N] [--vms-per-host M] [--interval-ms MS] [--base-port P]
-#                              [--pg-port P] [--otlp URL] [--no-install] [--no-build]
+#                              [--pg-port P] [--silo-port P] [--otlp URL] [--no-install] [--no-build]
+#                              [--configuration Release|Debug]
+#   deploy/local/cluster.sh up --simulated [--hosts N] [--vms-per-host M] [--copy-bytes-per-second B]
+#                              [--disk-size-bytes B] [same port, build and install options]
 #   deploy/local/cluster.sh down          stop silos, delete guests, stop hosts and PostgreSQL (safe to re-run)
 #   deploy/local/cluster.sh status        what runs, where, and whether it answers
 #
@@ -13,7 +16,12 @@
 #     env=local, tier=web (odd) or tier=db (even). Silo i (1-based) listens on gRPC BASE+10*(i-1) and
 #     HTTP BASE+1+10*(i-1) (BASE default 7070), Orleans silo port 11110+i (no gateway).
 #     It waits until every silo is an active member and lists its host's guests, then prints the endpoints.
-#     On any failure it takes down what it started.
+#     On any failure it takes down what it started. --silo-port moves the Orleans silo ports (P+i).
+# up --simulated: no libvirt and no lab guests: N hosts sim-01..sim-NN served by simulated hypervisors, each
+#     seeded with M VMs vm-00001... (0..100000; two qcow2 disks each, vda a linked clone of a shared template;
+#     labels fleet=scale, tier=web (odd) or tier=db (even); settings Orchestrator:Host:Simulated:*), copying at
+#     B bytes/s per copy (default: the silo's, 8 GiB/s). Needs only PostgreSQL. Waits as above (every VM listed).
+#     The sample policy is policy-simulated.yaml (every VM labelled fleet=scale).
 # Everything lives under $CLUSTER_DIR (default <repo>/.local-cluster, git-ignored):
 #     cluster.env (what `up` started), lab/ (LAB_DIR of the hosts; the guest build is kept across `down`),
 #     pg/ (PostgreSQL data and log), silos/HOST/{silo.pid,silo.log} (working dir of each silo),
@@ -23,13 +31,20 @@
 # (the test lab) and tests/infra/postgres.sh (the tests' private PostgreSQL). Run as root (unshare, apt).
 set -euo pipefail
 REPO="$(cd "$(dirname "$(readlink -f "$0")")/../.." && pwd)"
+CONFIGURATION="${CONFIGURATION:-Release}"
 CLUSTER_DIR="$(readlink -m "${CLUSTER_DIR:-$REPO/.local-cluster}")"
 LAB_DIR="$CLUSTER_DIR/lab"
 export LAB_DIR CLUSTER_DIR DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 STATE="$CLUSTER_DIR/cluster.env"
-SILO_DLL="$REPO/silo/Orchestrator.Silo/bin/Release/net10.0/Orchestrator.Silo.dll"
-CLI_DLL="$REPO/client/Orchestrator.Cli/bin/Release/net10.0/orchestrator.dll"
-CLI_REL="client/Orchestrator.Cli/bin/Release/net10.0/orchestrator"
+set_binaries() {
+    SILO_DLL="$REPO/silo/Orchestrator.Silo/bin/$CONFIGURATION/net10.0/Orchestrator.Silo.dll"
+    CLI_DLL="$REPO/client/Orchestrator.Cli/bin/$CONFIGURATION/net10.0/orchestrator.dll"
+    CLI_REL="client/Orchestrator.Cli/bin/$CONFIGURATION/net10.0/orchestrator"
+}
+set_binaries
+# The cluster's mode (lab or simulated); cluster.env records it for status and down.
+MODE=lab
+SILO_PORT=11110
 
 log() { echo "cluster: $*" >&2; }
 die() { echo "cluster: ERROR: $*" >&2; exit 1; }
@@ -37,7 +52,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 now_ms() { date +%s%3N; }
 lab() { bash "$REPO/tests/lab/$1" "${@:2}"; }
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-host_name() { printf 'kvm-%02d' "$1"; }
+host_name() { if [ "$MODE" = simulated ]; then printf 'sim-%02d' "$1"; else printf 'kvm-%02d' "$1"; fi; }
 
 # The silo whose pid file is $1, if that pid is alive and really is our silo (its working directory is the
 # pid file's directory and it runs Orchestrator.Silo.dll): a recycled pid is never mistaken for it.
@@ -58,9 +73,14 @@ pg_dir() {
 }
 
 cmd_up() {
-    local hosts=3 vms=1 interval=100 base=7070 pgport=55432 otlp="" install=1 build=1
+    local hosts=3 vms=1 interval=100 base=7070 pgport=55432 otlp="" install=1 build=1 copy_bps="" disk_bytes=""
     while [ $# -gt 0 ]; do
         case "$1" in
+            --simulated) MODE=simulated; shift ;;
+            --copy-bytes-per-second) copy_bps="$2"; shift 2 ;;
+            --disk-size-bytes) disk_bytes="$2"; shift 2 ;;
+            --silo-port) SILO_PORT="$2"; shift 2 ;;
+            --configuration) CONFIGURATION="$2"; set_binaries; shift 2 ;;
             --hosts) hosts="$2"; shift 2 ;;
             --vms-per-host) vms="$2"; shift 2 ;;
             --interval-ms) interval="$2"; shift 2 ;;
@@ -72,10 +92,16 @@ cmd_up() {
             *) usage ;;
         esac
     done
-    [[ "$hosts$vms$interval$base$pgport" =~ ^[0-9]+$ ]] || die "numeric options expected"
+    [[ "$hosts$vms$interval$base$pgport$SILO_PORT$copy_bps$disk_bytes" =~ ^[0-9]+$ ]] || die "numeric options expected"
+    [[ "$CONFIGURATION" =~ ^(Release|Debug)$ ]] || die "--configuration must be Release or Debug"
     [ "$hosts" -ge 1 ] && [ "$hosts" -le 20 ] || die "--hosts must be 1..20"
-    [ "$vms" -ge 0 ] && [ "$vms" -le 10 ] || die "--vms-per-host must be 0..10"
-    [ "$(id -u)" -eq 0 ] || die "run as root (the lab hosts use unshare and mount; installs use apt)"
+    if [ "$MODE" = simulated ]; then
+        [ "$vms" -ge 0 ] && [ "$vms" -le 100000 ] || die "--vms-per-host must be 0..100000 with --simulated"
+    else
+        [ "$vms" -ge 0 ] && [ "$vms" -le 10 ] || die "--vms-per-host must be 0..10 (real guests; up to 100000 with --simulated)"
+        [ -z "$copy_bps$disk_bytes" ] || die "--copy-bytes-per-second and --disk-size-bytes apply to --simulated only"
+    fi
+    [ "$(id -u)" -eq 0 ] || die "run as root (the lab hosts use unshare and mount; PostgreSQL runs as postgres; installs use apt)"
     command -v dotnet >/dev/null || die "the .NET 10 SDK (dotnet) is required"
     if [ -f "$STATE" ]; then
         local f
@@ -84,10 +110,10 @@ cmd_up() {
         done
     fi
     local i h sock="$LAB_DIR/hosts/kvm-00/run/libvirt/libvirt-sock"
-    [ ${#sock} -le 107 ] || die "CLUSTER_DIR is too long for the hosts' libvirt sockets (${#sock} > 107 bytes: $sock)"
+    [ "$MODE" = simulated ] || [ ${#sock} -le 107 ] || die "CLUSTER_DIR is too long for the hosts' libvirt sockets (${#sock} > 107 bytes: $sock)"
     port_busy "$pgport" && die "port $pgport (PostgreSQL) is in use; pick another with --pg-port"
     for i in $(seq 1 "$hosts"); do
-        for p in $((base + 10 * (i - 1))) $((base + 1 + 10 * (i - 1))) $((11110 + i)) $((29999 + i)); do
+        for p in $((base + 10 * (i - 1))) $((base + 1 + 10 * (i - 1))) $((SILO_PORT + i)) $((29999 + i)); do
             port_busy "$p" && die "port $p is in use (silo $(host_name "$i")); pick another --base-port or stop what uses it"
         done
     done
@@ -97,15 +123,15 @@ cmd_up() {
     # From here on a failure (set -e or die) takes down whatever was started.
     trap 'rc=$?; if [ $rc != 0 ]; then log "up failed; taking down what was started"; cmd_down || true; fi; exit $rc' EXIT
     if [ "$install" = 1 ]; then
-        log "installing what is missing (PostgreSQL, libvirt + QEMU)"
+        log "installing what is missing (PostgreSQL$([ "$MODE" = simulated ] || echo ', libvirt + QEMU'))"
         bash "$REPO/tests/infra/postgres.sh" install
-        lab install.sh >&2
+        [ "$MODE" = simulated ] || lab install.sh >&2
     fi
-    lab guest-build.sh
+    [ "$MODE" = simulated ] || lab guest-build.sh
     if [ "$build" = 1 ]; then
-        log "building the silo and the CLI (Release)"
-        dotnet build "$REPO/silo/Orchestrator.Silo" -c Release -v quiet -nologo >&2
-        dotnet build "$REPO/client/Orchestrator.Cli" -c Release -v quiet -nologo >&2
+        log "building the silo and the CLI ($CONFIGURATION)"
+        dotnet build "$REPO/silo/Orchestrator.Silo" -c "$CONFIGURATION" -v quiet -nologo >&2
+        dotnet build "$REPO/client/Orchestrator.Cli" -c "$CONFIGURATION" -v quiet -nologo >&2
     fi
     [ -f "$SILO_DLL" ] && [ -f "$CLI_DLL" ] || die "silo or CLI not built (run without --no-build)"
 
@@ -113,9 +139,21 @@ cmd_up() {
     log "starting PostgreSQL on 127.0.0.1:$pgport ($pg)"
     local conn; conn="$(bash "$REPO/tests/infra/postgres.sh" start "$pg" "$pgport")"
     {
-        echo "HOSTS=$hosts"; echo "VMS=$vms"; echo "BASE=$base"; echo "PG_DIR='$pg'"; echo "PG_PORT=$pgport"
-        echo "CONN='$conn'"
+        echo "MODE=$MODE"; echo "HOSTS=$hosts"; echo "VMS=$vms"; echo "BASE=$base"; echo "PG_DIR='$pg'"; echo "PG_PORT=$pgport"
+        echo "CONN='$conn'"; echo "SILO_PORT=$SILO_PORT"; echo "CONFIGURATION=$CONFIGURATION"
+        echo "COPY_BPS=$copy_bps"; echo "DISK_BYTES=$disk_bytes"
     } > "$STATE"
+
+    if [ "$MODE" = simulated ]; then
+        write_simulated_policy
+        log "starting $hosts silos with simulated hosts of $vms VMs each"
+        for i in $(seq 1 "$hosts"); do start_silo "$i" "$otlp"; done
+        for i in $(seq 1 "$hosts"); do wait_silo "$i"; done
+        trap - EXIT
+        log "up in $(( ($(now_ms) - t0) / 1000 )) s"
+        print_summary
+        return 0
+    fi
 
     log "starting $hosts libvirt hosts"
     local pids=()
@@ -169,19 +207,56 @@ rpo: 26h
 YAML
 }
 
+# A live-backup policy for every VM of the simulated cluster (labels fleet=scale), budgets wide open.
+write_simulated_policy() {
+    . "$STATE"
+    local n=$((HOSTS * VMS)) per_host=$VMS
+    [ "$n" -ge 1 ] || n=1
+    [ "$per_host" -ge 1 ] || per_host=1
+    [ "$per_host" -le 1000 ] || per_host=1000
+    [ "$n" -le 10000 ] || n=10000
+    cat > "$CLUSTER_DIR/policy-simulated.yaml" <<YAML
+# Written by deploy/local/cluster.sh up --simulated: a live backup of every simulated VM, on demand only.
+#   orchestrator policy apply -f $CLUSTER_DIR/policy-simulated.yaml
+#   orchestrator policy run fleet-scale --watch
+name: fleet-scale
+kind: live-backup
+description: every VM of the simulated cluster
+selector:
+  hosts: ["sim-*"]
+  labels:
+    fleet: scale
+retention: {keep_last: 2}
+target: $CLUSTER_DIR/backups/{host}/{policy}
+concurrency: {per_host: $per_host, fleet: $n}
+YAML
+}
+
 silo_env() { # i -> NAME=VALUE lines for silo i
     local i="$1" h; h="$(host_name "$1")"
     # shellcheck disable=SC1090
     . "$STATE"
+    local conn="$CONN"
+    if [ "$MODE" = simulated ]; then
+        # Each silo opens two Npgsql pools (grain storage; membership and reminders): keep all of them within the
+        # private PostgreSQL's 200 connections, with room for the CLI and the benchmark's own connection.
+        local pool=$(( 180 / (2 * HOSTS) )); [ "$pool" -le 50 ] || pool=50
+        conn="$(echo "$CONN" | sed 's/;*Maximum Pool Size=[0-9]*//');Maximum Pool Size=$pool"
+        echo "Orchestrator__Host__Uri=simulated://$h"
+        echo "Orchestrator__Host__Simulated__Vms=$VMS"
+        [ -z "${COPY_BPS:-}" ] || echo "Orchestrator__Host__Simulated__CopyBytesPerSecond=$COPY_BPS"
+        [ -z "${DISK_BYTES:-}" ] || echo "Orchestrator__Host__Simulated__DiskSizeBytes=$DISK_BYTES"
+    else
+        echo "Orchestrator__Host__Uri=$(lab host.sh uri "$h")"
+    fi
     cat <<ENV
 Orchestrator__Host__Name=$h
-Orchestrator__Host__Uri=$(lab host.sh uri "$h")
 Orchestrator__Host__SeedDemo=false
 Orchestrator__Persistence__Mode=Cluster
-Orchestrator__Persistence__PostgresConnectionString=$CONN
+Orchestrator__Persistence__PostgresConnectionString=$conn
 Orchestrator__Cluster__ClusterId=local-cluster
 Orchestrator__Cluster__ServiceId=local-cluster
-Orchestrator__Cluster__SiloPort=$((11110 + i))
+Orchestrator__Cluster__SiloPort=$((SILO_PORT + i))
 Orchestrator__Endpoints__GrpcPort=$((BASE + 10 * (i - 1)))
 Orchestrator__Endpoints__HttpPort=$((BASE + 1 + 10 * (i - 1)))
 Orchestrator__Endpoints__Dashboard=$([ "$i" = 1 ] && echo true || echo false)
@@ -211,10 +286,12 @@ wait_silo() {
     local i="$1" h; h="$(host_name "$1")"
     . "$STATE"
     local d="$CLUSTER_DIR/silos/$h" http=$((BASE + 1 + 10 * (i - 1))) grpc=$((BASE + 10 * (i - 1)))
-    local deadline=$(( $(date +%s) + 180 )) t0; t0=$(now_ms)
+    # A simulated host's first inventory sync activates every VM grain: allow 180 s plus 0.1 s per VM.
+    local limit=$(( 180 + VMS / 10 ))
+    local deadline=$(( $(date +%s) + limit )) t0; t0=$(now_ms)
     until [ "$(curl -fs "http://127.0.0.1:$http/health/ready" 2>/dev/null)" = Healthy ]; do
         silo_pid "$d/silo.pid" >/dev/null || { tail -n 40 "$d/silo.log" >&2; die "silo $h exited"; }
-        [ "$(date +%s)" -lt "$deadline" ] || { tail -n 40 "$d/silo.log" >&2; die "silo $h not ready within 180 s"; }
+        [ "$(date +%s)" -lt "$deadline" ] || { tail -n 40 "$d/silo.log" >&2; die "silo $h not ready within $limit s"; }
         sleep 0.5
     done
     # Ready means an active member; wait also for its first inventory sync (its guests are listed).
@@ -222,8 +299,9 @@ wait_silo() {
     while :; do
         n="$(dotnet "$CLI_DLL" vm list --host "$h" --format json --endpoint "http://127.0.0.1:$grpc" 2>/dev/null | grep -o '"key"' | wc -l || true)"
         [ "${n:-0}" -ge "$VMS" ] && break
-        [ "$(date +%s)" -lt "$deadline" ] || die "silo $h: its $VMS guests were not listed within 180 s"
-        sleep 1
+        silo_pid "$d/silo.pid" >/dev/null || { tail -n 40 "$d/silo.log" >&2; die "silo $h exited"; }
+        [ "$(date +%s)" -lt "$deadline" ] || die "silo $h: its $VMS guests were not listed within $limit s (${n:-0} listed)"
+        sleep 2
     done
     log "silo $h: ready, $n guests listed ($(( $(now_ms) - t0 )) ms)"
 }
@@ -232,7 +310,8 @@ print_summary() {
     . "$STATE"
     local i h
     echo
-    echo "Orchestrator local cluster ($HOSTS hosts, PostgreSQL 127.0.0.1:$PG_PORT, state in $CLUSTER_DIR)"
+    CONFIGURATION="${CONFIGURATION:-Release}"; set_binaries
+    echo "Orchestrator local cluster ($HOSTS $([ "$MODE" = simulated ] && echo "simulated hosts x $VMS VMs" || echo hosts), PostgreSQL 127.0.0.1:$PG_PORT, state in $CLUSTER_DIR)"
     printf '%-8s %-24s %-24s %s\n' HOST GRPC HEALTH BACKUPS
     for i in $(seq 1 "$HOSTS"); do
         h="$(host_name "$i")"
@@ -243,9 +322,15 @@ print_summary() {
     echo "Try (from $REPO):"
     echo "  $CLI_REL --endpoint http://127.0.0.1:$BASE host list"
     echo "  $CLI_REL --endpoint http://127.0.0.1:$BASE vm list"
-    echo "  $CLI_REL --endpoint http://127.0.0.1:$BASE backup start $(host_name "$HOSTS")/app-1 --wait"
-    echo "  $CLI_REL --endpoint http://127.0.0.1:$BASE policy apply -f $CLUSTER_DIR/policy-local.yaml"
-    echo "  $CLI_REL --endpoint http://127.0.0.1:$BASE policy run local-nightly --watch"
+    if [ "$MODE" = simulated ]; then
+        echo "  $CLI_REL --endpoint http://127.0.0.1:$BASE backup start $(host_name "$HOSTS")/vm-00001 --wait"
+        echo "  $CLI_REL --endpoint http://127.0.0.1:$BASE policy apply -f $CLUSTER_DIR/policy-simulated.yaml"
+        echo "  $CLI_REL --endpoint http://127.0.0.1:$BASE policy run fleet-scale --watch"
+    else
+        echo "  $CLI_REL --endpoint http://127.0.0.1:$BASE backup start $(host_name "$HOSTS")/app-1 --wait"
+        echo "  $CLI_REL --endpoint http://127.0.0.1:$BASE policy apply -f $CLUSTER_DIR/policy-local.yaml"
+        echo "  $CLI_REL --endpoint http://127.0.0.1:$BASE policy run local-nightly --watch"
+    fi
     echo "  $CLI_REL --endpoint http://127.0.0.1:$BASE fleet compliance"
     echo "Dashboard: http://127.0.0.1:$((BASE + 1))/dashboard   Stop: deploy/local/cluster.sh down"
 }
@@ -296,23 +381,25 @@ cmd_down() {
     [ -n "$pg" ] || pg="$(pg_dir)"
     if [ -d "$pg" ]; then bash "$REPO/tests/infra/postgres.sh" stop "$pg"; log "PostgreSQL stopped and its data removed"; fi
     rm -rf "$CLUSTER_DIR/backups"
-    rm -f "$STATE" "$CLUSTER_DIR/policy-local.yaml"
+    rm -f "$STATE" "$CLUSTER_DIR/policy-local.yaml" "$CLUSTER_DIR/policy-simulated.yaml"
     log "down ($(( $(now_ms) - t0 )) ms); silo logs kept in $CLUSTER_DIR/silos"
 }
 
 cmd_status() {
     [ -f "$STATE" ] || { echo "no cluster in $CLUSTER_DIR (deploy/local/cluster.sh up)"; exit 3; }
     . "$STATE"
+    MODE="${MODE:-lab}"
     local pgstate=stopped; port_busy "$PG_PORT" && pgstate=running
     echo "PostgreSQL 127.0.0.1:$PG_PORT: $pgstate ($PG_DIR)"
     printf '%-8s %-8s %-16s %-8s %-24s %s\n' HOST LIBVIRT SILO READY GRPC GUESTS
     local i h pid ready libvirt guests up=0
     for i in $(seq 1 "$HOSTS"); do
         h="$(host_name "$i")"
-        libvirt="$(lab host.sh status "$h" 2>/dev/null || true)"; libvirt="${libvirt:-stopped}"
+        if [ "$MODE" = simulated ]; then libvirt=simulated
+        else libvirt="$(lab host.sh status "$h" 2>/dev/null || true)"; libvirt="${libvirt:-stopped}"; fi
         if pid="$(silo_pid "$CLUSTER_DIR/silos/$h/silo.pid")"; then pid="pid $pid"; up=$((up + 1)); else pid=stopped; fi
         ready="$(curl -fs --max-time 3 "http://127.0.0.1:$((BASE + 1 + 10 * (i - 1)))/health/ready" 2>/dev/null || echo -)"
-        guests="$( [ "$libvirt" = running ] && virsh -q -c "$(lab host.sh uri "$h")" list --name 2>/dev/null | tr '\n' ' ' || echo -)"
+        if [ "$MODE" = simulated ]; then guests="$VMS VMs vm-00001..."; else guests="$( [ "$libvirt" = running ] && virsh -q -c "$(lab host.sh uri "$h")" list --name 2>/dev/null | tr '\n' ' ' || echo -)"; fi
         printf '%-8s %-8s %-16s %-8s %-24s %s\n' "$h" "$libvirt" "$pid" "$ready" "http://127.0.0.1:$((BASE + 10 * (i - 1)))" "$guests"
     done
     [ "$up" = "$HOSTS" ]

@@ -145,6 +145,30 @@ public sealed partial class SimulatedHypervisor : IHypervisor
         return this;
     }
 
+    /// <summary>
+    /// Seeds a fleet of <paramref name="count"/> running VMs vm-00001... (labels fleet=scale, tier=web for odd numbers
+    /// and tier=db for even ones), each with two qcow2 disks of <paramref name="diskSizeBytes"/>: vda a linked clone of
+    /// the host's shared template (a 2-image chain), vdb standalone.
+    /// </summary>
+    public SimulatedHypervisor SeedFleet(int count, long diskSizeBytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(diskSizeBytes);
+        const string Template = "/var/lib/libvirt/images/templates/fleet-base.qcow2";
+        for (var i = 1; i <= count; i++)
+        {
+            var name = FleetVmName(i);
+            var labels = new Dictionary<string, string> { ["fleet"] = "scale", ["tier"] = i % 2 == 1 ? "web" : "db" };
+            AddDomain(name, DomainPowerState.Running, [("vda", "qcow2", diskSizeBytes), ("vdb", "qcow2", diskSizeBytes)], labels);
+            LinkToTemplate(name, "vda", Template);
+        }
+
+        return this;
+    }
+
+    /// <summary>The name of the <paramref name="index"/>th (1-based) VM of <see cref="SeedFleet"/>: vm-00001.</summary>
+    public static string FleetVmName(int index) => $"vm-{index:00000}";
+
     /// <summary>Simulates guest writes: the active image of every disk of a running domain changes content.</summary>
     public void SimulateGuestWrites(string domain)
     {

@@ -37,8 +37,34 @@ public sealed class HostSettings
     /// <summary>With the simulated hypervisor: seed it with the demo VMs.</summary>
     public bool SeedDemo { get; set; }
 
+    /// <summary>With the simulated hypervisor: a fleet of generated VMs and the host's copy speed (section Host:Simulated).</summary>
+    public SimulatedHostSettings Simulated { get; set; } = new();
+
     /// <summary>Longest a libvirt call may take before it fails (libvirtd hung); keepalive closes a dead connection.</summary>
     public TimeSpan CallTimeout { get; set; } = TimeSpan.FromSeconds(30);
+}
+
+/// <summary>
+/// A simulated host seeded with a fleet (for the fleet-scale benchmark and <c>deploy/local/cluster.sh up --simulated</c>):
+/// <see cref="Vms"/> running VMs vm-00001..., each with two qcow2 disks: vda a linked clone of a template shared by the
+/// host's VMs (a 2-image chain, as VMs cloned from one golden image), vdb a standalone image. Labels fleet=scale and
+/// tier=web (odd) or tier=db (even). Only with a simulated:// <see cref="HostSettings.Uri"/>.
+/// </summary>
+public sealed class SimulatedHostSettings
+{
+    public const int MaxVms = 100_000;
+
+    /// <summary>VMs to seed; 0 seeds none.</summary>
+    public int Vms { get; set; }
+
+    /// <summary>Virtual size of each disk; a quarter of it is allocated (the template: an eighth).</summary>
+    public long DiskSizeBytes { get; set; } = 1L << 30;
+
+    /// <summary>
+    /// Copy throughput of the host in bytes per second, per copy (copies run side by side); 0 copies instantly.
+    /// The default (8 GiB/s: about 50 ms per disk of the default size) keeps orchestration the dominant cost.
+    /// </summary>
+    public long CopyBytesPerSecond { get; set; } = 8L << 30;
 }
 
 public enum PersistenceMode

@@ -42,6 +42,8 @@ public static class OrchestratorSettingsValidator
             errors.Add($"{P}:Host:Uri: '{s.Host.Uri}' is not an absolute URI");
         }
 
+        ValidateSimulated(errors, s.Host);
+
         switch (s.Persistence.Mode)
         {
             case PersistenceMode.Embedded when string.IsNullOrWhiteSpace(s.Persistence.SqlitePath):
@@ -314,6 +316,31 @@ public static class OrchestratorSettingsValidator
             errors.Add($"{OrchestratorSettings.Section}:Endpoints:BindAddress is {bindAddress}, not a loopback address, but the gRPC port has {missing}: " +
                 $"set {P}:Tls:CertificatePath and {P}:Tls:KeyPath, and {P}:TokensFile or {P}:Tls:ClientCaPath with {P}:ClientCertificates; " +
                 $"or set {P}:AllowInsecureRemote=true to serve it anyway");
+        }
+    }
+
+    /// <summary>Orchestrator:Host:Simulated: in range, and a seeded fleet only on a simulated:// host.</summary>
+    private static void ValidateSimulated(List<string> errors, HostSettings host)
+    {
+        const string P = OrchestratorSettings.Section + ":Host:Simulated";
+        var simulated = host.Simulated;
+        if (simulated.Vms is < 0 or > SimulatedHostSettings.MaxVms)
+        {
+            errors.Add($"{P}:Vms: {simulated.Vms} is not between 0 and {SimulatedHostSettings.MaxVms}");
+        }
+        else if (simulated.Vms > 0 && !(System.Uri.TryCreate(host.Uri, UriKind.Absolute, out var uri) && uri.Scheme == Hosting.HypervisorConnector.SimulatedScheme))
+        {
+            errors.Add($"{P}:Vms seeds a simulated host only: {OrchestratorSettings.Section}:Host:Uri is '{host.Uri}', not simulated://NAME");
+        }
+
+        if (simulated.DiskSizeBytes is < 1L << 20 or > 1L << 44)
+        {
+            errors.Add($"{P}:DiskSizeBytes: {simulated.DiskSizeBytes} is not between 1048576 (1 MiB) and 17592186044416 (16 TiB)");
+        }
+
+        if (simulated.CopyBytesPerSecond < 0)
+        {
+            errors.Add($"{P}:CopyBytesPerSecond: {simulated.CopyBytesPerSecond} is negative (0 copies instantly)");
         }
     }
 

@@ -16,8 +16,13 @@ internal static class HypervisorConnector
         var uri = new Uri(host.Uri);
         if (uri.Scheme == SimulatedScheme)
         {
-            var simulated = new SimulatedHypervisor(new SimulatedOptions { HostName = host.Name });
-            return host.SeedDemo ? simulated.SeedDemo() : simulated;
+            var simulated = new SimulatedHypervisor(new SimulatedOptions { HostName = host.Name, CopyBytesPerSecond = host.Simulated.CopyBytesPerSecond });
+            if (host.SeedDemo)
+            {
+                simulated.SeedDemo();
+            }
+
+            return simulated.SeedFleet(host.Simulated.Vms, host.Simulated.DiskSizeBytes);
         }
 
         try
