@@ -36,8 +36,27 @@ public sealed class StateWriteCounter
         }
     }
 
-    public void Record<T>(string state, GrainId grain, T value) =>
+    private readonly ConcurrentDictionary<GrainId, List<string>> _order = new();
+
+    public void Record<T>(string state, GrainId grain, T value)
+    {
         _tallies.GetOrAdd((state, grain), _ => new Tally()).Add(Serializer.Serialize(value).ToMemory().Length);
+        var order = _order.GetOrAdd(grain, _ => []);
+        lock (order)
+        {
+            order.Add(state);
+        }
+    }
+
+    /// <summary>The state names of one grain's writes, in the order they were made.</summary>
+    public List<string> Order(GrainId grain)
+    {
+        var order = _order.GetOrAdd(grain, _ => []);
+        lock (order)
+        {
+            return [.. order];
+        }
+    }
 
     /// <summary>The writes of one state of one grain so far (a zero tally when there were none).</summary>
     public Tally Of(string state, GrainId grain) => _tallies.TryGetValue((state, grain), out var tally) ? tally : new Tally();
