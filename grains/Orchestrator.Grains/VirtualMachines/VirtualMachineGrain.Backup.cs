@@ -351,22 +351,28 @@ internal sealed partial class VirtualMachineGrain
     /// </summary>
     private async Task FinishBackupAsync(BackupRunState run, BackupStep outcome, CancellationToken cancellationToken)
     {
-        run.EndedAt = time.GetUtcNow();
-        run.Step = outcome;
-        run.Steps.Add(new BackupStepEntry { Step = outcome, At = run.EndedAt.Value, Note = outcome == BackupStep.Failed ? run.Error : null });
-        run.Version++;
+        // The ended run is a copy until both writes are done: whoever watches the active run sees it end only once
+        // the lock is released too (a caller told "completed" may start the next backup at once).
+        var endedAt = time.GetUtcNow();
+        var ended = run with
+        {
+            EndedAt = endedAt,
+            Step = outcome,
+            Steps = [.. run.Steps, new BackupStepEntry { Step = outcome, At = endedAt, Note = outcome == BackupStep.Failed ? run.Error : null }],
+            Version = run.Version + 1,
 
-        // The domain XML is in the set's manifest (written by the verify step); a failed run has no set to restore.
-        run.DomainXml = "";
+            // The domain XML is in the set's manifest (written by the verify step); a failed run has no set to restore.
+            DomainXml = "",
+        };
         var limit = Math.Max(1, backupOptions.Value.HistoryLimit);
         await History.UpdateAsync(
             history =>
             {
-                history.RemoveAll(r => r.RunId == run.RunId);
-                history.Add(run);
-                if (outcome == BackupStep.Completed && run.Retention is { Length: 4 } retention)
+                history.RemoveAll(r => r.RunId == ended.RunId);
+                history.Add(ended);
+                if (outcome == BackupStep.Completed && ended.Retention is { Length: 4 } retention)
                 {
-                    ApplyRetention(run, retention, history);
+                    ApplyRetention(ended, retention, history);
                 }
 
                 if (history.Count > limit)
@@ -382,11 +388,17 @@ internal sealed partial class VirtualMachineGrain
             state.State.Operation = null;
         }
 
-        if (outcome == BackupStep.Completed && (state.State.LastCompletedBackupAt is not { } last || run.EndedAt > last))
+        if (outcome == BackupStep.Completed && (state.State.LastCompletedBackupAt is not { } last || endedAt > last))
         {
-            state.State.LastCompletedBackupAt = run.EndedAt;
+            state.State.LastCompletedBackupAt = endedAt;
         }
 
+        // The task's own object ends too (its loop stops on a terminal step).
+        run.EndedAt = ended.EndedAt;
+        run.Step = ended.Step;
+        run.Steps = ended.Steps;
+        run.Version = ended.Version;
+        run.DomainXml = "";
         await _writes.WriteAsync(cancellationToken);
 
         // Counted as the outcome is persisted, before anyone waiting for it is woken.

@@ -252,4 +252,37 @@ public sealed class VmStateSplitTests(WriteCountingClusterFixture fixture, ITest
         Assert.Equal(BackupStep.Completed, next.Step);
         Assert.Equal(2, (await vm.ListBackupsAsync()).Count);
     }
+
+    [Fact]
+    public async Task Activation_FullHistory_GrainFootprintWellUnder50KiB()
+    {
+        const int Vms = 40;
+        var vms = new List<IVirtualMachineGrain>();
+        for (var i = 0; i < Vms; i++)
+        {
+            var (vm, _) = await WriteLegacyAsync("kvm-03", $"split-mem-{i}", runs: 50);
+
+            // The first activation migrates it; a watcher then asks for its newest run (the one finished run kept in memory).
+            await vm.ListBackupsAsync();
+            await vm.GetBackupAsync("b-legacy-049");
+            vms.Add(vm);
+        }
+
+        // What the grains hold is what their deactivation frees (the old shape held 50 runs with their XML each).
+        var active = Heap();
+        await Task.WhenAll(vms.Select(v => fixture.Cluster.DeactivateAsync(v)));
+        await Task.WhenAll(vms.Select(v => fixture.Cluster.WaitForDeactivationAsync(v)));
+        var perVm = (active - Heap()) / Vms;
+
+        output.WriteLine($"{Vms} VM grains with 50 finished runs each: {perVm} bytes of heap freed per grain by deactivation");
+        Assert.True(perVm < 50 * 1024, $"{perVm} bytes per VM grain");
+    }
+
+    private static long Heap()
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        return GC.GetTotalMemory(forceFullCollection: true);
+    }
 }
