@@ -292,7 +292,7 @@ internal sealed partial class VirtualMachineGrain
                     if (run.Disks.All(d => d.Copied))
                     {
                         AddStep(run, BackupStep.Copying, note);
-                        SignalBackupChanged();
+                        await NoteLiveChangeAsync(run, cancellationToken);
                     }
                     else
                     {

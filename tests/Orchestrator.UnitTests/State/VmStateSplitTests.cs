@@ -278,6 +278,72 @@ public sealed class VmStateSplitTests(WriteCountingClusterFixture fixture, ITest
         Assert.True(perVm < 50 * 1024, $"{perVm} bytes per VM grain");
     }
 
+    [Fact]
+    public void Deserialize_BytesOfThePreviousShape_HistoryReadIntoTheRetiredKey()
+    {
+        var run = LegacyRun("b-old-1", DateTimeOffset.UtcNow.AddDays(-1), BackupStep.Completed);
+        var old = new PreviousVirtualMachineState { Known = true, Uuid = Guid.NewGuid(), Disks = [new VmDiskRecord { Target = "vda", SourcePath = "/img/a.qcow2", Format = "qcow2", ChainDepth = 1 }], BackupHistory = [run] };
+
+        var read = Serializer.Deserialize<VirtualMachineState>(Serializer.Serialize(old));
+
+        Assert.True(read.Known);
+        Assert.Equal(old.Uuid, read.Uuid);
+        Assert.Equal("/img/a.qcow2", Assert.Single(read.Disks).SourcePath);
+        var legacy = Assert.Single(read.LegacyBackupHistory);
+        Assert.Equal(run.DomainXml, legacy.DomainXml);
+        Assert.Null(read.LastCompletedBackupAt);
+    }
+
+    /// <summary>The hot state exactly as the previous code declared it (keys 0-10, 20, 21, 40, 41).</summary>
+    [MessagePack.MessagePackObject]
+    public sealed class PreviousVirtualMachineState
+    {
+        [MessagePack.Key(0)]
+        public bool Known { get; set; }
+
+        [MessagePack.Key(1)]
+        public Guid Uuid { get; set; }
+
+        [MessagePack.Key(2)]
+        public VmPowerState PowerState { get; set; }
+
+        [MessagePack.Key(3)]
+        public List<VmDiskRecord> Disks { get; set; } = [];
+
+        [MessagePack.Key(4)]
+        public Dictionary<string, string> Labels { get; set; } = [];
+
+        [MessagePack.Key(5)]
+        public long MemoryKiB { get; set; }
+
+        [MessagePack.Key(6)]
+        public int VirtualCpus { get; set; }
+
+        [MessagePack.Key(7)]
+        public DateTimeOffset FirstSeen { get; set; }
+
+        [MessagePack.Key(8)]
+        public DateTimeOffset LastChanged { get; set; }
+
+        [MessagePack.Key(9)]
+        public bool Present { get; set; }
+
+        [MessagePack.Key(10)]
+        public VmOperation? Operation { get; set; }
+
+        [MessagePack.Key(20)]
+        public List<CheckpointRecord> Checkpoints { get; set; } = [];
+
+        [MessagePack.Key(21)]
+        public CheckpointScheduleState? CheckpointSchedule { get; set; }
+
+        [MessagePack.Key(40)]
+        public BackupRunState? ActiveBackup { get; set; }
+
+        [MessagePack.Key(41)]
+        public List<BackupRunState> BackupHistory { get; set; } = [];
+    }
+
     private static long Heap()
     {
         GC.Collect();
