@@ -16,6 +16,17 @@ internal sealed partial class VirtualMachineGrain
     private CancellationTokenSource? _backupCancellation;
     private TaskCompletionSource _backupChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
+    /// <summary>
+    /// Changes to the active run shown to views and watchers but not persisted (copy progress, a disk committed,
+    /// verification begun): recovery does not need them. A view's version is the persisted version times
+    /// <see cref="LiveChangesPerPersist"/> plus these, so it only grows, across crashes too (a resumed run persists
+    /// before anything else, which moves past every live change the lost activation showed).
+    /// </summary>
+    private long _liveChanges;
+
+    /// <summary>After this many live changes the run is persisted anyway (a copy reports once a second: about every 17 minutes).</summary>
+    private const long LiveChangesPerPersist = 1024;
+
     public async Task<BackupRunView> StartBackupAsync(BackupRequest request, CancellationToken cancellationToken = default)
     {
         RequireKnown();
@@ -46,18 +57,20 @@ internal sealed partial class VirtualMachineGrain
         return View(run);
     }
 
-    public Task<BackupRunView> GetBackupAsync(string runId, CancellationToken cancellationToken = default) =>
-        Task.FromResult(View(FindRun(runId)));
+    public async Task<BackupRunView> GetBackupAsync(string runId, CancellationToken cancellationToken = default) =>
+        View(await FindRunAsync(runId, cancellationToken));
 
-    public Task<IReadOnlyList<BackupRunView>> ListBackupsAsync(CancellationToken cancellationToken = default)
+    public async Task<IReadOnlyList<BackupRunView>> ListBackupsAsync(CancellationToken cancellationToken = default)
     {
-        var runs = state.State.BackupHistory.AsEnumerable();
+        // The history is read from its own state for this call and not kept: a VM grain's memory does not grow with it.
+        IEnumerable<BackupRunState> runs = await History.ReadAsync(cancellationToken);
         if (state.State.ActiveBackup is { } active)
         {
-            runs = runs.Append(active);
+            // Between the two writes that end a run it is in both states: listed once.
+            runs = runs.Where(r => r.RunId != active.RunId).Append(active);
         }
 
-        return Task.FromResult<IReadOnlyList<BackupRunView>>([.. runs.OrderByDescending(r => r.StartedAt).Select(View)]);
+        return [.. runs.OrderByDescending(r => r.StartedAt).Select(View)];
     }
 
     public async Task<BackupRunView> WaitBackupAsync(string runId, long afterVersion, TimeSpan maxWait, CancellationToken cancellationToken = default)
@@ -65,9 +78,9 @@ internal sealed partial class VirtualMachineGrain
         var deadline = time.GetUtcNow() + maxWait;
         while (true)
         {
-            var run = FindRun(runId);
+            var run = await FindRunAsync(runId, cancellationToken);
             var remaining = deadline - time.GetUtcNow();
-            if (run.Version > afterVersion || run.IsTerminal || remaining <= TimeSpan.Zero)
+            if (VersionOf(run) > afterVersion || run.IsTerminal || remaining <= TimeSpan.Zero)
             {
                 return View(run);
             }
@@ -138,10 +151,14 @@ internal sealed partial class VirtualMachineGrain
                         break;
                     case BackupStep.Quiesce:
                         await CreateOverlaysAsync(run, cancellationToken);
-                        await PersistBackupAsync(run, BackupStep.OverlayActive, null, cancellationToken);
+
+                        // One write: the overlays' result and the intent to copy (copying replaces any partial copy).
+                        AddStep(run, BackupStep.OverlayActive, null);
+                        await PersistBackupAsync(run, BackupStep.Copying, null, cancellationToken);
                         KillIfAsked("OverlayActive");
                         break;
                     case BackupStep.OverlayActive:
+                        // Persisted only by earlier versions, which wrote this step apart from the next.
                         await PersistBackupAsync(run, run.RollingBack ? BackupStep.Committing : BackupStep.Copying, null, cancellationToken);
                         break;
                     case BackupStep.Copying:
@@ -161,7 +178,10 @@ internal sealed partial class VirtualMachineGrain
                         }
                         else
                         {
-                            await PersistBackupAsync(run, BackupStep.Verifying, null, cancellationToken);
+                            // Not persisted: verifying only reads the copies and writes the manifest, and a run resumed
+                            // at Cleaning finds the overlays gone and verifies again.
+                            AddStep(run, BackupStep.Verifying, null);
+                            await NoteLiveChangeAsync(run, cancellationToken);
                         }
 
                         break;
@@ -230,10 +250,7 @@ internal sealed partial class VirtualMachineGrain
                     return false;
                 }
 
-                run.Version++;
-                state.State.ActiveBackup = run;
-                await _writes.WriteAsync(cancellationToken);
-                SignalBackupChanged();
+                await PersistRunAsync(run, cancellationToken);
                 var delay = TimeSpan.FromTicks(Math.Min(
                     options.FinishRetryDelay.Ticks * (1L << Math.Min(run.FinishAttempts - 1, 10)),
                     TimeSpan.FromMinutes(1).Ticks));
@@ -288,41 +305,100 @@ internal sealed partial class VirtualMachineGrain
         await FinishBackupAsync(run, BackupStep.Failed, cancellationToken);
     }
 
+    /// <summary>Moves the run to <paramref name="step"/> and persists it (the intent of that step's side effects).</summary>
     private async Task PersistBackupAsync(BackupRunState run, BackupStep step, string? note, CancellationToken cancellationToken)
+    {
+        AddStep(run, step, note);
+        await PersistRunAsync(run, cancellationToken);
+    }
+
+    /// <summary>Records a step in memory; the next persisted write of the run stores it.</summary>
+    private void AddStep(BackupRunState run, BackupStep step, string? note)
     {
         run.Step = step;
         run.Steps.Add(new BackupStepEntry { Step = step, At = time.GetUtcNow(), Note = note });
+    }
+
+    private async Task PersistRunAsync(BackupRunState run, CancellationToken cancellationToken)
+    {
         run.Version++;
+        _liveChanges = 0;
         state.State.ActiveBackup = run;
         await _writes.WriteAsync(cancellationToken);
         TrackBackup();
         SignalBackupChanged();
     }
 
+    /// <summary>A change watchers see at once and recovery does not need: kept in memory (persisted every <see cref="LiveChangesPerPersist"/>).</summary>
+    private async Task NoteLiveChangeAsync(BackupRunState run, CancellationToken cancellationToken)
+    {
+        if (++_liveChanges >= LiveChangesPerPersist - 1)
+        {
+            await PersistRunAsync(run, cancellationToken);
+            return;
+        }
+
+        SignalBackupChanged();
+    }
+
+    private long VersionOf(BackupRunState run) =>
+        (run.Version * LiveChangesPerPersist) + (ReferenceEquals(run, state.State.ActiveBackup) ? _liveChanges : 0);
+
+    /// <summary>
+    /// Ends the run with two writes: the finished run into the history first, then the active run and the lock out of
+    /// the hot state. A crash between them leaves the run in both (never in neither); activation settles it
+    /// (<see cref="SettleEndedActiveRunAsync"/>), and a run finished again after such a crash is not added twice.
+    /// </summary>
     private async Task FinishBackupAsync(BackupRunState run, BackupStep outcome, CancellationToken cancellationToken)
     {
-        run.EndedAt = time.GetUtcNow();
-        run.Step = outcome;
-        run.Steps.Add(new BackupStepEntry { Step = outcome, At = run.EndedAt.Value, Note = outcome == BackupStep.Failed ? run.Error : null });
-        run.Version++;
-        state.State.ActiveBackup = null;
-        state.State.BackupHistory.Add(run);
-        if (outcome == BackupStep.Completed && run.Retention is { Length: 4 } retention)
+        // The ended run is a copy until both writes are done: whoever watches the active run sees it end only once
+        // the lock is released too (a caller told "completed" may start the next backup at once).
+        var endedAt = time.GetUtcNow();
+        var ended = run with
         {
-            ApplyRetention(run, retention);
-        }
+            EndedAt = endedAt,
+            Step = outcome,
+            Steps = [.. run.Steps, new BackupStepEntry { Step = outcome, At = endedAt, Note = outcome == BackupStep.Failed ? run.Error : null }],
+            Version = run.Version + 1,
 
+            // The domain XML is in the set's manifest (written by the verify step); a failed run has no set to restore.
+            DomainXml = "",
+        };
         var limit = Math.Max(1, backupOptions.Value.HistoryLimit);
-        if (state.State.BackupHistory.Count > limit)
-        {
-            state.State.BackupHistory.RemoveRange(0, state.State.BackupHistory.Count - limit);
-        }
+        await History.UpdateAsync(
+            history =>
+            {
+                history.RemoveAll(r => r.RunId == ended.RunId);
+                history.Add(ended);
+                if (outcome == BackupStep.Completed && ended.Retention is { Length: 4 } retention)
+                {
+                    ApplyRetention(ended, retention, history);
+                }
 
+                if (history.Count > limit)
+                {
+                    history.RemoveRange(0, history.Count - limit);
+                }
+            },
+            cancellationToken);
+
+        state.State.ActiveBackup = null;
         if (state.State.Operation?.Id == run.RunId)
         {
             state.State.Operation = null;
         }
 
+        if (outcome == BackupStep.Completed && (state.State.LastCompletedBackupAt is not { } last || endedAt > last))
+        {
+            state.State.LastCompletedBackupAt = endedAt;
+        }
+
+        // The task's own object ends too (its loop stops on a terminal step).
+        run.EndedAt = ended.EndedAt;
+        run.Step = ended.Step;
+        run.Steps = ended.Steps;
+        run.Version = ended.Version;
+        run.DomainXml = "";
         await _writes.WriteAsync(cancellationToken);
 
         // Counted as the outcome is persisted, before anyone waiting for it is woken.
@@ -356,15 +432,94 @@ internal sealed partial class VirtualMachineGrain
         previous.TrySetResult();
     }
 
-    private BackupRunState FindRun(string runId)
+    /// <summary>The active run, the newest finished one (both in memory), or one read from the history.</summary>
+    private async Task<BackupRunState> FindRunAsync(string runId, CancellationToken cancellationToken)
     {
         if (state.State.ActiveBackup is { } active && active.RunId == runId)
         {
             return active;
         }
 
-        return state.State.BackupHistory.LastOrDefault(r => r.RunId == runId)
+        if (History.Newest is { } newest && newest.RunId == runId)
+        {
+            return newest;
+        }
+
+        return (await History.ReadAsync(cancellationToken)).LastOrDefault(r => r.RunId == runId)
             ?? throw OrchestratorException.NotFound($"backup run '{BackupRunKeys.Of(Key.Host, Key.Vm, runId)}' does not exist");
+    }
+
+    /// <summary>
+    /// Moves finished runs that state written by earlier versions keeps in the hot state (with their domain XML) into
+    /// the history, without the XML (each set's manifest holds it). The history is written first: a crash before the
+    /// hot state is written only repeats the move, which adds no run twice.
+    /// </summary>
+    private async Task MigrateLegacyHistoryAsync(CancellationToken cancellationToken)
+    {
+        var legacy = state.State.LegacyBackupHistory;
+        if (legacy.Count == 0)
+        {
+            return;
+        }
+
+        var limit = Math.Max(1, backupOptions.Value.HistoryLimit);
+        await History.UpdateAsync(
+            history =>
+            {
+                var known = history.Select(r => r.RunId).ToHashSet(StringComparer.Ordinal);
+                var merged = history.Concat(legacy.Where(r => !known.Contains(r.RunId)).Select(r => r with { DomainXml = "" }))
+                    .OrderBy(r => r.StartedAt)
+                    .ToList();
+                history.Clear();
+                history.AddRange(merged.Skip(Math.Max(0, merged.Count - limit)));
+            },
+            cancellationToken);
+
+        var lastCompleted = legacy.Where(r => r.Step == BackupStep.Completed).Max(r => r.EndedAt);
+        if (lastCompleted is { } at && (state.State.LastCompletedBackupAt is not { } last || at > last))
+        {
+            state.State.LastCompletedBackupAt = at;
+        }
+
+        state.State.LegacyBackupHistory = [];
+        await _writes.WriteAsync(cancellationToken);
+        LogHistoryMigrated(logger, VmKey, legacy.Count);
+    }
+
+    /// <summary>
+    /// The process stopped between the two writes that end a run: the run is in the history and still active here.
+    /// The second write is done now (the lock released), instead of running the finished run again.
+    /// </summary>
+    private async Task SettleEndedActiveRunAsync(CancellationToken cancellationToken)
+    {
+        if (state.State.ActiveBackup is not { } active)
+        {
+            return;
+        }
+
+        var ended = (await History.ReadAsync(cancellationToken)).LastOrDefault(r => r.RunId == active.RunId);
+        if (ended is null)
+        {
+            return;
+        }
+
+        state.State.ActiveBackup = null;
+        if (state.State.Operation?.Id == active.RunId)
+        {
+            state.State.Operation = null;
+        }
+
+        if (ended is { Step: BackupStep.Completed, EndedAt: { } at } && (state.State.LastCompletedBackupAt is not { } last || at > last))
+        {
+            state.State.LastCompletedBackupAt = at;
+        }
+
+        await _writes.WriteAsync(cancellationToken);
+        LogEndedRunSettled(logger, VmKey, active.RunId, ended.Step);
+        if (ended is { Step: BackupStep.Completed, EndedAt: { } endedAt })
+        {
+            await ReportProtectionAsync(PolicyKind.LiveBackup, endedAt);
+        }
     }
 
     private BackupRunView View(BackupRunState run) => new(
@@ -382,7 +537,7 @@ internal sealed partial class VirtualMachineGrain
         run.QuiesceOutcome,
         run.FreezeMilliseconds,
         ActivityContext.TryParse(run.TraceParent, null, out var c) ? c.TraceId.ToString() : null,
-        run.Version,
+        VersionOf(run),
         run.Policy,
         run.PolicyVersion,
         run.PolicyRun);

@@ -240,7 +240,8 @@ internal sealed partial class VirtualMachineGrain
     /// Copies every frozen base to the backup set, with the data digest computed while copying (the full SHA-256,
     /// which hashes every hole as zeros, is read back after the commit, outside the overlay window). The disks are
     /// copied at the same time (up to <see cref="BackupOptions.ParallelCopies"/>), except under a bandwidth limit, which is the run's
-    /// whole budget. This task alone persists the run: finished disks and progress are written once a second.
+    /// whole budget. Each disk's result is persisted as it finishes (the last one with the intent to commit); progress
+    /// is only shown to views and watchers (a copy resumed after a crash starts again from zero anyway).
     /// </summary>
     private async Task CopyDisksAsync(BackupRunState run, CancellationToken cancellationToken)
     {
@@ -267,9 +268,7 @@ internal sealed partial class VirtualMachineGrain
 
                 if (finished.Count == 0)
                 {
-                    run.Version++;
-                    await _writes.WriteAsync(cancellationToken);
-                    SignalBackupChanged();
+                    await NoteLiveChangeAsync(run, cancellationToken);
                     continue;
                 }
 
@@ -287,11 +286,23 @@ internal sealed partial class VirtualMachineGrain
                     copy.Activity?.Dispose();
                     Telemetry.BytesCopied.Add(result.BytesCopied, new TagList { { "host", Key.Host }, { "vm", Key.Vm } });
 
-                    // One step record per disk, as before copies ran side by side.
-                    await PersistBackupAsync(run, BackupStep.Copying, $"{disk.Target}: {result.BytesCopied} bytes in {result.Duration.TotalMilliseconds:F0} ms", cancellationToken);
+                    // One step record per disk, as before copies ran side by side. The last disk's result is persisted
+                    // with the next step (the intent to commit) in one write.
+                    var note = $"{disk.Target}: {result.BytesCopied} bytes in {result.Duration.TotalMilliseconds:F0} ms";
+                    if (run.Disks.All(d => d.Copied))
+                    {
+                        AddStep(run, BackupStep.Copying, note);
+                        await NoteLiveChangeAsync(run, cancellationToken);
+                    }
+                    else
+                    {
+                        await PersistBackupAsync(run, BackupStep.Copying, note, cancellationToken);
+                    }
+
                     if (run.Disks.Count(d => d.Copied) < run.Disks.Count || run.Disks.Count == 1)
                     {
-                        // Crash tests: killed with one disk copied and, with more disks, the others copying or not started.
+                        // Crash tests: with more disks, killed with one disk's result persisted and the others copying or
+                        // not started; with one disk, killed after its copy and before its result was persisted.
                         KillIfAsked("Copying");
                     }
                 }
@@ -372,9 +383,8 @@ internal sealed partial class VirtualMachineGrain
                 await CommitLiveAsync(disk, cancellationToken);
             }
 
-            run.Version++;
-            await _writes.WriteAsync(cancellationToken);
-            SignalBackupChanged();
+            // Not persisted: a resumed commit reads each disk's chain first and skips a disk already on its base.
+            await NoteLiveChangeAsync(run, cancellationToken);
         }
     }
 
@@ -632,7 +642,7 @@ internal sealed partial class VirtualMachineGrain
         }
     }
 
-    private void ApplyRetention(BackupRunState finished, int[] retention)
+    private void ApplyRetention(BackupRunState finished, int[] retention, List<BackupRunState> history)
     {
         if (retention.All(count => count <= 0))
         {
@@ -641,7 +651,7 @@ internal sealed partial class VirtualMachineGrain
             return;
         }
 
-        var candidates = state.State.BackupHistory
+        var candidates = history
             .Where(r => r.Step == BackupStep.Completed && r.Policy == finished.Policy && Directory.Exists(r.BackupSetPath))
             .ToList();
         // One retention rule set for checkpoints and backups: newest N plus the newest per day / ISO week / month.

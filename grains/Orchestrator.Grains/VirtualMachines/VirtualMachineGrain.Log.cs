@@ -105,4 +105,10 @@ internal sealed partial class VirtualMachineGrain
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: the overlays took longer than the freeze budget ({BudgetMs} ms); the guest was thawed while they finish")]
     private static partial void LogFreezeBudgetExceeded(ILogger logger, string key, double budgetMs);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "VM {Key}: {Count} finished backup runs moved from the VM state to its own history (domain XML left to the manifests)")]
+    private static partial void LogHistoryMigrated(ILogger logger, string key, int count);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: backup {Run} had ended ({Step}) and was recorded in the history before the process stopped; its end is now recorded in the VM state too")]
+    private static partial void LogEndedRunSettled(ILogger logger, string key, string run, BackupStep step);
 }

@@ -45,7 +45,7 @@ internal sealed partial class VirtualMachineGrain
 
     /// <summary>Newest completed backup and newest checkpoint, for the fleet's compliance view.</summary>
     private (DateTimeOffset? Backup, DateTimeOffset? Checkpoint) LastProtection() =>
-        (state.State.BackupHistory.Where(r => r.Step == BackupStep.Completed).Max(r => r.EndedAt),
+        (state.State.LastCompletedBackupAt,
          state.State.Checkpoints.Count == 0 ? null : state.State.Checkpoints.Max(c => c.CreatedAt));
 
     /// <summary>Tells the fleet a good backup or checkpoint exists now (best effort: the next inventory sync reports it too).</summary>

@@ -18,7 +18,7 @@ internal sealed partial class VirtualMachineGrain
         }
 
         GrainKeys.ValidateVmName(request.NewName, "new_name");
-        var run = FindRun(runId);
+        var run = await FindRunAsync(runId, cancellationToken);
         if (run.Step != BackupStep.Completed || !Directory.Exists(run.BackupSetPath) && run.Disks.Any(d => !File.Exists(d.BackupPath)))
         {
             throw new OrchestratorException(ErrorCode.FailedPrecondition, $"run '{request.RunKey}' is {run.Step} and has no complete backup set to restore");
@@ -47,7 +47,7 @@ internal sealed partial class VirtualMachineGrain
         }
 
         // The new definition first: what it cannot make the new VM's own is refused before anything is written.
-        var definition = request.Define ? DomainXmlEditor.ForRestore(run.DomainXml, request.NewName, images, File.Exists) : null;
+        var definition = request.Define ? DomainXmlEditor.ForRestore(await ReadManifestDomainXmlAsync(run, request.RunKey, cancellationToken), request.NewName, images, File.Exists) : null;
         foreach (var file in definition?.NewFiles.Concat(definition.FilesToCopy.Select(c => c.To)) ?? [])
         {
             if (SafeFiles.Occupied(file))
@@ -101,6 +101,48 @@ internal sealed partial class VirtualMachineGrain
 
             throw;
         }
+    }
+
+    /// <summary>
+    /// The domain XML recorded when the run was admitted, from the set's manifest (finished runs keep no XML in grain
+    /// state). Read only where the set really is (no symbolic link on its path or as the manifest, under a root).
+    /// </summary>
+    private async Task<string> ReadManifestDomainXmlAsync(BackupRunState run, string runKey, CancellationToken cancellationToken)
+    {
+        const long MaxManifestBytes = 16L << 20;
+        var manifest = Path.Combine(run.BackupSetPath, "manifest.json");
+        string? xml = null;
+        try
+        {
+            var real = SafeFiles.ResolveExistingPrefix(run.BackupSetPath);
+            var file = new FileInfo(manifest);
+            if (real == Path.TrimEndingDirectorySeparator(Path.GetFullPath(run.BackupSetPath))
+                && BackupTargets.RealRootOf(real, backupOptions.Value) is not null
+                && file.Exists
+                && file.LinkTarget is null
+                && file.Length <= MaxManifestBytes)
+            {
+                using var document = System.Text.Json.JsonDocument.Parse(await File.ReadAllBytesAsync(manifest, cancellationToken));
+                if (document.RootElement.TryGetProperty("domain_xml", out var element) && element.ValueKind == System.Text.Json.JsonValueKind.String)
+                {
+                    xml = element.GetString();
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException)
+        {
+            throw new OrchestratorException(ErrorCode.FailedPrecondition, $"the manifest of run '{runKey}' ({manifest}) cannot be read: {e.Message}", field: "run");
+        }
+
+        if (string.IsNullOrWhiteSpace(xml))
+        {
+            // A run still active holds its XML until the manifest is written; a finished one only has the manifest.
+            xml = run.DomainXml;
+        }
+
+        return string.IsNullOrWhiteSpace(xml)
+            ? throw new OrchestratorException(ErrorCode.FailedPrecondition, $"the manifest of run '{runKey}' ({manifest}) holds no domain XML: the VM cannot be defined from it (restore the images without defining)", field: "run")
+            : xml;
     }
 
     /// <summary>

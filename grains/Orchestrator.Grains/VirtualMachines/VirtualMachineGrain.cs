@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orchestrator.Grains.Backups;
@@ -5,6 +6,7 @@ using Orchestrator.Grains.Checkpoints;
 using Orchestrator.Grains.Placement;
 using Orchestrator.Grains.Storage;
 using Orchestrator.Hypervisor;
+using Orleans.Storage;
 
 namespace Orchestrator.Grains.VirtualMachines;
 
@@ -23,6 +25,11 @@ internal sealed partial class VirtualMachineGrain(
 
     private DateTimeOffset _lastSync;
 
+    private BackupHistoryStore? _history;
+
+    /// <summary>Finished runs, in their own state ("vm-history"), read on demand.</summary>
+    private BackupHistoryStore History => _history ??= new(ServiceProvider.GetRequiredKeyedService<IGrainStorage>(StorageNames.Default), this.GetGrainId());
+
     /// <summary>Set when deactivation starts: the backup task may still persist a step, but this activation no longer reports.</summary>
     private bool _deactivating;
 
@@ -30,6 +37,11 @@ internal sealed partial class VirtualMachineGrain(
 
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
+        // State written before the history had its own state is moved there first, and a run that ended just before
+        // a crash (in the history, still active here) is settled, so nothing below sees a run twice.
+        await MigrateLegacyHistoryAsync(cancellationToken);
+        await SettleEndedActiveRunAsync(cancellationToken);
+
         // A backup left unfinished by an earlier activation (or process) is in flight again: it counts as active.
         TrackBackup();
         await ReleaseOrphanedBackupLockAsync(cancellationToken);

@@ -54,7 +54,7 @@ public sealed record class VirtualMachineState
     [Key(10)]
     public VmOperation? Operation { get; set; }
 
-    // Keys 20-39: internal checkpoints. Keys 40-59: live backups.
+    // Keys 20-39: internal checkpoints. Keys 40-59: live backups (41 retired: see LegacyBackupHistory).
 
     /// <summary>Checkpoints the orchestrator made (or adopted), oldest first. The hypervisor's list is the truth; this adds pause and origin.</summary>
     [Id(20)]
@@ -71,10 +71,20 @@ public sealed record class VirtualMachineState
     [Key(40)]
     public Backups.BackupRunState? ActiveBackup { get; set; }
 
-    /// <summary>Finished runs, oldest first.</summary>
+    /// <summary>
+    /// Retired as a live field (issue 11): finished runs, each with its domain XML, lived here and made every write of
+    /// this state carry up to 50 of them. They now live in the "vm-history" state (<see cref="VmBackupHistoryState"/>,
+    /// without XML: it is in each set's manifest). Still read, so state written by the old code is moved there on
+    /// activation (history written first, then this list emptied); never written with runs again. Key 41 is never reused.
+    /// </summary>
     [Id(41)]
     [Key(41)]
-    public List<Backups.BackupRunState> BackupHistory { get; set; } = [];
+    public List<Backups.BackupRunState> LegacyBackupHistory { get; set; } = [];
+
+    /// <summary>When the newest completed backup ended (compliance reads it without loading the history).</summary>
+    [Id(42)]
+    [Key(42)]
+    public DateTimeOffset? LastCompletedBackupAt { get; set; }
 }
 
 /// <summary>What holds a VM's one-operation-at-a-time lock.</summary>
