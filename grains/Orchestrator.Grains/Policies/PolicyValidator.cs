@@ -14,8 +14,8 @@ public sealed record ValidatedPolicy(PolicySpec Spec, CronExpression? Cron, Time
 /// </summary>
 public static partial class PolicyValidator
 {
-    public const int MaxPerHost = 1_000;
-    public const int MaxFleet = 10_000;
+    public const int MaxPerHost = 100_000;
+    public const int MaxFleet = 1_000_000;
     public static readonly TimeSpan MaxRpo = TimeSpan.FromDays(366);
 
     /// <summary>Most host patterns, VM patterns or labels one selector holds.</summary>

@@ -390,6 +390,9 @@ internal sealed partial class VirtualMachineGrain
         _ => "unknown",
     };
 
+    /// <summary>True for a path named as our live-backup overlays are.</summary>
+    private static bool IsBackupOverlay(string path) => BackupOverlayPattern().IsMatch(Path.GetFileName(path));
+
     /// <summary>The live-backup overlay naming: &lt;disk&gt;.orch-&lt;runId&gt;.qcow2.</summary>
     [GeneratedRegex(@"\.orch-[^/]+\.qcow2$")]
     private static partial Regex BackupOverlayPattern();

@@ -140,6 +140,43 @@ public sealed class BackupChainTests(ThreeHostClusterFixture fixture)
     }
 
     [Fact]
+    public async Task StartBackup_InventorySyncedWhileOnOverlays_NextBackupStillAccepted()
+    {
+        const string template = "/var/lib/libvirt/images/templates/synced.qcow2";
+        var (vm, hypervisor, clone) = await NewLinkedCloneAsync("kvm-02", "chain-sync", template);
+        var speed = hypervisor.Options.CopyBytesPerSecond;
+        BackupRunView run;
+        try
+        {
+            hypervisor.Options.CopyBytesPerSecond = 16L << 20; // about a second per disk
+            run = await vm.StartBackupAsync(new BackupRequest());
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+            while (run.Step != BackupStep.Copying)
+            {
+                Assert.True(DateTime.UtcNow < deadline && !run.IsTerminal, $"never copied: {run.Step} {run.Error}");
+                run = await vm.WaitBackupAsync(run.RunKey.Split('/')[^1], run.Version, TimeSpan.FromSeconds(5));
+            }
+
+            // The periodic sync sees the VM on its overlays (one layer more than its own chain).
+            var onOverlay = (await hypervisor.GetDomainAsync("chain-sync")).Disks.Single(d => d.Target == "vda");
+            Assert.Contains(".orch-", onOverlay.SourcePath, StringComparison.Ordinal);
+            await fixture.Grains.GetGrain<IHostGrain>("kvm-02").SyncInventoryAsync();
+            run = await WaitDoneAsync(vm, run);
+        }
+        finally
+        {
+            hypervisor.Options.CopyBytesPerSecond = speed;
+        }
+
+        Assert.True(run.Step == BackupStep.Completed, $"{run.Step} {run.Error}");
+
+        // No sync since: the next backup must not take the overlay seen by that sync for the VM's chain.
+        var next = await WaitDoneAsync(vm, await vm.StartBackupAsync(new BackupRequest()));
+        Assert.True(next.Step == BackupStep.Completed, $"second backup: {next.Step} {next.Error}");
+        Assert.Equal(clone, (await hypervisor.GetDomainAsync("chain-sync")).Disks.Single(d => d.Target == "vda").SourcePath);
+    }
+
+    [Fact]
     public async Task SeedDemo_Web1_IsALinkedCloneOfATemplate()
     {
         await using var demo = new SimulatedHypervisor().SeedDemo();
