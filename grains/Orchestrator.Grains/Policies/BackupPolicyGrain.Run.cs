@@ -253,6 +253,11 @@ internal sealed partial class BackupPolicyGrain : IPolicyRunCoordinator
     /// <summary>Hands freed budget on (persisted first, then told), or ends the run when every part ended.</summary>
     private async Task AfterPartNewsAsync(PolicyRunRecord run, bool changed, CancellationToken cancellationToken)
     {
+        if (!ReferenceEquals(state.State.ActiveRun, run) || run.IsTerminal)
+        {
+            return;
+        }
+
         if (run.Parts.All(p => p.Done))
         {
             await FinishRunAsync(run, cancellationToken);

@@ -46,6 +46,7 @@ internal sealed partial class PolicyHostRunGrain(
     private readonly Queue<PolicyTargetRecord> _queue = new();
     private int _running;
     private int _delayed;
+    private bool _driving;
     private bool _recovering;
     private bool _finishing;
     private bool _dirty;
@@ -229,6 +230,7 @@ internal sealed partial class PolicyHostRunGrain(
 
     private void Drive(PolicyHostRunRecord run, bool recovered)
     {
+        _driving = true;
         this.DelayDeactivation(TimeSpan.FromHours(12));
         _checkpointTimer ??= this.RegisterGrainTimer(
             static (grain, ct) => grain.CheckpointAsync(ct),
@@ -256,7 +258,23 @@ internal sealed partial class PolicyHostRunGrain(
     /// </summary>
     private async Task RecoverAsync(PolicyHostRunRecord run)
     {
-        var cancellationToken = _cancellation.Token;
+        try
+        {
+            await ResolveOpenTargetsAsync(run, _cancellation.Token);
+        }
+        catch (Exception) when (_cancellation.IsCancellationRequested)
+        {
+        }
+        catch (Exception e)
+        {
+            // Never left half-recovered: the next activation (the coordinator's next sync) starts over.
+            LogCheckpointFailed(logger, Policy, run.RunId, Host, e.Message);
+            DeactivateOnIdle();
+        }
+    }
+
+    private async Task ResolveOpenTargetsAsync(PolicyHostRunRecord run, CancellationToken cancellationToken)
+    {
         LogPartRecovering(logger, Policy, run.RunId, Host);
         try
         {
@@ -354,7 +372,7 @@ internal sealed partial class PolicyHostRunGrain(
     /// <summary>Admits waiting VMs while the part's limit allows; O(1) per VM admitted. Ends the part when nothing is left.</summary>
     private void Pump(PolicyHostRunRecord run)
     {
-        if (_recovering || _finishing || run.Done || _cancellation.IsCancellationRequested || !ReferenceEquals(state.State.Active, run))
+        if (!_driving || _recovering || _finishing || run.Done || _cancellation.IsCancellationRequested || !ReferenceEquals(state.State.Active, run))
         {
             return;
         }
@@ -390,11 +408,13 @@ internal sealed partial class PolicyHostRunGrain(
     private async Task RunTargetAsync(PolicyHostRunRecord run, PolicyTargetRecord target, bool resumed)
     {
         var busy = await DispatchAsync(run, target, resumed, _cancellation.Token);
-        _running--;
-        if (_cancellation.IsCancellationRequested)
+        if (!ReferenceEquals(state.State.Active, run) || run.Done || _cancellation.IsCancellationRequested)
         {
+            // Abandoned or deactivating: the counts belong to nobody now.
             return;
         }
+
+        _running--;
 
         if (busy)
         {
@@ -412,6 +432,11 @@ internal sealed partial class PolicyHostRunGrain(
             await Task.Delay(BusyBackoff, time, _cancellation.Token);
         }
         catch (OperationCanceledException)
+        {
+            return;
+        }
+
+        if (!ReferenceEquals(state.State.Active, run) || run.Done)
         {
             return;
         }

@@ -461,8 +461,8 @@ public sealed class PolicyRunTests(PolicyClusterFixture fixture) : IDisposable
         };
         var storage = fixture.Cluster.Silos[0].SiloHost.Services.GetRequiredKeyedService<Orleans.Storage.IGrainStorage>(Grains.StorageNames.Default);
         var id = policy.GetGrainId();
-        await storage.WriteStateAsync("policy", id, new Orleans.Core.GrainState<BackupPolicyState>(old));
-        await storage.WriteStateAsync("policy-runs", id, new Orleans.Core.GrainState<PolicyRunHistoryState>(oldHistory));
+        await storage.WriteStateAsync("policy", id, new Orleans.GrainState<BackupPolicyState>(old));
+        await storage.WriteStateAsync("policy-runs", id, new Orleans.GrainState<PolicyRunHistoryState>(oldHistory));
 
         var run = await WaitEndAsync(policy, await policy.GetRunAsync(RunId));
 
