@@ -217,10 +217,10 @@ internal sealed partial class BackupPolicyGrain : IPolicyRunCoordinator
             changed = true;
         }
 
-        if (part.Waiting != status.Waiting && !part.Done)
+        if (!part.Done)
         {
+            // Advisory (where freed budget goes first): not worth a write of its own.
             part.Waiting = status.Waiting;
-            changed = true;
         }
 
         if (status.Version > part.Version)

@@ -46,7 +46,11 @@ internal sealed partial class PolicyHostRunGrain(
     private readonly Queue<PolicyTargetRecord> _queue = new();
     private int _running;
     private int _delayed;
+    private static readonly TimeSpan HostMissingGrace = TimeSpan.FromSeconds(3);
+
     private bool _driving;
+    private bool _pumpScheduled;
+    private DateTimeOffset? _hostMissingSince;
     private bool _recovering;
     private bool _finishing;
     private bool _dirty;
@@ -379,10 +383,24 @@ internal sealed partial class PolicyHostRunGrain(
 
         if (_queue.Count > 0 && hostDirectory.FindSilo(Host) is null)
         {
+            // This silo's view of the cluster may lag a moment behind (a host's silo that just joined): look again
+            // for a short grace before the waiting VMs are skipped.
+            var now = time.GetUtcNow();
+            _hostMissingSince ??= now;
+            if (now - _hostMissingSince.Value < HostMissingGrace)
+            {
+                _ = PumpLaterAsync(run);
+                return;
+            }
+
             while (_queue.TryDequeue(out var target))
             {
                 Skip(run, target, $"host unavailable: no live silo serves host '{Host}'; retried when it is back", retry: true);
             }
+        }
+        else
+        {
+            _hostMissingSince = null;
         }
 
         while (_running < Limit(run) && _queue.TryDequeue(out var target))
@@ -403,6 +421,30 @@ internal sealed partial class PolicyHostRunGrain(
             _finishing = true;
             _ = FinishAsync(run);
         }
+    }
+
+    private async Task PumpLaterAsync(PolicyHostRunRecord run)
+    {
+        if (_pumpScheduled)
+        {
+            return;
+        }
+
+        _pumpScheduled = true;
+        try
+        {
+            await Task.Delay(TimeSpan.FromMilliseconds(250), time, _cancellation.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+        finally
+        {
+            _pumpScheduled = false;
+        }
+
+        Pump(run);
     }
 
     private async Task RunTargetAsync(PolicyHostRunRecord run, PolicyTargetRecord target, bool resumed)
@@ -623,11 +665,6 @@ internal sealed partial class PolicyHostRunGrain(
         var since = time.GetUtcNow();
         while (true)
         {
-            if (hostDirectory.FindSilo(target.Host) is null)
-            {
-                throw OrchestratorException.HostUnavailable(target.Host);
-            }
-
             try
             {
                 return await call();

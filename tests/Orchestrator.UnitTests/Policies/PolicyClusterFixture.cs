@@ -23,7 +23,7 @@ public sealed class PolicyClusterFixture : ThreeHostClusterFixture
         silo.Services.Configure<PolicyOptions>(o =>
         {
             o.RetryInterval = TimeSpan.FromMilliseconds(500);
-            o.CheckpointInterval = TimeSpan.FromSeconds(1);
+            o.CheckpointInterval = TimeSpan.FromSeconds(3);
             o.UnreachableGrace = TimeSpan.FromSeconds(5);
             o.ComplianceMetricsInterval = TimeSpan.FromMilliseconds(200);
         });

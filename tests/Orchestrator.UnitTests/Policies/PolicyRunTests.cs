@@ -390,9 +390,11 @@ public sealed class PolicyRunTests(PolicyClusterFixture fixture) : IDisposable
         Assert.True(MaxOverlap(run.Targets) <= 40);
         Assert.All(ThreeHostClusterFixture_Hosts, h => Assert.True(MaxOverlap(run.Targets.Where(t => t.Host == h)) <= 20));
 
-        // Per part: its VMs once, the outcome once (history + clearing), one checkpoint per second at most; the policy
-        // grain: start, part hand-over, grant changes and part ends, the end. Nothing per VM.
-        var bound = (3 * (4 + (int)Math.Ceiling(seconds))) + 12;
+        // Per part: its VMs once, the outcome once (history + clearing), one checkpoint per interval (3 s here) at
+        // most; the policy grain: start, part hand-over, part ends, the end, and at most one grant change per part
+        // checkpoint. Nothing per VM.
+        var checkpoints = (int)Math.Ceiling(seconds / 3);
+        var bound = (3 * (3 + checkpoints)) + (3 * checkpoints) + 10;
         Assert.True(writes <= bound, $"{writes} state writes for a run of 300 VMs in {seconds:F1} s (bound {bound})");
         Assert.True(writes < 100, $"{writes} state writes for a run of 300 VMs");
     }
