@@ -55,7 +55,10 @@ public sealed record class BackupPolicyState
     [Key(8)]
     public int MissedSlots { get; set; }
 
-    /// <summary>Ended runs whose admission slots the fleet grain could not be told to free yet (retried on every tick).</summary>
+    /// <summary>
+    /// Retired with the fleet grain's admission slots (budgets are per-run grants now): still read, emptied when an
+    /// old-shape run is handed to parts, never added to.
+    /// </summary>
     [Id(10)]
     [Key(10)]
     public List<string> UnreleasedRuns { get; set; } = [];
