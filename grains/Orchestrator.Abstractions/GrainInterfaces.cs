@@ -47,8 +47,9 @@ public interface IDiskChainGrain : IGrainWithStringKey
 }
 
 /// <summary>
-/// The fleet singleton (key: "fleet"): registry of hosts and policies, admission budgets, and fleet-wide views of
-/// the VM index and compliance assembled from the hosts' index shards (<see cref="IHostIndexGrain"/>).
+/// The fleet singleton (key: "fleet"): registry of hosts and policies, and fleet-wide views of the VM index and
+/// compliance assembled from the hosts' index shards (<see cref="IHostIndexGrain"/>). Admission budgets live in the
+/// policy runs' per-host parts.
 /// </summary>
 [Alias("orchestrator.IFleetGrain")]
 public interface IFleetGrain : IGrainWithStringKey
@@ -92,21 +93,6 @@ public interface IFleetGrain : IGrainWithStringKey
 
     [Alias("ListPolicies")]
     Task<IReadOnlyList<PolicyRegistration>> ListPoliciesAsync(CancellationToken cancellationToken = default);
-
-    /// <summary>
-    /// Takes an admission slot for one VM of a policy run: refused while the VM holds a slot of any run, or the
-    /// policy's runs already hold <c>Limits.PerHost</c> slots on the host or <c>Limits.Fleet</c> slots in all.
-    /// Slots are persisted; the same (run, VM) asking again is granted (idempotent).
-    /// </summary>
-    [Alias("TryAdmit")]
-    Task<AdmissionResult> TryAdmitAsync(AdmissionRequest request, CancellationToken cancellationToken = default);
-
-    [Alias("Release")]
-    Task ReleaseAsync(string runId, string host, string vm, CancellationToken cancellationToken = default);
-
-    /// <summary>Releases every slot a run still holds (a run that ended or was abandoned).</summary>
-    [Alias("ReleaseRun")]
-    Task ReleaseRunAsync(string runId, CancellationToken cancellationToken = default);
 
     /// <summary>Every VM in the index with the policies that select it, its newest good backup/checkpoint and RPO status.</summary>
     [AlwaysInterleave]

@@ -264,28 +264,6 @@ public sealed record PolicyRegistration(
     [property: Id(0)] PolicySpec Spec,
     [property: Id(1)] int Version);
 
-/// <summary>
-/// A run asks for a slot for one VM. <see cref="Holding"/> lists the VM keys the run still has running: the fleet
-/// drops any other slot of the same policy (a slot whose release was lost, or one left by an earlier run), so a
-/// lost release never holds a budget for longer than one admission turn.
-/// </summary>
-[GenerateSerializer]
-[Alias("orchestrator.AdmissionRequest")]
-public sealed record AdmissionRequest(
-    [property: Id(0)] string Policy,
-    [property: Id(1)] string RunId,
-    [property: Id(2)] string Host,
-    [property: Id(3)] string Vm,
-    [property: Id(4)] PolicyConcurrency Limits,
-    [property: Id(5)] IReadOnlyList<string>? Holding = null);
-
-/// <summary>Granted, or why not (VM busy in another run, host or fleet budget full).</summary>
-[GenerateSerializer]
-[Alias("orchestrator.AdmissionResult")]
-public sealed record AdmissionResult(
-    [property: Id(0)] bool Granted,
-    [property: Id(1)] string? Reason);
-
 public enum ComplianceStatus
 {
     /// <summary>No policy selects the VM.</summary>

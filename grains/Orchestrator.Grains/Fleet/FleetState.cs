@@ -25,7 +25,10 @@ public sealed record class FleetState
     [Key(2)]
     public Dictionary<string, PolicyRegistrationRecord> Policies { get; set; } = new(StringComparer.Ordinal);
 
-    /// <summary>Admission slots held now, by VM key (one per VM: no VM runs twice at once).</summary>
+    /// <summary>
+    /// Retired: admission slots of the code before per-host policy run parts (grants now live in each run's header
+    /// and parts). Still read, so state written before stays readable; nothing adds to it any more.
+    /// </summary>
     [Id(3)]
     [Key(3)]
     public Dictionary<string, AdmissionLease> Leases { get; set; } = new(StringComparer.Ordinal);

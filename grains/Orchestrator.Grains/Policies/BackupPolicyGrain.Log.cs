@@ -13,36 +13,24 @@ internal sealed partial class BackupPolicyGrain
     [LoggerMessage(Level = LogLevel.Information, Message = "Policy {Policy}: run {Run} started ({Trigger}, {Targets} VMs)")]
     private static partial void LogRunStarted(ILogger logger, string policy, string run, PolicyRunTrigger trigger, int targets);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Policy {Policy}: run {Run} resumed")]
-    private static partial void LogRunResumed(ILogger logger, string policy, string run);
-
     [LoggerMessage(Level = LogLevel.Information, Message = "Policy {Policy}: run {Run} ended {State}, {Succeeded} of {Targets} VMs succeeded")]
     private static partial void LogRunFinished(ILogger logger, string policy, string run, PolicyRunState state, int succeeded, int targets);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Policy {Policy}: run {Run} stopped ({Reason}); the next tick resumes it")]
-    private static partial void LogRunLoopFailed(ILogger logger, string policy, string run, string reason);
+    [LoggerMessage(Level = LogLevel.Information, Message = "Policy {Policy}: run {Run}: part on {Host} ended, {Succeeded} of {Targets} VMs succeeded")]
+    private static partial void LogPartEnded(ILogger logger, string policy, string run, string host, int succeeded, int targets);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Policy {Policy}: run {Run}: {Vm} {Status} ({Reason})")]
-    private static partial void LogTargetEnded(ILogger logger, string policy, string run, string vm, PolicyTargetStatus status, string reason);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Policy {Policy}: run {Run}: part on {Host} not reached (the next tick tries again): {Reason}")]
+    private static partial void LogPartUnreachable(ILogger logger, string policy, string run, string host, string reason);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Policy {Policy}: run {Run}: {Vm} skipped: {Reason}")]
-    private static partial void LogTargetSkipped(ILogger logger, string policy, string run, string vm, string reason);
+    [LoggerMessage(Level = LogLevel.Error, Message = "Policy {Policy}: run {Run}: part on {Host} no longer knows the run; its VMs count as failed")]
+    private static partial void LogPartLost(ILogger logger, string policy, string run, string host);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Policy {Policy}: run {Run}: adopted backup {Backup} already started on the VM (resumed: {Resumed})")]
-    private static partial void LogBackupAdopted(ILogger logger, string policy, string run, string backup, bool resumed);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Policy {Policy}: {Vm} unreachable, retrying: {Reason}")]
-    private static partial void LogVmUnreachable(ILogger logger, string policy, string vm, string reason);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Policy {Policy}: run {Run}: releasing the slot of {Vm} failed: {Reason}")]
-    private static partial void LogReleaseFailed(ILogger logger, string policy, string run, string vm, string reason);
+    [LoggerMessage(Level = LogLevel.Information, Message = "Policy {Policy}: run {Run} (stored before per-host parts) handed to {Parts} parts")]
+    private static partial void LogRunMigrated(ILogger logger, string policy, string run, int parts);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Policy {Policy}: tick failed: {Reason}")]
     private static partial void LogTickFailed(ILogger logger, string policy, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Policy {Policy}: reminder registration failed: {Reason}")]
     private static partial void LogReminderFailed(ILogger logger, string policy, string reason);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Policy {Policy}: run {Run}: admission failed, trying again: {Reason}")]
-    private static partial void LogAdmissionFailed(ILogger logger, string policy, string run, string reason);
 }

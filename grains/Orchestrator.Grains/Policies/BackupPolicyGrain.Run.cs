@@ -3,28 +3,34 @@ using System.Diagnostics;
 namespace Orchestrator.Grains.Policies;
 
 /// <summary>
-/// A policy run, top to bottom: resolve the targets from the fleet's VM index, then until every target ended:
-/// skip the VMs whose host has no live silo (they wait in PendingRetries), admit waiting VMs under the per-host and
-/// fleet budgets (slots held by the fleet grain), dispatch each admitted VM to its VM grain on its own host, and
-/// record its outcome and release its slot. Every change is persisted before the next step, so a new activation
-/// resumes the run: a VM that was running is looked up by the run id its backup carries, never started twice.
+/// A policy run, coordinated: the targets are selected from the fleet's VM index, grouped by host, and each host's
+/// VMs are handed to that host's part (<see cref="IPolicyHostRunGrain"/>, on the host's silo), which drives them. This
+/// grain keeps only the run's header: the spec, the trigger, the times and one record per part with its budget grant
+/// and, once it ended, its counts. It writes that header at the start, when grants change, when a part ends and at
+/// the end: O(hosts) writes per run, never one per VM.
 /// </summary>
-internal sealed partial class BackupPolicyGrain
+/// <remarks>
+/// Fleet budget: <c>concurrency.fleet</c> is split into per-host grants, <c>sum(Granted - Returned) &lt;= fleet</c>
+/// over the parts not done, always. A grant is persisted here before the part is told; budget a part hands back is
+/// persisted by the part before it tells this grain; both totals are cumulative, so lost, repeated or reordered
+/// messages can only make this grain count more than a part holds, never less. A part lost with its silo keeps its
+/// grant counted here until it reports again (this grain's tick syncs every unfinished part, which activates and
+/// recovers it elsewhere) or the run ends; the recovering part asks for its grant. The budget therefore holds under
+/// silo loss, the policy grain's own included (it resumes from its header; the parts never stopped).
+/// </remarks>
+internal sealed partial class BackupPolicyGrain : IPolicyRunCoordinator
 {
-    private static readonly TimeSpan WaitSlice = TimeSpan.FromSeconds(20);
-    private static readonly TimeSpan BusyBackoff = TimeSpan.FromSeconds(5);
-    private static readonly TimeSpan UnreachableBackoff = TimeSpan.FromSeconds(2);
+    private static readonly TimeSpan PartCallLimit = TimeSpan.FromSeconds(10);
 
-    private Task? _runTask;
-    private CancellationTokenSource? _runCancellation;
     private TaskCompletionSource _runChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    private IPolicyHostRunGrain Part(string host) => GrainFactory.GetGrain<IPolicyHostRunGrain>($"{host}{GrainKeys.Separator}{Name}");
 
     private async Task<PolicyRunRecord> StartRunAsync(PolicyRunTrigger trigger, CancellationToken cancellationToken)
     {
         var s = state.State;
         if (s.ActiveRun is { IsTerminal: true } previous)
         {
-            // The previous run ended a moment ago and its task is still filing it.
             await ArchiveRunAsync(previous, cancellationToken);
         }
 
@@ -44,29 +50,39 @@ internal sealed partial class BackupPolicyGrain
         activity?.SetTag("trigger", trigger.ToString().ToLowerInvariant());
         run.TraceParent = activity?.Id ?? Activity.Current?.Id;
 
+        List<PolicyTargetRecord> targets;
         if (trigger == PolicyRunTrigger.Retry)
         {
             // The VMs whose host is back; the others keep waiting.
             var served = hostDirectory.ServedHosts();
             var ready = s.PendingRetries.Where(p => served.ContainsKey(p.Host)).ToList();
             run.RetryOf = ready.Select(p => p.FromRun).Order(StringComparer.Ordinal).FirstOrDefault();
-            run.Targets = [.. ready.Select(p => new PolicyTargetRecord { Host = p.Host, Vm = p.Vm, CarriedBackupRun = p.BackupRun })];
+            targets = [.. ready.Select(p => new PolicyTargetRecord { Host = p.Host, Vm = p.Vm, CarriedBackupRun = p.BackupRun })];
             s.PendingRetries.RemoveAll(p => ready.Contains(p));
         }
         else
         {
             var selected = await Fleet.SelectAsync(run.Spec.ToContract().Selector, cancellationToken);
-            run.Targets = [.. selected.Select(vm => new PolicyTargetRecord { Host = vm.Host, Vm = vm.Name })];
+            targets = [.. selected.Select(vm => new PolicyTargetRecord { Host = vm.Host, Vm = vm.Name })];
+
+            // A VM waiting for its host is in this run now (skipped again, it is reported again).
+            var keys = targets.Select(t => t.Key).ToHashSet(StringComparer.Ordinal);
+            s.PendingRetries.RemoveAll(p => keys.Contains(p.Key));
         }
 
-        if (run.Targets.Count == 0)
+        run.Parts = [.. targets
+            .GroupBy(t => t.Host, StringComparer.Ordinal)
+            .OrderBy(g => g.Key, StringComparer.Ordinal)
+            .Select(g => new PolicyRunPartRecord { Host = g.Key, TargetCount = g.Count(), Waiting = g.Count(), Handoff = [.. g] })];
+        if (targets.Count == 0)
         {
             run.State = PolicyRunState.Failed;
             run.EndedAt = now;
             run.Error = "the selector matches no VM in the fleet's inventory (see: orchestrator vm list)";
         }
 
-        run.Version++;
+        Distribute(run);
+        run.Version = NextVersion(run.Version);
         if (run.IsTerminal)
         {
             PolicyMetrics.RecordRunEnded(Name, run);
@@ -80,491 +96,289 @@ internal sealed partial class BackupPolicyGrain
             s.ActiveRun = run;
         }
 
+        // The header (with each part's VMs until the part stored them) is written before any part starts.
         await WriteAsync(cancellationToken);
-        activity?.SetTag("targets", run.Targets.Count);
-        LogRunStarted(logger, Name, run.RunId, trigger, run.Targets.Count);
+        activity?.SetTag("targets", targets.Count);
+        activity?.SetTag("hosts", run.Parts.Count);
+        LogRunStarted(logger, Name, run.RunId, trigger, targets.Count);
+        SignalRunChanged();
         if (!run.IsTerminal)
         {
-            StartRunTask();
+            await SyncPartsAsync(run, cancellationToken);
         }
 
-        SignalRunChanged();
         return run;
     }
 
-    private void StartRunTask()
+    /// <summary>
+    /// Hands out the fleet budget nobody holds to parts that still have VMs waiting, at most per_host each, the
+    /// emptiest part first. Returns the parts whose grant grew (to persist, then tell).
+    /// </summary>
+    private static List<PolicyRunPartRecord> Distribute(PolicyRunRecord run)
     {
-        _runCancellation ??= new CancellationTokenSource();
-        _runTask = RunLoopAsync(ActiveRun()!, _runCancellation.Token);
-        this.DelayDeactivation(TimeSpan.FromHours(12));
+        var grown = new List<PolicyRunPartRecord>();
+        if (run.IsTerminal)
+        {
+            return grown;
+        }
+
+        var free = run.Spec.Fleet - run.Parts.Sum(p => p.Held);
+        var given = new Dictionary<PolicyRunPartRecord, int>(ReferenceEqualityComparer.Instance);
+        while (free > 0)
+        {
+            var next = run.Parts
+                .Where(p => !p.Done && p.Held < run.Spec.PerHost && given.GetValueOrDefault(p) < p.Waiting)
+                .OrderBy(p => p.Held)
+                .ThenByDescending(p => p.Waiting - given.GetValueOrDefault(p))
+                .ThenBy(p => p.Host, StringComparer.Ordinal)
+                .FirstOrDefault();
+            if (next is null)
+            {
+                break;
+            }
+
+            next.Granted++;
+            given[next] = given.GetValueOrDefault(next) + 1;
+            free--;
+            if (!grown.Contains(next))
+            {
+                grown.Add(next);
+            }
+        }
+
+        return grown;
     }
 
-    private async Task StopRunTaskAsync(CancellationToken cancellationToken)
+    /// <summary>
+    /// Starts the parts not started yet and syncs the others (their grant, and a probe that re-activates a part whose
+    /// silo died); applies what they answer. Called at the start of a run and on every tick while it runs.
+    /// </summary>
+    private async Task SyncPartsAsync(PolicyRunRecord run, CancellationToken cancellationToken)
     {
-        if (_runCancellation is { } cts)
+        var open = run.Parts.Where(p => !p.Done).ToList();
+        var answers = await Task.WhenAll(open.Select(async part =>
         {
-            await cts.CancelAsync();
-            if (_runTask is { } task)
+            try
             {
-                await task.WaitAsync(cancellationToken).ContinueWith(_ => { }, TaskScheduler.Current);
+                var status = part.Handoff.Count > 0
+                    ? await Part(part.Host).StartAsync(
+                        new PolicyHostRunStart(Name, run.RunId, run.PolicyVersion, run.Spec, run.StartedAt, run.TraceParent, part.Handoff, part.Granted),
+                        cancellationToken).WaitAsync(PartCallLimit, time, cancellationToken)
+                    : await Part(part.Host).SyncAsync(run.RunId, part.Granted, cancellationToken).WaitAsync(PartCallLimit, time, cancellationToken);
+                return (Part: part, Status: status, Started: part.Handoff.Count > 0);
             }
-
-            cts.Dispose();
-            _runCancellation = null;
-        }
-    }
-
-    private async Task RunLoopAsync(PolicyRunRecord run, CancellationToken cancellationToken)
-    {
-        var parent = ActivityContext.TryParse(run.TraceParent, null, out var context) ? context : default;
-        using var activity = Telemetry.Source.StartActivity("policy.run", ActivityKind.Internal, parent);
-        activity?.SetTag("policy", Name);
-        activity?.SetTag("policy.version", run.PolicyVersion);
-        activity?.SetTag("run", run.RunId);
-        activity?.SetTag("kind", KindName(run.Spec.Kind));
-        var inflight = new Dictionary<string, Task>(StringComparer.Ordinal);
-        try
-        {
-            // Resumed run: VMs admitted before the restart are followed (or found) again, never started twice.
-            foreach (var target in run.Targets.Where(t => t.Status == PolicyTargetStatus.Running))
+            catch (Exception e) when (e is not OperationCanceledException)
             {
-                inflight[target.Key] = DispatchAsync(run, target, resumed: true, cancellationToken);
+                LogPartUnreachable(logger, Name, run.RunId, part.Host, e.Message);
+                return (Part: part, Status: (PolicyHostRunStatus?)null, Started: false);
             }
+        }));
 
-            while (!cancellationToken.IsCancellationRequested)
-            {
-                try
-                {
-                    await AdmitAsync(run, inflight, cancellationToken);
-                }
-                catch (Exception e) when (e is not OperationCanceledException)
-                {
-                    // The fleet grain or storage is unreachable for a moment (e.g. its silo just died): keep the
-                    // dispatched VMs going and try admission again on the next turn.
-                    LogAdmissionFailed(logger, Name, run.RunId, e.Message);
-                }
-                foreach (var done in inflight.Where(i => i.Value.IsCompleted).Select(i => i.Key).ToList())
-                {
-                    inflight.Remove(done);
-                }
-
-                if (inflight.Count == 0 && run.Targets.All(t => t.IsTerminal))
-                {
-                    break;
-                }
-
-                var wake = Task.Delay(options.Value.AdmissionInterval, time, cancellationToken);
-                await Task.WhenAny(inflight.Values.Append(wake));
-            }
-
-            if (cancellationToken.IsCancellationRequested)
-            {
-                return;
-            }
-
-            await FinishRunAsync(run, cancellationToken);
-            activity?.SetTag("outcome", run.State.ToString().ToLowerInvariant());
-            activity?.SetTag("succeeded", run.Targets.Count(t => t.Status == PolicyTargetStatus.Succeeded));
-            activity?.SetTag("failed", run.Targets.Count(t => t.Status == PolicyTargetStatus.Failed));
-            activity?.SetTag("skipped", run.Targets.Count(t => t.Status == PolicyTargetStatus.Skipped));
-            if (run.State != PolicyRunState.Completed)
-            {
-                activity?.SetStatus(ActivityStatusCode.Error, run.Error);
-            }
-        }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-        {
-            // Deactivation: the persisted run is resumed by the next activation.
-        }
-        catch (Exception e)
-        {
-            // Storage or fleet trouble: the tick resumes the run from what was persisted.
-            activity?.SetStatus(ActivityStatusCode.Error, e.Message);
-            LogRunLoopFailed(logger, Name, run.RunId, e.Message);
-        }
-    }
-
-    /// <summary>Skips VMs of hosts without a live silo and admits waiting VMs while the budgets allow.</summary>
-    private async Task AdmitAsync(PolicyRunRecord run, Dictionary<string, Task> inflight, CancellationToken cancellationToken)
-    {
-        var served = hostDirectory.ServedHosts();
-        var now = time.GetUtcNow();
         var changed = false;
-
-        // Round-robin over hosts so one big host does not take every fleet slot first.
-        var waiting = run.Targets
-            .Where(t => t.Status == PolicyTargetStatus.Pending)
-            .GroupBy(t => t.Host, StringComparer.Ordinal)
-            .SelectMany(g => g.Select((t, i) => (Target: t, Rank: i)))
-            .OrderBy(x => x.Rank)
-            .Select(x => x.Target)
-            .ToList();
-        foreach (var target in waiting)
+        foreach (var (part, status, started) in answers)
         {
-            if (!served.ContainsKey(target.Host))
+            if (status is null)
             {
-                Skip(run, target, $"host unavailable: no live silo serves host '{target.Host}'; retried when it is back", retry: true);
+                continue;
+            }
+
+            if (started)
+            {
+                part.Handoff = [];
                 changed = true;
-                continue;
             }
 
-            if (target.NotBefore is { } notBefore && notBefore > now)
+            if (!status.Known)
             {
+                // The part lost a run it had confirmed (its state was cleared): its VMs cannot be followed any more.
+                part.Done = true;
+                part.Failed = part.TargetCount - part.Succeeded - part.Skipped;
+                part.Waiting = 0;
+                changed = true;
+                LogPartLost(logger, Name, run.RunId, part.Host);
                 continue;
             }
 
-            var holding = run.Targets.Where(t => t.Status == PolicyTargetStatus.Running).Select(t => t.Key).ToList();
-            var admission = await Fleet.TryAdmitAsync(
-                new AdmissionRequest(Name, run.RunId, target.Host, target.Vm, new PolicyConcurrency(run.Spec.PerHost, run.Spec.Fleet), holding),
-                cancellationToken);
-            if (!admission.Granted)
-            {
-                if (target.Reason != admission.Reason)
-                {
-                    target.Reason = admission.Reason;
-                    changed = true;
-                }
-
-                continue;
-            }
-
-            target.Status = PolicyTargetStatus.Running;
-            target.AdmittedAt = time.GetUtcNow();
-            target.ReleasedAt = null;
-            target.Reason = null;
-            target.Attempts++;
-            PolicyMetrics.RecordAdmitted(Name, run, target);
-            changed = true;
-            inflight[target.Key] = DispatchAsync(run, target, resumed: false, cancellationToken);
+            changed |= Apply(run, part, status);
         }
 
-        if (changed)
+        if (ReferenceEquals(state.State.ActiveRun, run) && !run.IsTerminal)
         {
-            await PersistRunAsync(run, cancellationToken);
+            await AfterPartNewsAsync(run, changed, cancellationToken);
         }
     }
 
-    /// <summary>Runs one admitted VM's workflow on its host and records the outcome.</summary>
-    private async Task DispatchAsync(PolicyRunRecord run, PolicyTargetRecord target, bool resumed, CancellationToken cancellationToken)
+    /// <summary>Takes in a part's report; true when the header changed.</summary>
+    private bool Apply(PolicyRunRecord run, PolicyRunPartRecord part, PolicyHostRunStatus status)
     {
-        // Let the admission loop persist the target as Running before anything happens on the host.
-        await Task.Yield();
-        using var activity = Telemetry.Source.StartActivity("policy.target");
-        activity?.SetTag("policy", Name);
-        activity?.SetTag("run", run.RunId);
-        activity?.SetTag("host", target.Host);
-        activity?.SetTag("vm", target.Vm);
-        try
+        var changed = false;
+        if (status.Returned > part.Returned)
         {
-            var vm = GrainFactory.GetGrain<IVirtualMachineGrain>(target.Key);
-            if (run.Spec.Kind == PolicyKind.Checkpoint)
+            part.Returned = status.Returned;
+            changed = true;
+        }
+
+        if (!part.Done)
+        {
+            // Advisory (where freed budget goes first): not worth a write of its own.
+            part.Waiting = status.Waiting;
+        }
+
+        if (status.Version > part.Version)
+        {
+            part.Version = status.Version;
+        }
+
+        if (status.Done && !part.Done)
+        {
+            part.Done = true;
+            part.Waiting = 0;
+            part.Succeeded = status.Succeeded;
+            part.Failed = status.Failed;
+            part.Skipped = status.Skipped;
+            part.Handoff = [];
+            var pending = state.State.PendingRetries;
+            foreach (var retry in status.Retries)
             {
-                var result = await vm.CreatePolicyCheckpointAsync(
-                    new PolicyCheckpointRequest(Name, run.PolicyVersion, run.RunId, run.Spec.RetentionContract(), run.StartedAt),
-                    cancellationToken);
-                target.Checkpoint = result.Checkpoint.Name;
-                activity?.SetTag("checkpoint", target.Checkpoint);
-                await EndTargetAsync(run, target, PolicyTargetStatus.Succeeded, result.Pruned.Count > 0 ? $"pruned {string.Join(", ", result.Pruned)}" : null, cancellationToken);
-                return;
+                pending.RemoveAll(p => p.Key == retry.Key);
+                pending.Add(retry);
             }
 
-            var outcome = await BackUpAsync(run, target, vm, resumed, cancellationToken);
-            activity?.SetTag("backup_run", target.BackupRun);
-            await EndTargetAsync(run, target, outcome.Step == BackupStep.Completed ? PolicyTargetStatus.Succeeded : PolicyTargetStatus.Failed, outcome.Note, cancellationToken);
+            LogPartEnded(logger, Name, run.RunId, part.Host, status.Succeeded, part.TargetCount);
+            changed = true;
         }
-        catch (Exception) when (cancellationToken.IsCancellationRequested)
+
+        return changed;
+    }
+
+    /// <summary>Hands freed budget on (persisted first, then told), or ends the run when every part ended.</summary>
+    private async Task AfterPartNewsAsync(PolicyRunRecord run, bool changed, CancellationToken cancellationToken)
+    {
+        if (!ReferenceEquals(state.State.ActiveRun, run) || run.IsTerminal)
         {
-            // Deactivation cut the call short (whatever it surfaced as): nothing is recorded, the resumed run finds
-            // the VM's state again.
             return;
         }
-        catch (OrchestratorException e) when (e.Code == ErrorCode.Conflict)
-        {
-            // The VM is busy with another operation (a manual backup, a checkpoint): wait and try again.
-            var now = time.GetUtcNow();
-            target.BusySince ??= now;
-            if (now - target.BusySince.Value > options.Value.BusyWait)
-            {
-                activity?.SetStatus(ActivityStatusCode.Error, e.Message);
-                await EndTargetAsync(run, target, PolicyTargetStatus.Failed, $"busy for more than {options.Value.BusyWait}: {e.Message}", cancellationToken);
-                return;
-            }
 
-            await ReleaseSlotAsync(run, target);
-            target.Status = PolicyTargetStatus.Pending;
-            target.ReleasedAt = now;
-            target.NotBefore = now + BusyBackoff;
-            target.Reason = $"busy: {e.Message}";
-            await PersistRunAsync(run, cancellationToken);
-        }
-        catch (OrchestratorException e) when (e.Code == ErrorCode.HostUnavailable)
+        if (run.Parts.All(p => p.Done))
         {
-            activity?.SetStatus(ActivityStatusCode.Error, e.Message);
-            Skip(run, target, $"{e.Message}; retried when it is back", retry: true);
-            await ReleaseSlotAsync(run, target);
-            await PersistRunAsync(run, cancellationToken);
+            await FinishRunAsync(run, cancellationToken);
+            return;
         }
-        catch (OrchestratorException e) when (e.Code == ErrorCode.NotFound)
+
+        var grown = Distribute(run);
+        if (!changed && grown.Count == 0)
         {
-            activity?.SetStatus(ActivityStatusCode.Error, e.Message);
-            Skip(run, target, $"VM gone: {e.Message}", retry: false);
-            await ReleaseSlotAsync(run, target);
-            await PersistRunAsync(run, cancellationToken);
+            SignalRunChanged();
+            return;
         }
-        catch (Exception e)
+
+        run.Version = NextVersion(run.Version);
+        await WriteAsync(cancellationToken);
+        SignalRunChanged();
+        foreach (var part in grown.Where(p => p.Handoff.Count == 0))
         {
-            activity?.SetStatus(ActivityStatusCode.Error, e.Message);
-            await EndTargetAsync(run, target, PolicyTargetStatus.Failed, e.Message, cancellationToken);
+            _ = TellGrantAsync(run, part);
         }
     }
 
-    private sealed record BackupOutcome(BackupStep Step, string? Note);
-
-    private async Task<BackupOutcome> BackUpAsync(PolicyRunRecord run, PolicyTargetRecord target, IVirtualMachineGrain vm, bool resumed, CancellationToken cancellationToken)
+    private async Task TellGrantAsync(PolicyRunRecord run, PolicyRunPartRecord part)
     {
-        if (target.CarriedBackupRun is { } carried)
+        try
         {
-            // Its host died mid-backup in an earlier run: recovery there finishes or rolls that backup back first.
-            var earlier = await TryWaitAsync(target, vm, carried, cancellationToken);
-            target.CarriedBackupRun = null;
-            if (earlier is { Step: BackupStep.Completed })
+            var status = await Part(part.Host).SyncAsync(run.RunId, part.Granted).WaitAsync(PartCallLimit, time);
+            if (status.Done && ReferenceEquals(state.State.ActiveRun, run) && Apply(run, part, status))
             {
-                target.BackupRun = earlier.RunKey;
-                return new BackupOutcome(BackupStep.Completed, $"backup {earlier.RunKey} was finished by recovery when the host came back");
+                await AfterPartNewsAsync(run, changed: true, CancellationToken.None);
             }
         }
-
-        if (target.BackupRun is null)
+        catch (Exception e) when (e is not OperationCanceledException)
         {
-            // After a restart (or a lost answer) the VM may have started this run's backup already: never start two.
-            target.BackupRun = await FindOwnBackupAsync(run, target, vm, cancellationToken);
-            if (target.BackupRun is not null)
-            {
-                LogBackupAdopted(logger, Name, run.RunId, target.BackupRun, resumed);
-            }
+            // The next tick's sync tells it again.
+            LogPartUnreachable(logger, Name, run.RunId, part.Host, e.Message);
         }
-
-        if (target.BackupRun is null)
-        {
-            var retention = run.Spec.RetentionContract();
-            var request = new BackupRequest
-            {
-                Target = run.Spec.Target is { } template ? PolicyValidator.RenderTarget(template, Name, target.Host, target.Vm) : null,
-                Quiesce = run.Spec.Quiesce,
-                Verify = run.Spec.Verify,
-                BandwidthBytesPerSecond = run.Spec.BandwidthBytesPerSecond,
-                Retention = new BackupRetention(retention.KeepLast, retention.Daily, retention.Weekly, retention.Monthly),
-                Policy = Name,
-                PolicyVersion = run.PolicyVersion,
-                PolicyRun = run.RunId,
-            };
-            try
-            {
-                var started = await vm.StartBackupAsync(request, cancellationToken);
-                target.BackupRun = started.RunKey;
-            }
-            catch (Exception e) when (e is not OrchestratorException and not OperationCanceledException)
-            {
-                // The answer was lost: the backup may or may not have been admitted there.
-                target.BackupRun = await FindOwnBackupAsync(run, target, vm, cancellationToken)
-                    ?? throw (hostDirectory.FindSilo(target.Host) is null ? OrchestratorException.HostUnavailable(target.Host) : e);
-            }
-
-            await PersistRunAsync(run, cancellationToken);
-        }
-
-        var runKey = target.BackupRun;
-        var final = await TryWaitAsync(target, vm, runKey, cancellationToken)
-            ?? throw OrchestratorException.NotFound($"backup {runKey} is no longer in the history of VM '{target.Key}'");
-        return new BackupOutcome(final.Step, final.Step == BackupStep.Completed ? null : final.Error ?? "the backup failed");
     }
 
-    private async Task<string?> FindOwnBackupAsync(PolicyRunRecord run, PolicyTargetRecord target, IVirtualMachineGrain vm, CancellationToken cancellationToken)
+    public async Task ReportPartAsync(string host, PolicyHostRunStatus status, CancellationToken cancellationToken = default)
     {
-        var runs = await CallVmAsync(target, () => vm.ListBackupsAsync(cancellationToken), cancellationToken);
-        return runs.FirstOrDefault(r => r.PolicyRun == run.RunId)?.RunKey;
-    }
-
-    /// <summary>Follows a VM's backup until it ends; null when the VM does not know that run.</summary>
-    private async Task<BackupRunView?> TryWaitAsync(PolicyTargetRecord target, IVirtualMachineGrain vm, string runKey, CancellationToken cancellationToken)
-    {
-        var runId = BackupRunKeys.Parse(runKey).RunId;
-        var version = -1L;
-        while (true)
+        ArgumentNullException.ThrowIfNull(status);
+        if (state.State.ActiveRun is not { IsTerminal: false, HasInlineTargets: false } run || run.RunId != status.RunId
+            || run.Parts.FirstOrDefault(p => p.Host == host) is not { } part)
         {
-            BackupRunView view;
-            try
-            {
-                view = await CallVmAsync(target, () => vm.WaitBackupAsync(runId, version, WaitSlice, cancellationToken), cancellationToken);
-            }
-            catch (OrchestratorException e) when (e.Code == ErrorCode.NotFound)
-            {
-                return null;
-            }
-
-            if (view.IsTerminal)
-            {
-                return view;
-            }
-
-            version = view.Version;
+            return;
         }
+
+        var changed = Apply(run, part, status);
+        await AfterPartNewsAsync(run, changed, cancellationToken);
     }
+
+    public Task<int> GetGrantAsync(string host, string runId, CancellationToken cancellationToken = default) =>
+        Task.FromResult(state.State.ActiveRun is { } run && run.RunId == runId && run.Parts.FirstOrDefault(p => p.Host == host) is { Done: false } part
+            ? part.Granted
+            : 0);
 
     /// <summary>
-    /// An idempotent call to a VM grain. Transport failures are retried while the host's silo still counts as alive
-    /// (it may be restarting or just declared dead), for at most the unreachable grace; once no live silo serves the
-    /// host it is HostUnavailable.
+    /// A run written by the code before per-host parts (every VM in the run record): handed to parts with the
+    /// statuses it had; the parts re-resolve the VMs that were running through their VM grains.
     /// </summary>
-    private async Task<T> CallVmAsync<T>(PolicyTargetRecord target, Func<Task<T>> call, CancellationToken cancellationToken)
-    {
-        var since = time.GetUtcNow();
-        while (true)
-        {
-            try
-            {
-                return await call();
-            }
-            catch (Exception e) when (e is not OrchestratorException and not OperationCanceledException)
-            {
-                if (hostDirectory.FindSilo(target.Host) is null)
-                {
-                    throw OrchestratorException.HostUnavailable(target.Host);
-                }
-
-                if (time.GetUtcNow() - since > options.Value.UnreachableGrace)
-                {
-                    throw;
-                }
-
-                LogVmUnreachable(logger, Name, target.Key, e.Message);
-                await Task.Delay(UnreachableBackoff, time, cancellationToken);
-            }
-        }
-    }
-
-    private void Skip(PolicyRunRecord run, PolicyTargetRecord target, string reason, bool retry)
+    private async Task MigrateInlineRunAsync(PolicyRunRecord run, CancellationToken cancellationToken)
     {
         var now = time.GetUtcNow();
-        PolicyMetrics.RecordTargetEnded(Name, run, target, PolicyTargetStatus.Skipped);
-        target.Status = PolicyTargetStatus.Skipped;
-        target.Reason = reason;
-        if (target.AdmittedAt is not null && target.ReleasedAt is null)
+        foreach (var target in run.Targets.Where(t => t.Status == PolicyTargetStatus.Pending && t.AdmittedAt is not null && t.ReleasedAt is null))
         {
             target.ReleasedAt = now;
         }
 
-        var pending = state.State.PendingRetries;
-        pending.RemoveAll(p => p.Key == target.Key);
-        if (retry)
-        {
-            pending.Add(new PendingRetryRecord { Host = target.Host, Vm = target.Vm, FromRun = run.RunId, BackupRun = target.BackupRun ?? target.CarriedBackupRun });
-        }
+        run.Parts = [.. run.Targets
+            .GroupBy(t => t.Host, StringComparer.Ordinal)
+            .OrderBy(g => g.Key, StringComparer.Ordinal)
+            .Select(g =>
+            {
+                var open = g.Count(t => !t.IsTerminal);
+                return new PolicyRunPartRecord
+                {
+                    Host = g.Key,
+                    TargetCount = g.Count(),
+                    Waiting = open,
 
-        LogTargetSkipped(logger, Name, run.RunId, target.Key, reason);
+                    // Targets it had running hold a slot from the start (they are re-resolved before anything new).
+                    Granted = Math.Min(g.Count(t => t.Status == PolicyTargetStatus.Running), run.Spec.PerHost),
+                    Handoff = [.. g],
+                };
+            })];
+        run.Targets = [];
+        Distribute(run);
+        run.Version = NextVersion(run.Version);
+        state.State.UnreleasedRuns.Clear();
+        await WriteAsync(cancellationToken);
+        LogRunMigrated(logger, Name, run.RunId, run.Parts.Count);
     }
-
-    private async Task EndTargetAsync(PolicyRunRecord run, PolicyTargetRecord target, PolicyTargetStatus status, string? reason, CancellationToken cancellationToken)
-    {
-        PolicyMetrics.RecordTargetEnded(Name, run, target, status);
-        target.Status = status;
-        target.Reason = reason;
-        target.ReleasedAt = time.GetUtcNow();
-        state.State.PendingRetries.RemoveAll(p => p.Key == target.Key);
-        await ReleaseSlotAsync(run, target);
-        await PersistRunAsync(run, cancellationToken);
-        LogTargetEnded(logger, Name, run.RunId, target.Key, status, reason ?? "-");
-    }
-
-    /// <summary>
-    /// Frees one VM's slot. If the fleet grain cannot be reached, the slot is dropped at this run's next admission
-    /// turn (the VM is no longer in AdmissionRequest.Holding) or by the run's final release.
-    /// </summary>
-    private Task ReleaseSlotAsync(PolicyRunRecord run, PolicyTargetRecord target) =>
-        TryReleaseAsync(run.RunId, target.Key, () => Fleet.ReleaseAsync(run.RunId, target.Host, target.Vm));
 
     private async Task FinishRunAsync(PolicyRunRecord run, CancellationToken cancellationToken)
     {
-        if (!await TryReleaseRunAsync(run.RunId, cancellationToken))
-        {
-            // The fleet grain is unreachable (its silo just died): the tick frees the slots once it is back, and
-            // the next run of this policy drops them anyway (see AdmissionRequest.Holding).
-            state.State.UnreleasedRuns.Add(run.RunId);
-        }
-
         // The outcome and its version change together (no await between): a watcher never sees one without the other.
-        var succeeded = run.Targets.Count(t => t.Status == PolicyTargetStatus.Succeeded);
-        run.State = succeeded == run.Targets.Count ? PolicyRunState.Completed
+        var total = run.Parts.Sum(p => p.TargetCount);
+        var succeeded = run.Parts.Sum(p => p.Succeeded);
+        run.State = succeeded == total ? PolicyRunState.Completed
             : succeeded == 0 ? PolicyRunState.Failed
             : PolicyRunState.Partial;
         if (run.State != PolicyRunState.Completed)
         {
-            var failed = run.Targets.Count(t => t.Status == PolicyTargetStatus.Failed);
-            var skipped = run.Targets.Count(t => t.Status == PolicyTargetStatus.Skipped);
-            run.Error = $"{succeeded} of {run.Targets.Count} VMs succeeded, {failed} failed, {skipped} skipped";
+            run.Error = $"{succeeded} of {total} VMs succeeded, {run.Parts.Sum(p => p.Failed)} failed, {run.Parts.Sum(p => p.Skipped)} skipped";
         }
 
         run.EndedAt = time.GetUtcNow();
-        run.Version++;
+        run.Version = NextVersion(run.Version);
         PolicyMetrics.RecordRunEnded(Name, run);
         await ArchiveRunAsync(run, cancellationToken);
         SignalRunChanged();
-        LogRunFinished(logger, Name, run.RunId, run.State, succeeded, run.Targets.Count);
-        if (state.State.PendingRetries.Count > 0 || state.State.UnreleasedRuns.Count > 0)
+        LogRunFinished(logger, Name, run.RunId, run.State, succeeded, total);
+        if (state.State.PendingRetries.Count > 0)
         {
             ArmTick(options.Value.RetryInterval);
         }
     }
 
-    private Task<bool> TryReleaseRunAsync(string runId, CancellationToken cancellationToken) =>
-        TryReleaseAsync(runId, "*", () => Fleet.ReleaseRunAsync(runId, cancellationToken));
-
-    /// <summary>One release call to the fleet grain; false, and logged, when it cannot be reached (e.g. its silo just died).</summary>
-    private async Task<bool> TryReleaseAsync(string runId, string what, Func<Task> release)
-    {
-        try
-        {
-            await release();
-            return true;
-        }
-        catch (Exception e) when (e is not OperationCanceledException)
-        {
-            LogReleaseFailed(logger, Name, runId, what, e.Message);
-            return false;
-        }
-    }
-
-    /// <summary>Frees the slots of ended runs whose release was lost.</summary>
-    private async Task ReleaseLeftoverSlotsAsync(CancellationToken cancellationToken)
-    {
-        var leftover = state.State.UnreleasedRuns;
-        if (leftover.Count == 0)
-        {
-            return;
-        }
-
-        var freed = new List<string>();
-        foreach (var runId in leftover.ToList())
-        {
-            if (await TryReleaseRunAsync(runId, cancellationToken))
-            {
-                freed.Add(runId);
-            }
-        }
-
-        if (freed.Count > 0)
-        {
-            leftover.RemoveAll(freed.Contains);
-            await WriteAsync(cancellationToken);
-        }
-    }
-
-    private async Task PersistRunAsync(PolicyRunRecord run, CancellationToken cancellationToken)
-    {
-        run.Version++;
-        await WriteAsync(cancellationToken);
-        SignalRunChanged();
-    }
+    private long NextVersion(long previous) => Math.Max(previous + 1, time.GetUtcNow().UtcTicks);
 
     private void SignalRunChanged()
     {
@@ -576,7 +390,6 @@ internal sealed partial class BackupPolicyGrain
     /// <summary>Moves the finished active run into the history (written first: a crash in between leaves it in both, never in neither).</summary>
     private async Task ArchiveRunAsync(PolicyRunRecord run, CancellationToken cancellationToken)
     {
-
         if (!history.State.Runs.Any(r => r.RunId == run.RunId))
         {
             history.State.Runs.Add(run);
@@ -585,7 +398,7 @@ internal sealed partial class BackupPolicyGrain
             await _historyWrites.WriteAsync(cancellationToken);
         }
 
-        // A new run may have started while the history was written (the run's task interleaves with calls).
+        // A new run may have started while the history was written.
         if (ReferenceEquals(state.State.ActiveRun, run))
         {
             state.State.ActiveRun = null;
@@ -600,6 +413,84 @@ internal sealed partial class BackupPolicyGrain
         if (runs.Count > limit)
         {
             runs.RemoveRange(0, runs.Count - limit);
+        }
+    }
+
+    /// <summary>The runs' VMs, read from their parts in parallel (one call per host); runs of the old shape carry their own.</summary>
+    private async Task<List<PolicyRunView>> AssembleAsync(IReadOnlyList<PolicyRunRecord> runs, CancellationToken cancellationToken)
+    {
+        var byHost = runs
+            .SelectMany(r => r.Parts.Where(p => p.Handoff.Count == 0).Select(p => (p.Host, r.RunId)))
+            .GroupBy(x => x.Host, StringComparer.Ordinal)
+            .ToList();
+        var answers = await Task.WhenAll(byHost.Select(async g =>
+        {
+            try
+            {
+                var found = await Part(g.Key).GetTargetsAsync([.. g.Select(x => x.RunId)], cancellationToken).WaitAsync(PartCallLimit, time, cancellationToken);
+                return (Host: g.Key, Found: found);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                LogPartUnreachable(logger, Name, string.Join(",", g.Select(x => x.RunId)), g.Key, e.Message);
+                return (Host: g.Key, Found: (IReadOnlyList<PolicyHostRunTargets>)[]);
+            }
+        }));
+        var lookup = answers
+            .SelectMany(a => a.Found.Select(f => (a.Host, f)))
+            .ToDictionary(x => (x.Host, x.f.RunId), x => x.f);
+
+        var views = new List<PolicyRunView>(runs.Count);
+        foreach (var run in runs)
+        {
+            if (run.Parts.Count == 0)
+            {
+                views.Add(RunView(run, [.. run.Targets.Select(TargetView)], run.Version));
+                continue;
+            }
+
+            var targets = new List<PolicyTargetView>();
+            var version = run.Version;
+            foreach (var part in run.Parts)
+            {
+                if (part.Handoff.Count > 0)
+                {
+                    targets.AddRange(part.Handoff.Select(TargetView));
+                }
+                else if (lookup.TryGetValue((part.Host, run.RunId), out var found))
+                {
+                    targets.AddRange(found.Targets);
+                    version = Math.Max(version, found.Version);
+                }
+            }
+
+            views.Add(RunView(run, targets, run.IsTerminal ? run.Version : version));
+        }
+
+        return views;
+    }
+
+    private async Task<PolicyRunView> AssembleAsync(PolicyRunRecord run, CancellationToken cancellationToken) =>
+        (await AssembleAsync([run], cancellationToken))[0];
+
+    private static PolicyTargetView TargetView(PolicyTargetRecord t) =>
+        new(t.Host, t.Vm, t.Status, t.BackupRun, t.Checkpoint, t.Reason, t.AdmittedAt, t.ReleasedAt, t.Attempts);
+
+    /// <summary>Waits for the header to change or any unfinished part to change past <paramref name="afterVersion"/>.</summary>
+    private async Task WaitAnyChangeAsync(PolicyRunRecord run, long afterVersion, TimeSpan wait, CancellationToken cancellationToken)
+    {
+        var waits = run.Parts
+            .Where(p => !p.Done && p.Handoff.Count == 0)
+            .Select(p => Part(p.Host).WaitChangeAsync(run.RunId, afterVersion, wait, cancellationToken))
+            .Cast<Task>()
+            .Append(_runChanged.Task)
+            .ToList();
+        try
+        {
+            await Task.WhenAny(waits).WaitAsync(wait, time, cancellationToken);
+        }
+        catch (TimeoutException)
+        {
         }
     }
 }

@@ -12,8 +12,8 @@ namespace Orchestrator.Grains.Policies;
 /// One fleet-wide policy: its versioned spec, schedule, runs and the VMs waiting for their host to come back.
 /// Placed on the silo that first calls it (usually the one serving the gRPC request). The spec and every run are
 /// persisted; a reminder (1 minute) wakes the grain after a restart, and a grain timer ticks for schedules and retries
-/// while it is active. A run in progress is driven by a task this activation owns (see BackupPolicyGrain.Run.cs); a
-/// new activation resumes it from the persisted run record.
+/// while it is active. A run in progress is driven by its per-host parts; this grain coordinates it (budget grants,
+/// outcome) from the run's header (see BackupPolicyGrain.Run.cs), and a new activation resumes that.
 /// </summary>
 [PreferLocalPlacement]
 internal sealed partial class BackupPolicyGrain(
@@ -53,6 +53,11 @@ internal sealed partial class BackupPolicyGrain(
             // The silo died between recording a finished run in the history and clearing it here.
             await ArchiveRunAsync(finished, cancellationToken);
         }
+        else if (state.State.ActiveRun is { HasInlineTargets: true } inline)
+        {
+            // Written by the code before per-host parts: the tick hands it to parts.
+            await MigrateInlineRunAsync(inline, cancellationToken);
+        }
 
         try
         {
@@ -72,7 +77,6 @@ internal sealed partial class BackupPolicyGrain(
         // The run's task may still persist (and so publish) until it has stopped: this activation reports no more.
         _deactivating = true;
         PolicyMetrics.Forget(this);
-        await StopRunTaskAsync(cancellationToken);
         _tickTimer?.Dispose();
         await Task.WhenAll(_stateWrites.DrainAsync(), _historyWrites.DrainAsync()).WaitAsync(cancellationToken).ContinueWith(_ => { }, TaskScheduler.Current);
     }
@@ -103,7 +107,7 @@ internal sealed partial class BackupPolicyGrain(
         {
             await EnsureRegisteredAsync(cancellationToken);
             activity?.SetTag("changed", false);
-            return new PolicyApplyResult(View(), Created: false, Changed: false);
+            return new PolicyApplyResult(await ViewAsync(cancellationToken), Created: false, Changed: false);
         }
 
         var created = !s.Exists;
@@ -130,13 +134,13 @@ internal sealed partial class BackupPolicyGrain(
         activity?.SetTag("version", s.Version);
         activity?.SetTag("changed", true);
         LogApplied(logger, Name, s.Version, created);
-        return new PolicyApplyResult(View(), created, Changed: true);
+        return new PolicyApplyResult(await ViewAsync(cancellationToken), created, Changed: true);
     }
 
     public Task<PolicyView> GetAsync(CancellationToken cancellationToken = default)
     {
         RequireExists();
-        return Task.FromResult(View());
+        return ViewAsync(cancellationToken);
     }
 
     public async Task<bool> DeleteAsync(CancellationToken cancellationToken = default)
@@ -155,6 +159,21 @@ internal sealed partial class BackupPolicyGrain(
         }
 
         await Fleet.UnregisterPolicyAsync(Name, cancellationToken);
+
+        // The parts keep their runs' VMs: dropped with the policy (best effort: a part that cannot be reached keeps
+        // an orphaned history no run id will ever ask for again).
+        var hosts = history.State.Runs.SelectMany(r => r.Parts).Select(p => p.Host).Distinct(StringComparer.Ordinal).ToList();
+        await Task.WhenAll(hosts.Select(async host =>
+        {
+            try
+            {
+                await Part(host).ClearAsync(cancellationToken).WaitAsync(PartCallLimit, time, cancellationToken);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                LogPartUnreachable(logger, Name, "-", host, e.Message);
+            }
+        }));
         await _historyWrites.RunAloneAsync(() => history.ClearStateAsync());
         history.State = new PolicyRunHistoryState();
         await _stateWrites.RunAloneAsync(() => state.ClearStateAsync());
@@ -183,13 +202,13 @@ internal sealed partial class BackupPolicyGrain(
         }
 
         var run = await StartRunAsync(PolicyRunTrigger.Manual, cancellationToken);
-        return RunView(run);
+        return await AssembleAsync(run, cancellationToken);
     }
 
     public Task<PolicyRunView> GetRunAsync(string runId, CancellationToken cancellationToken = default) =>
-        Task.FromResult(RunView(FindRun(runId)));
+        AssembleAsync(FindRun(runId), cancellationToken);
 
-    public Task<IReadOnlyList<PolicyRunView>> ListRunsAsync(int limit = 20, CancellationToken cancellationToken = default)
+    public async Task<IReadOnlyList<PolicyRunView>> ListRunsAsync(int limit = 20, CancellationToken cancellationToken = default)
     {
         RequireExists();
         if (limit is < 1 or > 1000)
@@ -197,7 +216,7 @@ internal sealed partial class BackupPolicyGrain(
             throw OrchestratorException.InvalidArgument("limit", $"must be between 1 and 1000, not {limit}");
         }
 
-        return Task.FromResult<IReadOnlyList<PolicyRunView>>([.. AllRuns().Reverse().Take(limit).Select(RunView)]);
+        return await AssembleAsync([.. AllRuns().Reverse().Take(limit)], cancellationToken);
     }
 
     public async Task<PolicyRunView> WaitRunAsync(string runId, long afterVersion, TimeSpan maxWait, CancellationToken cancellationToken = default)
@@ -206,19 +225,14 @@ internal sealed partial class BackupPolicyGrain(
         while (true)
         {
             var run = FindRun(runId);
+            var view = await AssembleAsync(run, cancellationToken);
             var remaining = deadline - time.GetUtcNow();
-            if (run.Version > afterVersion || run.IsTerminal || remaining <= TimeSpan.Zero)
+            if (view.Version > afterVersion || view.IsTerminal || remaining <= TimeSpan.Zero)
             {
-                return RunView(run);
+                return view;
             }
 
-            try
-            {
-                await _runChanged.Task.WaitAsync(remaining, time, cancellationToken);
-            }
-            catch (TimeoutException)
-            {
-            }
+            await WaitAnyChangeAsync(run, afterVersion, remaining, cancellationToken);
         }
     }
 
@@ -257,17 +271,13 @@ internal sealed partial class BackupPolicyGrain(
         try
         {
             await EnsureRegisteredAsync(cancellationToken);
-            await ReleaseLeftoverSlotsAsync(cancellationToken);
             var now = time.GetUtcNow();
             var s = state.State;
             var due = s.NextRunAt is { } at && at <= now;
-            if (ActiveRun() is not null)
+            if (ActiveRun() is { } active)
             {
-                if (_runTask is null or { IsCompleted: true })
-                {
-                    LogRunResumed(logger, Name, ActiveRun()!.RunId);
-                    StartRunTask();
-                }
+                // Starts parts not started yet, re-tells grants, and re-activates (so recovers) a part whose silo died.
+                await SyncPartsAsync(active, cancellationToken);
 
                 if (due)
                 {
@@ -407,20 +417,21 @@ internal sealed partial class BackupPolicyGrain(
             ?? throw OrchestratorException.NotFound($"policy '{Name}' has no run '{runId}' (it keeps the last {options.Value.RunHistoryLimit})");
     }
 
-    private PolicyView View()
+    private async Task<PolicyView> ViewAsync(CancellationToken cancellationToken)
     {
         var s = state.State;
+        var last = AllRuns().LastOrDefault() is { } run ? await AssembleAsync(run, cancellationToken) : null;
         return new PolicyView(
             s.Spec.ToContract(),
             s.Version,
             s.CreatedAt,
             s.UpdatedAt,
             s.NextRunAt,
-            AllRuns().LastOrDefault() is { } last ? RunView(last) : null,
+            last,
             [.. s.PendingRetries.Select(p => p.Key)]);
     }
 
-    private PolicyRunView RunView(PolicyRunRecord run) => new(
+    private PolicyRunView RunView(PolicyRunRecord run, IReadOnlyList<PolicyTargetView> targets, long version) => new(
         run.RunId,
         Name,
         run.PolicyVersion,
@@ -430,10 +441,10 @@ internal sealed partial class BackupPolicyGrain(
         run.State,
         run.StartedAt,
         run.EndedAt,
-        [.. run.Targets.Select(t => new PolicyTargetView(t.Host, t.Vm, t.Status, t.BackupRun, t.Checkpoint, t.Reason, t.AdmittedAt, t.ReleasedAt, t.Attempts))],
+        targets,
         new PolicyConcurrency(run.Spec.PerHost, run.Spec.Fleet),
         ActivityContext.TryParse(run.TraceParent, null, out var context) ? context.TraceId.ToHexString() : null,
-        run.Version,
+        version,
         run.Error);
 
     internal static string KindName(PolicyKind kind) => kind == PolicyKind.LiveBackup ? "live-backup" : "checkpoint";

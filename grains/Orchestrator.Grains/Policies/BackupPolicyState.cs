@@ -35,7 +35,12 @@ public sealed record class BackupPolicyState
 
     // Key 6 is retired (it held every run; finished runs now live in PolicyRunHistoryState).
 
-    /// <summary>The run in progress (persisted at every change of one of its VMs); null between runs.</summary>
+    /// <summary>
+    /// The run in progress: its header only (spec, trigger, times, one <see cref="PolicyRunPartRecord"/> per host with
+    /// its budget grant); the VMs live in the per-host parts (<see cref="IPolicyHostRunGrain"/>). A run written by
+    /// the code before per-host parts carries every VM in <see cref="PolicyRunRecord.Targets"/> instead: it is handed
+    /// to parts when the policy activates. Null between runs.
+    /// </summary>
     [Id(9)]
     [Key(9)]
     public PolicyRunRecord? ActiveRun { get; set; }
@@ -50,7 +55,10 @@ public sealed record class BackupPolicyState
     [Key(8)]
     public int MissedSlots { get; set; }
 
-    /// <summary>Ended runs whose admission slots the fleet grain could not be told to free yet (retried on every tick).</summary>
+    /// <summary>
+    /// Retired with the fleet grain's admission slots (budgets are per-run grants now): still read, emptied when an
+    /// old-shape run is handed to parts, never added to.
+    /// </summary>
     [Id(10)]
     [Key(10)]
     public List<string> UnreleasedRuns { get; set; } = [];
@@ -259,8 +267,87 @@ public sealed record class PolicyRunRecord
     [Key(11)]
     public string? Error { get; set; }
 
+    /// <summary>
+    /// The run's per-host parts (empty in runs written before parts existed: those keep every VM in
+    /// <see cref="Targets"/>, which a run with parts leaves empty).
+    /// </summary>
+    [Id(12)]
+    [Key(12)]
+    public List<PolicyRunPartRecord> Parts { get; set; } = [];
+
     [IgnoreMember]
     public bool IsTerminal => State != PolicyRunState.Running;
+
+    /// <summary>A run of the shape before per-host parts: its VMs are in <see cref="Targets"/>.</summary>
+    [IgnoreMember]
+    public bool HasInlineTargets => Parts.Count == 0 && Targets.Count > 0;
+}
+
+/// <summary>
+/// One host's part of a run as the coordinator (the policy grain) keeps it: the budget it granted, the part's
+/// outcome counts once it reported. <see cref="Granted"/> and <see cref="Returned"/> are cumulative totals, so
+/// their messages are idempotent and may arrive in any order; the part holds <c>Granted - Returned</c> slots.
+/// </summary>
+[GenerateSerializer]
+[Alias("orchestrator.PolicyRunPartRecord")]
+[MessagePackObject]
+public sealed record class PolicyRunPartRecord
+{
+    [Id(0)]
+    [Key(0)]
+    public string Host { get; set; } = "";
+
+    [Id(1)]
+    [Key(1)]
+    public int TargetCount { get; set; }
+
+    /// <summary>Fleet slots granted to the part so far (cumulative; persisted before the part is told).</summary>
+    [Id(2)]
+    [Key(2)]
+    public int Granted { get; set; }
+
+    /// <summary>Slots the part reported handing back (cumulative; the part persisted it before telling).</summary>
+    [Id(3)]
+    [Key(3)]
+    public int Returned { get; set; }
+
+    /// <summary>VMs the part still had waiting at its last report (where freed budget goes first).</summary>
+    [Id(4)]
+    [Key(4)]
+    public int Waiting { get; set; }
+
+    [Id(5)]
+    [Key(5)]
+    public bool Done { get; set; }
+
+    [Id(6)]
+    [Key(6)]
+    public int Succeeded { get; set; }
+
+    [Id(7)]
+    [Key(7)]
+    public int Failed { get; set; }
+
+    [Id(8)]
+    [Key(8)]
+    public int Skipped { get; set; }
+
+    /// <summary>
+    /// The part's VMs until the part confirmed it stored them (then emptied): a coordinator that dies between
+    /// writing the header and starting the part hands them over again.
+    /// </summary>
+    [Id(9)]
+    [Key(9)]
+    public List<PolicyTargetRecord> Handoff { get; set; } = [];
+
+    /// <summary>The part's last change it reported (for watchers).</summary>
+    [Id(10)]
+    [Key(10)]
+    public long Version { get; set; }
+
+    /// <summary>Slots the part holds as far as the coordinator knows (counted against the fleet budget until it is done).</summary>
+    [IgnoreMember]
+    public int Held => Done ? 0 : Math.Max(0, Granted - Returned);
 }
 
 [GenerateSerializer]
@@ -319,6 +406,11 @@ public sealed record class PolicyTargetRecord
     [Id(11)]
     [Key(11)]
     public DateTimeOffset? BusySince { get; set; }
+
+    /// <summary>Skipped because its host's silo was down: run again when the host is back.</summary>
+    [Id(12)]
+    [Key(12)]
+    public bool RetryWhenBack { get; set; }
 
     [IgnoreMember]
     public bool IsTerminal => Status is PolicyTargetStatus.Succeeded or PolicyTargetStatus.Failed or PolicyTargetStatus.Skipped;

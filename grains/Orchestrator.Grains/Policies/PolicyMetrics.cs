@@ -79,7 +79,7 @@ public static class PolicyMetrics
     /// Records a target about to end with <paramref name="status"/>; a target that already ended is not counted again
     /// (a failure while recording a success ends it a second time, as failed).
     /// </summary>
-    internal static void RecordTargetEnded(string policy, PolicyRunRecord run, PolicyTargetRecord target, PolicyTargetStatus status)
+    internal static void RecordTargetEnded(string policy, PolicyKind kind, PolicyTargetRecord target, PolicyTargetStatus status)
     {
         if (target.IsTerminal)
         {
@@ -89,21 +89,21 @@ public static class PolicyMetrics
         Targets.Add(1, new TagList
         {
             { "policy", policy },
-            { "kind", BackupPolicyGrain.KindName(run.Spec.Kind) },
+            { "kind", BackupPolicyGrain.KindName(kind) },
             { "host", target.Host },
             { "status", StatusName(status) },
         });
     }
 
     /// <summary>Records the wait of a target just admitted (its AdmittedAt set).</summary>
-    internal static void RecordAdmitted(string policy, PolicyRunRecord run, PolicyTargetRecord target)
+    internal static void RecordAdmitted(string policy, DateTimeOffset runStartedAt, PolicyTargetRecord target)
     {
         if (target.AdmittedAt is not { } admitted)
         {
             return;
         }
 
-        var since = target.NotBefore is { } notBefore && notBefore > run.StartedAt ? notBefore : run.StartedAt;
+        var since = target.NotBefore is { } notBefore && notBefore > runStartedAt ? notBefore : runStartedAt;
         AdmissionWait.Record(Math.Max(0, (admitted - since).TotalSeconds), new TagList { { "policy", policy }, { "host", target.Host } });
     }
 

@@ -6,8 +6,14 @@ public sealed class PolicyOptions
     /// <summary>How often a policy with skipped VMs looks for their hosts to come back.</summary>
     public TimeSpan RetryInterval { get; set; } = TimeSpan.FromSeconds(15);
 
-    /// <summary>How often a running policy run re-tries admission of waiting VMs.</summary>
+    /// <summary>Retired: admission is event-driven now (a VM starts when another ends). Still bound and validated so existing settings load.</summary>
     public TimeSpan AdmissionInterval { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// How often a policy-host part of a run may checkpoint its VMs' progress (only when something changed) and hand
+    /// unneeded budget back to the coordinator: the bound on a run's writes between its start and its end.
+    /// </summary>
+    public TimeSpan CheckpointInterval { get; set; } = TimeSpan.FromSeconds(2);
 
     /// <summary>How long a VM's workflow may stay unreachable while its host's silo still counts as alive, before the VM is skipped.</summary>
     public TimeSpan UnreachableGrace { get; set; } = TimeSpan.FromMinutes(2);

@@ -13,15 +13,19 @@ internal sealed partial class VirtualMachineGrain
         PolicyNames.Validate(request.Policy, "policy");
         CheckpointSchedulePlanner.ValidateRetention(request.Retention, "policy checkpoint", "the qcow2 images");
 
-        // The name follows from the run, so a run that asks again (after a restart) gets the same checkpoint back.
+        // A run that asks again (after a restart of its part) gets its own checkpoint back: found by the run id it
+        // carries, or (made before checkpoints carried it) by the name, which follows from the run's start.
         var name = CheckpointNames.ForTime($"{PolicyPrefix}{request.Policy}-", request.RunStartedAt);
-        if (FindRecord(name) is { Origin: CheckpointOrigin.Policy } existing && existing.Policy == request.Policy)
+        var existing = state.State.Checkpoints.FirstOrDefault(c => c.Origin == CheckpointOrigin.Policy && c.Policy == request.Policy && c.PolicyRun == request.RunId)
+            ?? (FindRecord(name) is { Origin: CheckpointOrigin.Policy } named && named.Policy == request.Policy ? named : null);
+        if (existing is not null)
         {
             return new PolicyCheckpointResult(ToView(existing, sizeBytes: null), []);
         }
 
         var record = await CreateCheckpointCoreAsync(name, CheckpointOrigin.Policy, cancellationToken);
         record.Policy = request.Policy;
+        record.PolicyRun = request.RunId;
         await _writes.WriteAsync(cancellationToken);
 
         var own = state.State.Checkpoints

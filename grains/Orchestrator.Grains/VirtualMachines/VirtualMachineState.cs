@@ -173,6 +173,11 @@ public sealed record class CheckpointRecord
     [Id(8)]
     [Key(8)]
     public string? Policy { get; set; }
+
+    /// <summary>The policy run that made it (origin Policy): a run resumed after a restart finds its own checkpoint by it.</summary>
+    [Id(9)]
+    [Key(9)]
+    public string? PolicyRun { get; set; }
 }
 
 /// <summary>A VM's checkpoint schedule and where it stands. The due time lives here; reminders and timers only wake the grain.</summary>

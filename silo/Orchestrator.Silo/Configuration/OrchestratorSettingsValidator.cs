@@ -211,6 +211,11 @@ public static class OrchestratorSettingsValidator
             errors.Add($"{P}:AdmissionInterval must be between 00:00:00.01 and 00:01:00");
         }
 
+        if (policies.CheckpointInterval < TimeSpan.FromMilliseconds(10) || policies.CheckpointInterval > TimeSpan.FromMinutes(5))
+        {
+            errors.Add($"{P}:CheckpointInterval must be between 00:00:00.01 and 00:05:00");
+        }
+
         if (policies.UnreachableGrace < TimeSpan.Zero)
         {
             errors.Add($"{P}:UnreachableGrace cannot be negative");

@@ -1,6 +1,8 @@
 using Microsoft.Extensions.DependencyInjection;
+using Orchestrator.Grains;
 using Orchestrator.Grains.Policies;
 using Orchestrator.UnitTests.Cluster;
+using Orleans.Storage;
 
 namespace Orchestrator.UnitTests.Policies;
 
@@ -21,49 +23,60 @@ public sealed class PolicyClusterFixture : ThreeHostClusterFixture
         silo.Services.Configure<PolicyOptions>(o =>
         {
             o.RetryInterval = TimeSpan.FromMilliseconds(500);
-            o.AdmissionInterval = TimeSpan.FromMilliseconds(100);
+            o.CheckpointInterval = TimeSpan.FromSeconds(3);
             o.UnreachableGrace = TimeSpan.FromSeconds(5);
             o.ComplianceMetricsInterval = TimeSpan.FromMilliseconds(200);
         });
-        silo.AddIncomingGrainCallFilter(FleetReleaseFaults.FilterAsync);
+        silo.AddIncomingGrainCallFilter(PartReportFaults.FilterAsync);
+        silo.Services.AddKeyedSingleton<IGrainStorage>(
+            StorageNames.Default,
+            (services, _) => new CountingGrainStorage(Orleans.Storage.MemoryGrainStorageFactory.Create(services, StorageNames.Default)));
     }
 }
 
 /// <summary>
-/// Makes the fleet grain refuse slot releases, as when its silo has just died and the call is lost: the release of
-/// chosen VMs and of chosen whole runs fails with a transport error until cleared.
+/// Makes the policy grain (a run's coordinator) refuse the reports of its per-host parts, as when its silo has just
+/// died and the call is lost: every ReportPart fails with a transport error until cleared.
 /// </summary>
-public static class FleetReleaseFaults
+public static class PartReportFaults
 {
-    private static volatile string[] _vms = [];
-    private static volatile string[] _runs = [];
+    private static volatile string[] _policies = [];
 
-    public static void Fail(IEnumerable<string> vms, IEnumerable<string> runs)
-    {
-        _vms = [.. vms];
-        _runs = [.. runs];
-    }
+    public static void Fail(params string[] policies) => _policies = policies;
 
-    public static void Clear() => Fail([], []);
+    public static void Clear() => _policies = [];
 
     internal static Task FilterAsync(IIncomingGrainCallContext context)
     {
-        if (context.Grain is IFleetGrain)
+        if (context.Grain is IPolicyRunCoordinator
+            && context.MethodName == nameof(IPolicyRunCoordinator.ReportPartAsync)
+            && _policies.Contains(context.TargetId.Key.ToString()))
         {
-            var lost = context.MethodName switch
-            {
-                nameof(IFleetGrain.ReleaseAsync) => _vms.Contains(context.Request.GetArgument(2) as string),
-                nameof(IFleetGrain.ReleaseRunAsync) => _runs.Contains(context.Request.GetArgument(0) as string),
-                _ => false,
-            };
-            if (lost)
-            {
-                throw new TimeoutException($"injected: {context.MethodName} lost on its way to the fleet grain");
-            }
+            throw new TimeoutException($"injected: {context.MethodName} lost on its way to the policy grain");
         }
 
         return context.Invoke();
     }
+}
+
+/// <summary>Counts grain state writes by state name and grain key, around the silo's real (memory) storage.</summary>
+public sealed class CountingGrainStorage(IGrainStorage inner) : IGrainStorage
+{
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<(string State, string Key), int> Writes = new();
+
+    /// <summary>Writes so far of the named states of grains whose key satisfies <paramref name="key"/>.</summary>
+    public static int Count(IReadOnlyCollection<string> states, Func<string, bool> key) =>
+        Writes.Where(w => states.Contains(w.Key.State) && key(w.Key.Key)).Sum(w => w.Value);
+
+    public Task ReadStateAsync<T>(string stateName, GrainId grainId, IGrainState<T> grainState) => inner.ReadStateAsync(stateName, grainId, grainState);
+
+    public Task WriteStateAsync<T>(string stateName, GrainId grainId, IGrainState<T> grainState)
+    {
+        Writes.AddOrUpdate((stateName, grainId.Key.ToString()!), 1, (_, n) => n + 1);
+        return inner.WriteStateAsync(stateName, grainId, grainState);
+    }
+
+    public Task ClearStateAsync<T>(string stateName, GrainId grainId, IGrainState<T> grainState) => inner.ClearStateAsync(stateName, grainId, grainState);
 }
 
 [CollectionDefinition(Name)]
