@@ -48,7 +48,15 @@ internal sealed partial class BackupPolicyGrain : IPolicyRunCoordinator
         activity?.SetTag("policy", Name);
         activity?.SetTag("run", run.RunId);
         activity?.SetTag("trigger", trigger.ToString().ToLowerInvariant());
-        run.TraceParent = activity?.Id ?? Activity.Current?.Id;
+
+        // The run's own span: the parts' policy.target spans (and each VM's backup.run below them, on its own host's
+        // silo) hang below it through the traceparent the parts are given; policy.end closes the run in the same trace.
+        using var runActivity = Telemetry.Source.StartActivity("policy.run");
+        runActivity?.SetTag("policy", Name);
+        runActivity?.SetTag("policy.version", run.PolicyVersion);
+        runActivity?.SetTag("run", run.RunId);
+        runActivity?.SetTag("kind", KindName(run.Spec.Kind));
+        run.TraceParent = runActivity?.Id ?? activity?.Id ?? Activity.Current?.Id;
 
         List<PolicyTargetRecord> targets;
         if (trigger == PolicyRunTrigger.Retry)
@@ -369,6 +377,21 @@ internal sealed partial class BackupPolicyGrain : IPolicyRunCoordinator
         run.EndedAt = time.GetUtcNow();
         run.Version = NextVersion(run.Version);
         PolicyMetrics.RecordRunEnded(Name, run);
+        using (var end = Telemetry.Source.StartActivity("policy.end", ActivityKind.Internal, ActivityContext.TryParse(run.TraceParent, null, out var parent) ? parent : default))
+        {
+            end?.SetTag("policy", Name);
+            end?.SetTag("run", run.RunId);
+            end?.SetTag("outcome", run.State.ToString().ToLowerInvariant());
+            end?.SetTag("succeeded", succeeded);
+            end?.SetTag("failed", run.Parts.Sum(p => p.Failed));
+            end?.SetTag("skipped", run.Parts.Sum(p => p.Skipped));
+            end?.SetTag("duration_s", (run.EndedAt.Value - run.StartedAt).TotalSeconds);
+            if (run.State != PolicyRunState.Completed)
+            {
+                end?.SetStatus(ActivityStatusCode.Error, run.Error);
+            }
+        }
+
         await ArchiveRunAsync(run, cancellationToken);
         SignalRunChanged();
         LogRunFinished(logger, Name, run.RunId, run.State, succeeded, total);

@@ -29,6 +29,7 @@ internal sealed partial class VirtualMachineGrain
 
     public async Task<BackupRunView> StartBackupAsync(BackupRequest request, CancellationToken cancellationToken = default)
     {
+        await LearnFromHostAsync(cancellationToken);
         RequireKnown();
         var target = BackupTargets.Resolve(request.Target, backupOptions.Value);
         BackupRequestRules.Validate(request);

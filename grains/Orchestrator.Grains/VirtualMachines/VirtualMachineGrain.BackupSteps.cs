@@ -45,9 +45,12 @@ internal sealed partial class VirtualMachineGrain
                 throw new OrchestratorException(ErrorCode.FailedPrecondition, $"disk '{disk.Target}' of '{VmKey}' is not in the inventory yet; try again after the next sync");
             }
 
-            if (known.ChainDepth != disk.ChainDepth)
+            // A sync that ran while an earlier backup held its overlay recorded one layer more than the VM's own chain
+            // (the VM running on a leftover overlay now is refused above, by its name).
+            var expected = known.ChainDepth - (known.ChainDepth > 1 && IsBackupOverlay(known.SourcePath) ? 1 : 0);
+            if (expected != disk.ChainDepth)
             {
-                throw new OrchestratorException(ErrorCode.FailedPrecondition, $"disk '{disk.Target}' of '{VmKey}' has a chain of {disk.ChainDepth} images, expected {known.ChainDepth}: a foreign overlay?");
+                throw new OrchestratorException(ErrorCode.FailedPrecondition, $"disk '{disk.Target}' of '{VmKey}' has a chain of {disk.ChainDepth} images, expected {expected}: a foreign overlay?");
             }
 
             if (await hypervisor.GetBlockJobAsync(DomainName, disk.Target, cancellationToken) is { } job)

@@ -16,6 +16,7 @@ internal sealed partial class VirtualMachineGrain
     /// </summary>
     private async Task BeginOperationAsync(string kind, string id, CancellationToken cancellationToken)
     {
+        await LearnFromHostAsync(cancellationToken);
         RequireKnown();
         ThrowIfBusy(id);
         state.State.Operation = new VmOperation { Kind = kind, Id = id, StartedAt = time.GetUtcNow() };
@@ -41,6 +42,31 @@ internal sealed partial class VirtualMachineGrain
                 $"VM '{VmKey}' is busy: {running.Kind} '{running.Id}' has been running since {running.StartedAt:u}; one operation at a time",
                 reason: "VM_BUSY");
         }
+    }
+
+    /// <summary>
+    /// A VM that no inventory sync has shown yet (its host's silo just started, or it was defined a moment ago) is
+    /// looked up on the host itself before an operation is refused: the first sync need not have run.
+    /// </summary>
+    private async Task LearnFromHostAsync(CancellationToken cancellationToken)
+    {
+        if (state.State.Known)
+        {
+            return;
+        }
+
+        DomainInfo domain;
+        try
+        {
+            domain = await hypervisor.GetDomainAsync(DomainName, cancellationToken);
+        }
+        catch (HypervisorException)
+        {
+            // Not on the host (or the host cannot say now): the operation is refused as before, as not known.
+            return;
+        }
+
+        await ApplyInventoryAsync(Hosts.Inventory.From(domain, time.GetUtcNow()), cancellationToken);
     }
 
     private void RequireKnown()

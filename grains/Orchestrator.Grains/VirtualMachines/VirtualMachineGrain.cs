@@ -101,9 +101,7 @@ internal sealed partial class VirtualMachineGrain(
             Target = d.Target,
             SourcePath = d.Layers[0].Path,
             Format = d.Layers[0].Format,
-            // A sync that runs while a backup holds its overlays sees one more layer; the depth a later preflight
-            // expects is the VM's own chain, under our overlay (a leftover overlay is refused by its name anyway).
-            ChainDepth = d.Layers.Count - (d.Layers.Count > 1 && IsBackupOverlay(d.Layers[0].Path) ? 1 : 0),
+            ChainDepth = d.Layers.Count,
         }).ToList();
         var changed = !s.Known
             || !s.Present

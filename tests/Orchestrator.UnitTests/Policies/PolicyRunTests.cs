@@ -208,7 +208,7 @@ public sealed class PolicyRunTests(PolicyClusterFixture fixture, Xunit.Abstracti
         }
 
         retry = await WaitEndAsync(policy, retry);
-        Assert.Equal(PolicyRunState.Completed, retry.State);
+        Assert.True(retry.State == PolicyRunState.Completed, $"{retry.State}: {string.Join("; ", retry.Targets.Select(t => $"{t.Key} {t.Status} {t.Reason}"))}");
         Assert.Equal(first.RunId, retry.RetryOf);
         Assert.Equal($"{late}/pb-9", Assert.Single(retry.Targets).Key);
         Assert.Empty((await policy.GetAsync()).PendingRetries);
