@@ -116,8 +116,8 @@ internal static class FleetScaleBenchmark
             }
 
             // Budgets wide open: every VM of a host at once, the whole fleet at once (within what the policy accepts today).
-            var perHost = Math.Min(o.VmsPerHost, 1_000);
-            var fleetBudget = Math.Min(vms, 10_000);
+            var perHost = Math.Min(o.VmsPerHost, 100_000);
+            var fleetBudget = Math.Min(vms, 1_000_000);
             await policies.ApplyPolicyAsync(new V1.ApplyPolicyRequest
             {
                 Spec = new V1.PolicySpec
