@@ -202,12 +202,32 @@ public sealed class DaemonFaultLabTests(BackupLabFixture fixture) : IAsyncLifeti
             ["Orchestrator__Backup__FinishRetryDelay"] = "00:00:00.5",
         });
         var basePath = Lab.DiskPath(Guest, "vda", "raw");
-        var key = (await Backups(silo).StartBackupAsync(new StartBackupRequest { Vm = vm, BandwidthBytesPerSecond = 16L << 20 })).Run.Key;
-        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(1);
-        while ((await Backups(silo).GetBackupAsync(new GetBackupRequest { Key = key })).Run.Step != BackupStep.Copying)
+        // The base must be made immutable while the copy runs (before the commit starts). A small copy can end
+        // between two looks under load: such a run is let finish and another one is started (at most 3).
+        string? key = null;
+        for (var attempt = 1; key is null; attempt++)
         {
-            Assert.True(DateTime.UtcNow < deadline, "the run never reached Copying");
-            await Task.Delay(100);
+            Assert.True(attempt <= 3, "three runs went past Copying between two looks");
+            var started = (await Backups(silo).StartBackupAsync(new StartBackupRequest { Vm = vm, BandwidthBytesPerSecond = 4L << 20 })).Run.Key;
+            var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(1);
+            while (true)
+            {
+                var step = (await Backups(silo).GetBackupAsync(new GetBackupRequest { Key = started })).Run.Step;
+                if (step == BackupStep.Copying)
+                {
+                    key = started;
+                    break;
+                }
+
+                if (step is BackupStep.Committing or BackupStep.Cleaning or BackupStep.Verifying or BackupStep.Completed or BackupStep.Failed)
+                {
+                    await BackupLabFixture.WaitForRunAsync(Backups(silo), started, TimeSpan.FromMinutes(2));
+                    break;
+                }
+
+                Assert.True(DateTime.UtcNow < deadline, $"the run never reached Copying (at {step})");
+                await Task.Delay(50);
+            }
         }
 
         // The base may not be written any more: QEMU cannot reopen it read-write, so no commit can start.
@@ -235,10 +255,10 @@ public sealed class DaemonFaultLabTests(BackupLabFixture fixture) : IAsyncLifeti
 
         // Reported: fleet overlays lists the disk once the inventory has seen it.
         var fleet = GrpcClients.Fleet(silo.GrpcEndpoint);
-        deadline = DateTime.UtcNow + TimeSpan.FromMinutes(1);
+        var listed = DateTime.UtcNow + TimeSpan.FromMinutes(1);
         while (!(await fleet.ListOverlaysAsync(new ListOverlaysRequest())).Disks.Any(d => d.Vm == Guest && d.OrchestratorOverlay))
         {
-            Assert.True(DateTime.UtcNow < deadline, "fleet overlays does not list the overlay left in place");
+            Assert.True(DateTime.UtcNow < listed, "fleet overlays does not list the overlay left in place");
             await Task.Delay(500);
         }
     }

@@ -25,6 +25,20 @@ public sealed class BackupChainTests(ThreeHostClusterFixture fixture)
         return run;
     }
 
+    /// <summary>Starts a backup and returns once it copies (the caller slowed the host's copies down).</summary>
+    private static async Task<BackupRunView> StartAndWaitForCopyingAsync(IVirtualMachineGrain vm)
+    {
+        var run = await vm.StartBackupAsync(new BackupRequest());
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (run.Step != BackupStep.Copying)
+        {
+            Assert.True(DateTime.UtcNow < deadline && !run.IsTerminal, $"never copied: {run.Step} {run.Error}");
+            run = await vm.WaitBackupAsync(run.RunKey.Split('/')[^1], run.Version, TimeSpan.FromSeconds(5));
+        }
+
+        return run;
+    }
+
     private async Task<(IVirtualMachineGrain Vm, SimulatedHypervisor Hypervisor, string Clone)> NewLinkedCloneAsync(string host, string name, string template)
     {
         var hypervisor = fixture.Hypervisors[host];
@@ -115,13 +129,7 @@ public sealed class BackupChainTests(ThreeHostClusterFixture fixture)
         try
         {
             hypervisor.Options.CopyBytesPerSecond = 16L << 20; // about a second per disk
-            run = await vm.StartBackupAsync(new BackupRequest());
-            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
-            while (run.Step != BackupStep.Copying)
-            {
-                Assert.True(DateTime.UtcNow < deadline && !run.IsTerminal, $"never copied: {run.Step} {run.Error}");
-                run = await vm.WaitBackupAsync(run.RunKey.Split('/')[^1], run.Version, TimeSpan.FromSeconds(5));
-            }
+            run = await StartAndWaitForCopyingAsync(vm);
 
             await hypervisor.DestroyDomainAsync("chain-off"); // the guest powers off with the overlay in its chain
             run = await WaitDoneAsync(vm, run);
@@ -149,13 +157,7 @@ public sealed class BackupChainTests(ThreeHostClusterFixture fixture)
         try
         {
             hypervisor.Options.CopyBytesPerSecond = 16L << 20; // about a second per disk
-            run = await vm.StartBackupAsync(new BackupRequest());
-            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
-            while (run.Step != BackupStep.Copying)
-            {
-                Assert.True(DateTime.UtcNow < deadline && !run.IsTerminal, $"never copied: {run.Step} {run.Error}");
-                run = await vm.WaitBackupAsync(run.RunKey.Split('/')[^1], run.Version, TimeSpan.FromSeconds(5));
-            }
+            run = await StartAndWaitForCopyingAsync(vm);
 
             // The periodic sync sees the VM on its overlays (one layer more than its own chain).
             var onOverlay = (await hypervisor.GetDomainAsync("chain-sync")).Disks.Single(d => d.Target == "vda");
