@@ -397,7 +397,8 @@ public sealed class PolicyRunTests(PolicyClusterFixture fixture, Xunit.Abstracti
         var checkpoints = (int)Math.Ceiling(seconds / 3);
         var bound = (3 * (3 + checkpoints)) + (3 * checkpoints) + 10;
         Assert.True(writes <= bound, $"{writes} state writes for a run of 300 VMs in {seconds:F1} s (bound {bound})");
-        Assert.True(writes < 100, $"{writes} state writes for a run of 300 VMs");
+        // Under load the run (and so its checkpoints) lasts longer; what must never happen is a write per VM.
+        Assert.True(writes < 300, $"{writes} state writes for a run of 300 VMs: one per VM or more");
     }
 
     [Fact]
