@@ -68,8 +68,8 @@ public sealed class PolicyPartLossTests : IAsyncLifetime
         Assert.Equal(7, run.Targets.Count);
         Assert.All(run.Targets.Where(t => t.Host == late), t => Assert.Equal(PolicyTargetStatus.Skipped, t.Status));
         Assert.All(run.Targets.Where(t => t.Host != late), t => Assert.Equal(PolicyTargetStatus.Succeeded, t.Status));
-        Assert.True(MaxOverlap(run.Targets) <= 3, $"fleet budget exceeded: {MaxOverlap(run.Targets)}");
-        Assert.All(run.Targets.GroupBy(t => t.Host), g => Assert.True(MaxOverlap(g) <= 2));
+        Assert.True(RunRecordChecks.MaxOverlap(run.Targets) <= 3, $"fleet budget exceeded: {RunRecordChecks.MaxOverlap(run.Targets)}");
+        Assert.All(run.Targets.GroupBy(t => t.Host), g => Assert.True(RunRecordChecks.MaxOverlap(g) <= 2));
         foreach (var target in run.Targets.Where(t => t.Host != late))
         {
             var own = await _fixture.Grains.GetGrain<IVirtualMachineGrain>(target.Key).ListBackupsAsync();
@@ -77,23 +77,6 @@ public sealed class PolicyPartLossTests : IAsyncLifetime
         }
 
         Assert.Equal(run.Targets.Where(t => t.Host == late).Select(t => t.Key).Order(StringComparer.Ordinal), (await policy.GetAsync()).PendingRetries.Order(StringComparer.Ordinal));
-    }
-
-    private static int MaxOverlap(IEnumerable<PolicyTargetView> targets)
-    {
-        var edges = targets
-            .Where(t => t.AdmittedAt is not null)
-            .SelectMany(t => new[] { (At: t.AdmittedAt!.Value, Delta: 1), (At: t.ReleasedAt!.Value, Delta: -1) })
-            .OrderBy(e => e.At)
-            .ThenBy(e => e.Delta);
-        int current = 0, max = 0;
-        foreach (var edge in edges)
-        {
-            current += edge.Delta;
-            max = Math.Max(max, current);
-        }
-
-        return max;
     }
 
     private async Task SyncWhenPlacedAsync(string host)

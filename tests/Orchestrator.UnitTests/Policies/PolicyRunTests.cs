@@ -60,24 +60,6 @@ public sealed class PolicyRunTests(PolicyClusterFixture fixture, Xunit.Abstracti
         return run;
     }
 
-    /// <summary>Most slots held at once, from the run record's admitted/released times (all, or of one host).</summary>
-    private static int MaxOverlap(IEnumerable<PolicyTargetView> targets)
-    {
-        var edges = targets
-            .Where(t => t.AdmittedAt is not null)
-            .SelectMany(t => new[] { (At: t.AdmittedAt!.Value, Delta: 1), (At: t.ReleasedAt!.Value, Delta: -1) })
-            .OrderBy(e => e.At)
-            .ThenBy(e => e.Delta);
-        int current = 0, max = 0;
-        foreach (var edge in edges)
-        {
-            current += edge.Delta;
-            max = Math.Max(max, current);
-        }
-
-        return max;
-    }
-
     [Fact]
     public async Task Apply_SameSpecTwice_UnchangedAndAChangeBumpsTheVersion()
     {
@@ -152,8 +134,8 @@ public sealed class PolicyRunTests(PolicyClusterFixture fixture, Xunit.Abstracti
         Assert.Equal(1, run.PolicyVersion);
         Assert.Equal(["kvm-01/pa-1", "kvm-01/pa-2", "kvm-01/pa-3", "kvm-02/pa-4", "kvm-03/pa-5"], run.Targets.Select(t => t.Key).Order(StringComparer.Ordinal));
         Assert.All(run.Targets, t => Assert.Equal(PolicyTargetStatus.Succeeded, t.Status));
-        Assert.Equal(2, MaxOverlap(run.Targets));
-        Assert.Equal(1, MaxOverlap(run.Targets.Where(t => t.Host == "kvm-01")));
+        Assert.Equal(2, RunRecordChecks.MaxOverlap(run.Targets));
+        Assert.Equal(1, RunRecordChecks.MaxOverlap(run.Targets.Where(t => t.Host == "kvm-01")));
         Assert.NotNull(run.TraceId);
         foreach (var target in run.Targets)
         {
@@ -330,7 +312,7 @@ public sealed class PolicyRunTests(PolicyClusterFixture fixture, Xunit.Abstracti
         Assert.Equal(PolicyRunState.Completed, run.State);
         Assert.Equal(4, run.Targets.Count);
         Assert.All(run.Targets, t => Assert.Equal(PolicyTargetStatus.Succeeded, t.Status));
-        Assert.Equal(1, MaxOverlap(run.Targets));
+        Assert.Equal(1, RunRecordChecks.MaxOverlap(run.Targets));
     }
 
     [Fact]
@@ -351,8 +333,8 @@ public sealed class PolicyRunTests(PolicyClusterFixture fixture, Xunit.Abstracti
         // One slot per host at first; kvm-02 and kvm-03 end after one VM each and their slots go to kvm-01.
         Assert.Equal(PolicyRunState.Completed, run.State);
         Assert.Equal(8, run.Targets.Count);
-        Assert.True(MaxOverlap(run.Targets) <= 3, $"fleet budget exceeded: {MaxOverlap(run.Targets)}");
-        var big = MaxOverlap(run.Targets.Where(t => t.Host == "kvm-01"));
+        Assert.True(RunRecordChecks.MaxOverlap(run.Targets) <= 3, $"fleet budget exceeded: {RunRecordChecks.MaxOverlap(run.Targets)}");
+        var big = RunRecordChecks.MaxOverlap(run.Targets.Where(t => t.Host == "kvm-01"));
         Assert.InRange(big, 2, 3);
         foreach (var target in run.Targets)
         {
@@ -388,8 +370,8 @@ public sealed class PolicyRunTests(PolicyClusterFixture fixture, Xunit.Abstracti
 
         Assert.Equal(PolicyRunState.Completed, run.State);
         Assert.Equal(300, run.Targets.Count);
-        Assert.True(MaxOverlap(run.Targets) <= 40);
-        Assert.All(ThreeHostClusterFixture_Hosts, h => Assert.True(MaxOverlap(run.Targets.Where(t => t.Host == h)) <= 20));
+        Assert.True(RunRecordChecks.MaxOverlap(run.Targets) <= 40);
+        Assert.All(ThreeHostClusterFixture_Hosts, h => Assert.True(RunRecordChecks.MaxOverlap(run.Targets.Where(t => t.Host == h)) <= 20));
 
         // Per part: its VMs once, the outcome once (history + clearing), one checkpoint per interval (3 s here) at
         // most; the policy grain: start, part hand-over, part ends, the end, and at most one grant change per part
