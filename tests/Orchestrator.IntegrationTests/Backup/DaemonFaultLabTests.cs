@@ -118,7 +118,8 @@ public sealed class DaemonFaultLabTests(BackupLabFixture fixture) : IAsyncLifeti
         var vm = $"{Lab.Name}/{Guest}";
         // A sparse disk copies its holes for free and the copy can end before the restart: this one holds 63 MiB of
         // data after the guest's counter ring (the first MiB stays zero for it), so the copy really moves 64 MiB.
-        var image = Lab.DiskPath(Guest, "vda", "raw");
+        // Not named like the lab's own images, which vm.sh create deletes first.
+        var image = Path.Combine(Lab.ImagesDir, $"filled-{Guest}.raw");
         Directory.CreateDirectory(Path.GetDirectoryName(image)!);
         await using (var file = File.Create(image))
         {
