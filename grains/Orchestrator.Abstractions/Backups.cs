@@ -169,6 +169,37 @@ public interface IBackupOperations : IGrainWithStringKey
 
     [Alias("Restore")]
     Task<RestoreResult> RestoreAsync(RestoreRequest request, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Commits back the backup overlays a run left in place when it gave up (its commit kept failing): each disk
+    /// running on an overlay that one of this VM's recorded runs created, over exactly the base and chain that run
+    /// recorded. Anything else is refused and left as it is. Takes the VM's operation lock.
+    /// </summary>
+    [Alias("RepairOverlays")]
+    Task<IReadOnlyList<OverlayRepair>> RepairOverlaysAsync(bool dryRun, CancellationToken cancellationToken = default);
+}
+
+/// <summary>What <c>backup repair</c> did (or, in a dry run, would do) with one disk running on a backup overlay.</summary>
+[GenerateSerializer]
+[Alias("orchestrator.OverlayRepair")]
+public sealed record OverlayRepair(
+    [property: Id(0)] string Target,
+    [property: Id(1)] string OverlayPath,
+    [property: Id(2)] string? BasePath,
+    [property: Id(3)] string? RunId,
+    [property: Id(4)] OverlayRepairAction Action,
+    [property: Id(5)] string Reason);
+
+public enum OverlayRepairAction
+{
+    /// <summary>Committed into its recorded base, pivoted (or redefined when the VM is off) and deleted.</summary>
+    Committed = 0,
+
+    /// <summary>Dry run: would be committed.</summary>
+    WouldCommit = 1,
+
+    /// <summary>Not ours to touch or not as recorded: left exactly as it is, with the reason.</summary>
+    Refused = 2,
 }
 
 /// <summary>Run keys: <c>host/vm/runId</c>.</summary>

@@ -15,9 +15,9 @@ internal static class BackupCommands
     private static readonly string[] QuiesceModes = ["off", "try", "required"];
 
     public static Command Create(CliRuntime runtime) =>
-        new("backup", "Live backups of VMs: start, follow, list and inspect runs.")
+        new("backup", "Live backups of VMs: start, follow, list and inspect runs; repair what a failed run left.")
         {
-            CreateStart(runtime), CreateWatch(runtime), CreateList(runtime), CreateShow(runtime),
+            CreateStart(runtime), CreateWatch(runtime), CreateList(runtime), CreateShow(runtime), CreateRepair(runtime),
         };
 
     private static Command CreateStart(CliRuntime runtime)
@@ -262,6 +262,37 @@ internal static class BackupCommands
             context.Render(BackupRunView.From(run), CliJsonContext.Output.BackupRunView, BackupRunView.WriteDetails);
         });
         return show;
+    }
+
+    private static Command CreateRepair(CliRuntime runtime)
+    {
+        Argument<VmKey> vm = ResourceKeys.VmKeyArgument("The VM, as host/vm (e.g. kvm-01/web-1)");
+        var dryRun = new Option<bool>("--dry-run")
+        {
+            Description = "Only show what would be committed and what is refused; change nothing",
+        };
+        var repair = new Command("repair", "Commit back the backup overlays a run left in place when it gave up on its commit "
+            + "(fix what blocked the commit first: see the run's error). Only overlays one of the VM's own runs recorded are "
+            + "committed, into exactly the base and chain that run recorded; any other is refused and left as it is "
+            + "(exit code 6). The answer comes once every commit is done: raise --timeout for big overlays.")
+        {
+            vm, dryRun,
+        };
+        runtime.SetAction(repair, async (parseResult, context, cancellationToken) =>
+        {
+            VmKey vmKey = parseResult.GetRequiredValue(vm);
+            bool dry = parseResult.GetValue(dryRun);
+            var client = new BackupService.BackupServiceClient(context.CallInvoker);
+            RepairOverlaysResponse response = await client.RepairOverlaysAsync(
+                new RepairOverlaysRequest { Vm = vmKey.ToString(), DryRun = dry }, context.CallOptions(cancellationToken));
+            var view = OverlayRepairView.From(vmKey.ToString(), dry, response);
+            context.Render(view, CliJsonContext.Output.OverlayRepairView, OverlayRepairView.WriteDetails);
+            if (view.Disks.Where(d => d.Action == "refused").Select(d => d.Target).ToList() is { Count: > 0 } refused)
+            {
+                throw new CliException(ExitCodes.FailedPrecondition, $"refused for {string.Join(", ", refused)}: see the reason of each; nothing was done to them");
+            }
+        });
+        return repair;
     }
 
     /// <summary>A retention count: a whole number, 0 or more (0 turns that rule off).</summary>

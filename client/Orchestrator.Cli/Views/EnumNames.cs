@@ -24,6 +24,14 @@ internal static class EnumNames
         _ => Unknown,
     };
 
+    public static string Of(OverlayRepairAction action) => action switch
+    {
+        OverlayRepairAction.Committed => "committed",
+        OverlayRepairAction.WouldCommit => "would_commit",
+        OverlayRepairAction.Refused => "refused",
+        _ => Unknown,
+    };
+
     public static string Of(CheckpointOrigin origin) => origin switch
     {
         CheckpointOrigin.Unspecified => "unspecified",

@@ -111,4 +111,7 @@ internal sealed partial class VirtualMachineGrain
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: backup {Run} had ended ({Step}) and was recorded in the history before the process stopped; its end is now recorded in the VM state too")]
     private static partial void LogEndedRunSettled(ILogger logger, string key, string run, BackupStep step);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: repair committed the overlay {Overlay} of {Disk} left by a backup that gave up back into {Base} and deleted it")]
+    private static partial void LogOverlayRepaired(ILogger logger, string key, string disk, string overlay, string @base);
 }

@@ -104,6 +104,28 @@ internal sealed class BackupService(IGrainFactory grains, IHostDirectory directo
         return response;
     }
 
+    public override async Task<RepairOverlaysResponse> RepairOverlays(RepairOverlaysRequest request, ServerCallContext context)
+    {
+        var (host, vm) = GrainKeys.ParseVm(request.Vm, "vm");
+        var repairs = await grains.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(host, vm)).RepairOverlaysAsync(request.DryRun, context.CancellationToken);
+        var response = new RepairOverlaysResponse();
+        response.Disks.AddRange(repairs.Select(r => new Api.V1.OverlayRepair
+        {
+            Target = r.Target,
+            OverlayPath = r.OverlayPath,
+            BasePath = r.BasePath ?? "",
+            Run = r.RunId ?? "",
+            Action = r.Action switch
+            {
+                Orchestrator.OverlayRepairAction.Committed => Api.V1.OverlayRepairAction.Committed,
+                Orchestrator.OverlayRepairAction.WouldCommit => Api.V1.OverlayRepairAction.WouldCommit,
+                _ => Api.V1.OverlayRepairAction.Refused,
+            },
+            Reason = r.Reason,
+        }));
+        return response;
+    }
+
     internal static BackupRun ToProto(BackupRunView view)
     {
         var run = new BackupRun

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text.Json;
 using Grpc.Core;
 using Grpc.Net.Client;
 using Orchestrator.Api.V1;
@@ -278,5 +279,32 @@ public sealed class DaemonFaultLabTests(BackupLabFixture fixture) : IAsyncLifeti
             Assert.True(DateTime.UtcNow < listed, "fleet overlays does not list the overlay left in place");
             await Task.Delay(500);
         }
+
+        // The cause is fixed (the base is writable again): the real CLI commits the overlay back, first as a dry run.
+        var overlay = run.Disks.Single().OverlayPath;
+        var dry = await ProcessRunner.RunAsync("dotnet", [Repo.CliDll, "backup", "repair", vm, "--dry-run", "--format", "json", "--endpoint", silo.GrpcEndpoint], timeout: TimeSpan.FromMinutes(2));
+        Assert.True(dry.ExitCode == 0, ProcessRunner.Describe(dry));
+        using (var planned = JsonDocument.Parse(dry.StandardOutput))
+        {
+            var disk = Assert.Single(planned.RootElement.GetProperty("disks").EnumerateArray());
+            Assert.Equal(("would_commit", overlay, basePath), (disk.GetProperty("action").GetString(), disk.GetProperty("overlay_path").GetString(), disk.GetProperty("base_path").GetString()));
+        }
+
+        Assert.Contains(overlay, await Lab.VirshAsync("domblklist", Guest), StringComparison.Ordinal);
+        var repair = await ProcessRunner.RunAsync("dotnet", [Repo.CliDll, "backup", "repair", vm, "--format", "json", "--endpoint", silo.GrpcEndpoint], timeout: TimeSpan.FromMinutes(3));
+        Assert.True(repair.ExitCode == 0, ProcessRunner.Describe(repair) + silo.Log);
+        using (var done = JsonDocument.Parse(repair.StandardOutput))
+        {
+            Assert.Equal("committed", Assert.Single(done.RootElement.GetProperty("disks").EnumerateArray()).GetProperty("action").GetString());
+        }
+
+        // Back on its own image, the overlay file gone, the guest still counting onto its base.
+        Assert.DoesNotContain(".orch-", await Lab.VirshAsync("domblklist", Guest), StringComparison.Ordinal);
+        Assert.Contains(basePath, await Lab.VirshAsync("domblklist", Guest), StringComparison.Ordinal);
+        Assert.Empty(Lab.LeftoverOverlays());
+        seq = await Lab.WaitForSeqAsync(Guest, 1);
+        await Lab.WaitForSeqAsync(Guest, seq + 5, 120);
+        var again = await BackupAsync(silo, vm);
+        Assert.True(again.Step == BackupStep.Completed, $"{again.Step}: {again.Error}\n{silo.Log}");
     }
 }

@@ -89,6 +89,62 @@ public sealed class StateSafetyTests(ShortBudgetClusterFixture fixture)
     }
 
     [Fact]
+    public async Task RepairOverlays_AfterAGiveUp_CommitsTheRecordedOverlayBackAndTheNextBackupSucceeds()
+    {
+        var (vm, hypervisor) = await NewVmAsync("kvm-02", "repair-commit");
+        hypervisor.InjectFault(SimulatedOperation.StartActiveCommit, new HypervisorException(HypervisorErrorKind.OperationFailed, "cannot reopen the base read-write"), times: 1000);
+        BackupRunView run;
+        try
+        {
+            run = await WaitDoneAsync(vm, await vm.StartBackupAsync(new BackupRequest()), TimeSpan.FromSeconds(20));
+            Assert.Equal(BackupStep.Failed, run.Step);
+            Assert.Contains("gave up", run.Error, StringComparison.Ordinal);
+
+            // While the cause is not fixed, the repair fails like the run did and leaves the VM on its overlay.
+            await Assert.ThrowsAnyAsync<Exception>(() => vm.RepairOverlaysAsync(dryRun: false));
+            Assert.Equal(run.Disks[0].OverlayPath, (await hypervisor.GetDomainAsync("repair-commit")).Disks[0].SourcePath);
+        }
+        finally
+        {
+            hypervisor.ClearFaults();
+        }
+
+        var disk = run.Disks[0];
+        var planned = Assert.Single(await vm.RepairOverlaysAsync(dryRun: true));
+        Assert.Equal((OverlayRepairAction.WouldCommit, "vda", disk.OverlayPath, disk.BasePath, run.RunKey.Split('/')[^1]), (planned.Action, planned.Target, planned.OverlayPath, planned.BasePath, planned.RunId));
+        Assert.Equal(disk.OverlayPath, (await hypervisor.GetDomainAsync("repair-commit")).Disks[0].SourcePath);
+
+        var repaired = Assert.Single(await vm.RepairOverlaysAsync(dryRun: false));
+        Assert.Equal(OverlayRepairAction.Committed, repaired.Action);
+        var domain = await hypervisor.GetDomainAsync("repair-commit");
+        Assert.Equal((disk.BasePath, 0), (domain.Disks[0].SourcePath, domain.Disks[0].BackingChain.Count));
+        Assert.False(await hypervisor.Images.ExistsAsync(disk.OverlayPath));
+        Assert.DoesNotContain(".orch-", (await vm.GetAsync()).Disks[0].SourcePath, StringComparison.Ordinal);
+
+        // Nothing left: a second repair has nothing to do, and a backup is accepted and completes again.
+        Assert.Empty(await vm.RepairOverlaysAsync(dryRun: false));
+        var next = await WaitDoneAsync(vm, await vm.StartBackupAsync(new BackupRequest()), TimeSpan.FromSeconds(20));
+        Assert.True(next.Step == BackupStep.Completed, $"{next.Step}: {next.Error}");
+    }
+
+    [Fact]
+    public async Task RepairOverlays_AnOverlayNoRunRecorded_IsRefusedAndLeftAsItIs()
+    {
+        var (vm, hypervisor) = await NewVmAsync("kvm-03", "repair-foreign");
+        var basePath = (await hypervisor.GetDomainAsync("repair-foreign")).Disks[0].SourcePath;
+        var foreign = basePath + ".orch-someone-else.qcow2";
+        await hypervisor.CreateExternalSnapshotAsync("repair-foreign", [new OverlaySpec("vda", foreign)]);
+
+        var refused = Assert.Single(await vm.RepairOverlaysAsync(dryRun: false));
+
+        Assert.Equal((OverlayRepairAction.Refused, foreign, null), (refused.Action, refused.OverlayPath, refused.RunId));
+        Assert.Contains("not ours", refused.Reason, StringComparison.Ordinal);
+        var domain = await hypervisor.GetDomainAsync("repair-foreign");
+        Assert.Equal((foreign, basePath), (domain.Disks[0].SourcePath, domain.Disks[0].BackingChain[0].Path));
+        Assert.True(await hypervisor.Images.ExistsAsync(foreign));
+    }
+
+    [Fact]
     public async Task StartBackup_WhileCallsAndSyncsWriteTheSameVm_NoWriteConflict()
     {
         // Memory storage answers through a storage grain (a real await), so interleaved writes really overlap.
