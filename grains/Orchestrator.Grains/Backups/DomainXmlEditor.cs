@@ -192,6 +192,9 @@ public static class DomainXmlEditor
             case "graphics":
                 RewriteGraphics(device, edit);
                 break;
+            case "redirdev" or "smartcard" or "shmem" or "vsock":
+                RewriteHostBackedDevice(device, kind, edit);
+                break;
             case "tpm" when (string?)device.Element("backend")?.Attribute("type") == "passthrough":
                 device.Remove();
                 edit.Note($"tpm: passthrough of the host's {Describe(device.Element("backend")?.Element("device"))} removed (it belongs to the original)");
@@ -265,6 +268,57 @@ public static class DomainXmlEditor
                 device.Remove();
                 edit.Note($"{label}: host {type} '{path}' removed (it belongs to the original)");
                 break;
+            case "tcp" or "udp" when kind is "serial" or "console" or "parallel":
+                // A fixed host port the original listens on (the copy could not start beside it, or would take the
+                // original's clients), or a peer that is the original's (console server, log host): the guest keeps
+                // its port, backed by a pseudo-terminal of its own.
+                var endpoint = Describe(source);
+                device.SetAttributeValue("type", "pty");
+                device.Elements("source").Remove();
+                device.Elements("protocol").Remove();
+                edit.Note($"{label}: {type} {endpoint} of the original -> pty (the guest keeps the port)");
+                break;
+            case "tcp" or "udp":
+                device.Remove();
+                edit.Note($"{label}: {type} {Describe(source)} of the original removed");
+                break;
+        }
+    }
+
+    /// <summary>A device whose backend is a host endpoint or resource that belongs to the original.</summary>
+    private static void RewriteHostBackedDevice(XElement device, string kind, RestoreEdit edit)
+    {
+        var type = (string?)device.Attribute("type") ?? "?";
+        switch (kind)
+        {
+            case "redirdev" when type is "tcp":
+                // USB redirected from a host endpoint; spicevmc redirection belongs to the VM's own display.
+                device.Remove();
+                edit.Note($"redirdev: USB redirected from tcp {Describe(device.Element("source"))} of the original removed");
+                break;
+            case "smartcard":
+                var mode = (string?)device.Attribute("mode") ?? "?";
+                if (mode == "passthrough" && type is "spicevmc")
+                {
+                    break;
+                }
+
+                device.Remove();
+                edit.Note(mode == "passthrough"
+                    ? $"smartcard: passthrough over {type} {Describe(device.Element("source"))} of the original removed"
+                    : $"smartcard: the host's card ({mode}) removed (it belongs to the original)");
+                break;
+            case "shmem":
+                // A named host shared-memory region: the copy would read and write the original's memory.
+                device.Remove();
+                edit.Note($"shmem: host shared memory '{(string?)device.Attribute("name")}' removed: it would be shared with the original");
+                break;
+            case "vsock" when device.Element("cid") is { } cid && (string?)cid.Attribute("auto") != "yes":
+                var address = (string?)cid.Attribute("address");
+                cid.SetAttributeValue("auto", "yes");
+                cid.Attribute("address")?.Remove();
+                edit.Note($"vsock: fixed guest CID {address} -> auto (two VMs cannot have one CID)");
+                break;
         }
     }
 
@@ -274,6 +328,14 @@ public static class DomainXmlEditor
         {
             device.Remove();
             edit.Note($"interface: host device {Describe(device.Element("source")?.Element("address"))} removed (passthrough belongs to the original)");
+            return;
+        }
+
+        if ((string?)device.Attribute("type") is "vhostuser" or "server" or "client" or "mcast" or "udp" && device.Element("source") is { } endpoint)
+        {
+            // A switch port socket (vhost-user) or a socket tunnel to peers: the copy would take the original's link.
+            device.Remove();
+            edit.Note($"interface: {(string?)device.Attribute("type")} {Describe(endpoint)} of the original removed");
             return;
         }
 

@@ -253,6 +253,81 @@ public sealed class DomainXmlEditorTests
         Assert.Contains("interface: fixed device name 'vnet-web1' removed (libvirt names the new VM's own)", definition.Changes);
     }
 
+    private const string NetworkBacked = """
+        <domain type='kvm'>
+          <name>web-1</name>
+          <devices>
+            <serial type='tcp'>
+              <source mode='bind' host='0.0.0.0' service='4555'/>
+              <protocol type='telnet'/>
+              <target port='0'/>
+            </serial>
+            <serial type='udp'>
+              <source mode='connect' host='10.0.0.9' service='514'/>
+              <target port='1'/>
+            </serial>
+            <channel type='tcp'>
+              <source mode='connect' host='10.0.0.7' service='9999'/>
+              <target type='virtio' name='org.example.telemetry'/>
+            </channel>
+            <redirdev bus='usb' type='tcp'>
+              <source mode='connect' host='10.0.0.5' service='4000'/>
+            </redirdev>
+            <redirdev bus='usb' type='spicevmc'/>
+            <smartcard mode='passthrough' type='tcp'>
+              <source mode='bind' host='127.0.0.1' service='2001'/>
+            </smartcard>
+            <smartcard mode='host'/>
+            <shmem name='web-1-ivshmem'>
+              <model type='ivshmem-plain'/>
+              <size unit='M'>4</size>
+            </shmem>
+            <vsock model='virtio'>
+              <cid auto='no' address='42'/>
+            </vsock>
+            <interface type='vhostuser'>
+              <source type='unix' path='/run/openvswitch/vhu-web1' mode='client'/>
+              <model type='virtio'/>
+            </interface>
+            <interface type='network'>
+              <source network='default'/>
+            </interface>
+          </devices>
+        </domain>
+        """;
+
+    [Fact]
+    public void ForRestore_NetworkBackedCharDevicesAndHostEndpoints_NoneOfTheOriginalsKept()
+    {
+        var definition = DomainXmlEditor.ForRestore(NetworkBacked, "web-1-copy", new Dictionary<string, (string Path, string Format)>(), _ => true);
+        var devices = Devices(XElement.Parse(definition.Xml));
+
+        // The guest keeps its serial ports, on pseudo-terminals of its own; nothing names the original's ports or peers.
+        Assert.Equal(["pty", "pty"], devices.Elements("serial").Select(d => (string?)d.Attribute("type")));
+        Assert.Empty(devices.Elements("serial").Elements("source"));
+        Assert.Empty(devices.Elements("serial").Elements("protocol"));
+        Assert.Empty(devices.Elements("channel"));
+        Assert.Equal(["spicevmc"], devices.Elements("redirdev").Select(d => (string?)d.Attribute("type")));
+        Assert.Empty(devices.Elements("smartcard"));
+        Assert.Empty(devices.Elements("shmem"));
+        var cid = devices.Element("vsock")!.Element("cid")!;
+        Assert.Equal(("yes", null), ((string?)cid.Attribute("auto"), (string?)cid.Attribute("address")));
+        Assert.Equal(["network"], devices.Elements("interface").Select(d => (string?)d.Attribute("type")));
+        foreach (var original in new[] { "4555", "10.0.0.9", "10.0.0.7", "10.0.0.5", "2001", "web-1-ivshmem", "vhu-web1" })
+        {
+            Assert.DoesNotContain(original, definition.Xml, StringComparison.Ordinal);
+        }
+
+        Assert.Contains("serial 0: tcp mode='bind' host='0.0.0.0' service='4555' of the original -> pty (the guest keeps the port)", definition.Changes);
+        Assert.Contains(definition.Changes, c => c.StartsWith("channel org.example.telemetry: tcp", StringComparison.Ordinal));
+        Assert.Contains(definition.Changes, c => c.StartsWith("redirdev: USB redirected from tcp", StringComparison.Ordinal));
+        Assert.Contains(definition.Changes, c => c.StartsWith("smartcard: passthrough over tcp", StringComparison.Ordinal));
+        Assert.Contains("smartcard: the host's card (host) removed (it belongs to the original)", definition.Changes);
+        Assert.Contains("shmem: host shared memory 'web-1-ivshmem' removed: it would be shared with the original", definition.Changes);
+        Assert.Contains("vsock: fixed guest CID 42 -> auto (two VMs cannot have one CID)", definition.Changes);
+        Assert.Contains(definition.Changes, c => c.StartsWith("interface: vhostuser", StringComparison.Ordinal));
+    }
+
     [Fact]
     public void ForRestore_NoPathOfTheOriginalLeft_ExceptSharedReadOnlyFirmware()
     {
