@@ -313,6 +313,15 @@ public sealed partial class LibvirtHypervisor : IHypervisor
                 using var dom = Lookup(domain);
                 var disk = DomainXml.ParseDisks(GetXml(dom, domain, 0)).FirstOrDefault(d => d.Target == target)
                     ?? throw new HypervisorException(HypervisorErrorKind.DiskNotFound, $"domain {domain} has no file-backed disk {target}");
+
+                // An active commit needs a running QEMU. Asked first: the XML of a shut-off domain names no backing
+                // chain (libvirt does not read an inactive domain's images), so the chain check below would blame a
+                // missing overlay (contract suite: InvalidDomainState, as for every other block-job call).
+                if (LibvirtNative.virDomainGetState(dom, out var state, out _, 0) == 0 && state is (int)DomainPowerState.ShutOff or (int)DomainPowerState.Crashed)
+                {
+                    throw new HypervisorException(HypervisorErrorKind.InvalidDomainState, $"domain {domain} is not running: an active commit of {target} needs a running domain");
+                }
+
                 if (disk.BackingChain.Count == 0)
                 {
                     throw new HypervisorException(

@@ -294,6 +294,19 @@ public sealed partial class SimulatedHypervisor : IHypervisor
                 throw new HypervisorException(HypervisorErrorKind.InvalidArgument, "no overlays given");
             }
 
+            // As the libvirt driver (contract suite): a disk or an overlay path named twice, or a relative overlay
+            // path, is refused before anything changes (it used to stack two overlays on one disk).
+            if (overlays.Select(o => o.Target).Distinct(StringComparer.Ordinal).Count() != overlays.Count
+                || overlays.Select(o => o.OverlayPath).Distinct(StringComparer.Ordinal).Count() != overlays.Count)
+            {
+                throw new HypervisorException(HypervisorErrorKind.InvalidArgument, "each disk and each overlay path may appear only once");
+            }
+
+            if (overlays.FirstOrDefault(o => !Path.IsPathFullyQualified(o.OverlayPath)) is { } relative)
+            {
+                throw new HypervisorException(HypervisorErrorKind.InvalidArgument, $"overlay path must be absolute: {relative.OverlayPath}");
+            }
+
             // Validate everything first: the snapshot is atomic across disks.
             foreach (var spec in overlays)
             {
@@ -326,6 +339,7 @@ public sealed partial class SimulatedHypervisor : IHypervisor
         {
             var d = Find(domain);
             FindDisk(d, target);
+            RequireActive(d, "block job info");
             return d.Jobs.TryGetValue(target, out var job) ? job.Info(target) : null;
         }
     }
@@ -394,6 +408,7 @@ public sealed partial class SimulatedHypervisor : IHypervisor
             ThrowIfFaulted(SimulatedOperation.WaitForBlockJobReady);
             var d = Find(domain);
             FindDisk(d, target);
+            RequireActive(d, "block job wait");
             if (!d.Jobs.TryGetValue(target, out job!))
             {
                 throw new HypervisorException(HypervisorErrorKind.NoBlockJob, $"disk '{target}' of '{domain}' has no block job");
@@ -410,6 +425,7 @@ public sealed partial class SimulatedHypervisor : IHypervisor
             ThrowIfFaulted(SimulatedOperation.Pivot);
             var d = Find(domain);
             FindDisk(d, target);
+            RequireActive(d, "pivot");
             if (!d.Jobs.TryGetValue(target, out var job))
             {
                 throw new HypervisorException(HypervisorErrorKind.NoBlockJob, $"disk '{target}' of '{domain}' has no block job");
@@ -447,6 +463,7 @@ public sealed partial class SimulatedHypervisor : IHypervisor
             ThrowIfFaulted(SimulatedOperation.AbortBlockJob);
             var d = Find(domain);
             FindDisk(d, target);
+            RequireActive(d, "block job abort");
             if (!d.Jobs.Remove(target, out var job))
             {
                 throw new HypervisorException(HypervisorErrorKind.NoBlockJob, $"disk '{target}' of '{domain}' has no block job");
@@ -581,6 +598,7 @@ public sealed partial class SimulatedHypervisor : IHypervisor
         {
             ThrowIfFaulted(SimulatedOperation.Freeze);
             var d = Find(domain);
+            RequireActive(d, "file system freeze");
             if (!d.HasGuestAgent)
             {
                 throw new HypervisorException(HypervisorErrorKind.AgentUnavailable, $"QEMU guest agent is not configured or not responding in '{domain}'");
@@ -598,6 +616,7 @@ public sealed partial class SimulatedHypervisor : IHypervisor
         {
             ThrowIfFaulted(SimulatedOperation.Thaw);
             var d = Find(domain);
+            RequireActive(d, "file system thaw");
             if (!d.HasGuestAgent)
             {
                 throw new HypervisorException(HypervisorErrorKind.AgentUnavailable, $"QEMU guest agent is not configured or not responding in '{domain}'");
@@ -675,6 +694,19 @@ public sealed partial class SimulatedHypervisor : IHypervisor
         _domains.TryGetValue(domain, out var d)
             ? d
             : throw new HypervisorException(HypervisorErrorKind.DomainNotFound, $"domain '{domain}' not found");
+
+    /// <summary>
+    /// Block-job and guest-agent calls on a shut-off domain fail as libvirt fails them ("domain is not running",
+    /// VIR_ERR_OPERATION_INVALID), before any question about jobs or agents (contract suite: this used to answer
+    /// "no block job" or "no agent").
+    /// </summary>
+    private static void RequireActive(SimDomain d, string what)
+    {
+        if (!d.IsActive)
+        {
+            throw new HypervisorException(HypervisorErrorKind.InvalidDomainState, $"{what} on '{d.Name}': domain is not running");
+        }
+    }
 
     private static SimDisk FindDisk(SimDomain d, string target) =>
         d.Disks.FirstOrDefault(disk => disk.Target == target)
