@@ -8,9 +8,9 @@ using Orchestrator.IntegrationTests.Infrastructure;
 namespace Orchestrator.IntegrationTests.Deploy;
 
 /// <summary>
-/// The alert rules and the Grafana dashboard against real series: a silo (SQLite, simulated host with a few VMs) that
-/// ran one policy run (a live backup of three VMs), one direct backup, a checkpoint and a refused one, scraped every
-/// second by a real Prometheus (Debian's) with the shipped scrape job and alert rules.
+/// The alert rules and the Grafana dashboard against real series: a silo (SQLite, simulated host with the demo VMs and
+/// three more) scraped every second by a real Prometheus (Debian's) with the shipped scrape job and alert rules, while
+/// it runs a policy twice (live backups of three VMs), one direct backup, two checkpoints and a refused one.
 /// </summary>
 public sealed partial class PrometheusScrapeTests
 {
@@ -74,32 +74,6 @@ public sealed partial class PrometheusScrapeTests
             await silo.WaitReadyAsync();
             await GrpcClients.Fleet(silo.GrpcEndpoint).WaitForVmAsync("prom-01/vm-00003");
 
-            // What a silo with a few VMs does: a policy run, a direct backup, a checkpoint, a refused checkpoint.
-            var policy = Path.Combine(work, "policy.yaml");
-            await File.WriteAllTextAsync(policy, $$"""
-                name: scrape
-                kind: live-backup
-                selector:
-                  labels:
-                    fleet: scale
-                schedule:
-                  cron: "0 3 * * *"
-                  time_zone: UTC
-                retention:
-                  keep_last: 2
-                target: {{backups}}/{host}
-                rpo: 1h
-                concurrency:
-                  per_host: 2
-                  fleet: 2
-                """);
-            await CliAsync(silo, 0, "policy", "apply", "-f", policy);
-            await CliAsync(silo, 0, "policy", "run", "scrape", "--watch");
-            await CliAsync(silo, 0, "backup", "start", "prom-01/web-1", "--wait");
-            await CliAsync(silo, 0, "checkpoint", "create", "prom-01/vm-00001");
-            await CliAsync(silo, null, "checkpoint", "create", "prom-01/web-1"); // raw vdb: refused, counted as a failure
-            await CliAsync(silo, 0, "fleet", "compliance");
-
             var port = Repo.FreePort();
             var config = ScrapeConfig(silo.HttpPort);
             var configPath = Path.Combine(work, "prometheus.yml");
@@ -123,9 +97,40 @@ public sealed partial class PrometheusScrapeTests
             prometheus.BeginErrorReadLine();
             var api = $"http://127.0.0.1:{port}/api/v1";
 
-            // Scraped a few times (rates need two samples), and every rule evaluated at least once.
-            await WaitUntilAsync(async () => (await QueryAsync(api, "count_over_time(up{job=\"orchestrator-silo\"}[1m]) >= 5")).Count > 0
-                && (await QueryAsync(api, "orchestrator_backup_bytes_copied_total")).Count > 0, TimeSpan.FromSeconds(45), prometheus, prometheusLog);
+            // Scraping before anything happens, then the silo's work, then scraped after it and every rule evaluated.
+            await WaitUntilAsync(async () => (await QueryAsync(api, "count_over_time(up{job=\"orchestrator-silo\"}[1m]) >= 3")).Count > 0, TimeSpan.FromSeconds(30), prometheus, prometheusLog);
+
+            // What a silo with a few VMs does, while Prometheus scrapes (a counter or histogram series is born with its first
+            // event, and a rate needs it to grow while scraped): two policy runs, a direct backup, two checkpoints, a refused one.
+            var policy = Path.Combine(work, "policy.yaml");
+            await File.WriteAllTextAsync(policy, $$"""
+                name: scrape
+                kind: live-backup
+                selector:
+                  labels:
+                    fleet: scale
+                schedule:
+                  cron: "0 3 * * *"
+                  time_zone: UTC
+                retention:
+                  keep_last: 2
+                target: {{backups}}/{host}
+                rpo: 1h
+                concurrency:
+                  per_host: 2
+                  fleet: 2
+                """);
+            await CliAsync(silo, 0, "policy", "apply", "-f", policy);
+            await CliAsync(silo, 0, "policy", "run", "scrape", "--watch");
+            await CliAsync(silo, 0, "policy", "run", "scrape", "--watch");
+            await CliAsync(silo, 0, "backup", "start", "prom-01/vm-00003", "--wait");
+            await CliAsync(silo, 0, "checkpoint", "create", "prom-01/db-1");
+            await CliAsync(silo, 0, "checkpoint", "create", "prom-01/db-1");
+            await CliAsync(silo, null, "checkpoint", "create", "prom-01/legacy-1"); // raw disk: refused, counted as a failure
+            await CliAsync(silo, 0, "fleet", "compliance");
+
+            await WaitUntilAsync(async () => (await QueryAsync(api, "sum(orchestrator_checkpoints_taken_total) >= 2 and on() sum(orchestrator_policy_runs_total) >= 2 and on() sum(orchestrator_backups_total) >= 7")).Count > 0, TimeSpan.FromSeconds(30), prometheus, prometheusLog);
+            await Task.Delay(TimeSpan.FromSeconds(3));
             await WaitUntilAsync(async () => (await RulesAsync(api)).All(r => r.Evaluated), TimeSpan.FromSeconds(20), prometheus, prometheusLog);
 
             var failures = new List<string>();
@@ -148,6 +153,10 @@ public sealed partial class PrometheusScrapeTests
                 else if (result.Count == 0 && !PanelsNeedingAHostDown.ContainsKey(panel))
                 {
                     failures.Add($"panel '{panel}': no data: {query}");
+                }
+                else if (result.Count > 0 && !result.Any(HasNumber))
+                {
+                    failures.Add($"panel '{panel}': only NaN: {query}");
                 }
                 else if (result.Count == 0)
                 {
@@ -284,6 +293,13 @@ public sealed partial class PrometheusScrapeTests
         }
     }
 
+    /// <summary>A vector sample or scalar whose value is a number (a quantile of an empty rate is NaN).</summary>
+    private static bool HasNumber(JsonElement sample)
+    {
+        var value = sample.ValueKind == JsonValueKind.Array ? sample : sample.GetProperty("value");
+        return double.TryParse(value[1].GetString(), NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && double.IsFinite(v);
+    }
+
     private static async Task<List<JsonElement>> QueryAsync(string api, string query)
     {
         var (ok, result, error) = await TryQueryAsync(api, query);
@@ -354,9 +370,9 @@ public sealed partial class PrometheusScrapeTests
                     return;
                 }
             }
-            catch (HttpRequestException)
+            catch (Exception e) when (e is HttpRequestException or JsonException or TaskCanceledException)
             {
-                // not listening yet
+                // not listening yet, or still starting (a plain-text 503)
             }
 
             if (DateTime.UtcNow > deadline)

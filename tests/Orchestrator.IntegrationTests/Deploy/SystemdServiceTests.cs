@@ -36,6 +36,7 @@ public sealed class InstalledSiloFixture : IAsyncLifetime
     }
 }
 
+[System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class SystemdServiceTests(InstalledSiloFixture fixture) : IClassFixture<InstalledSiloFixture>
 {
     private const string Unit = "etc/systemd/system/orchestrator-silo.service";
