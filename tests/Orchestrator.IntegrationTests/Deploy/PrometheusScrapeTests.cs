@@ -58,7 +58,7 @@ public sealed partial class PrometheusScrapeTests
         var work = Path.Combine(Path.GetTempPath(), $"orchestrator-prometheus-{Guid.NewGuid():N}");
         var backups = Path.Combine(work, "backups");
         Directory.CreateDirectory(backups);
-        await using var silo = new SiloProcess("prom-01", Path.Combine(work, "silo"), new Dictionary<string, string>
+        var silo = new SiloProcess("prom-01", Path.Combine(work, "silo"), new Dictionary<string, string>
         {
             ["Orchestrator__Host__Simulated__Vms"] = "3",
             ["Orchestrator__Host__Simulated__DiskSizeBytes"] = (16 * 1024 * 1024).ToString(CultureInfo.InvariantCulture),

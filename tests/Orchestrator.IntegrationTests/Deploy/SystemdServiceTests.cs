@@ -189,9 +189,23 @@ public sealed class SystemdServiceTests(InstalledSiloFixture fixture) : IClassFi
         using var socket = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
         socket.Bind(new UnixDomainSocketEndPoint(socketPath));
 
-        // The installed env file as systemd would pass it, then what this machine needs instead: a simulated host
-        // (no libvirtd here), files in the test's directory, free ports.
-        var environment = ReadEnvFile(fixture.At("etc/orchestrator/orchestrator.env"));
+        // The unit's own Environment= (paths moved into the temporary root) and its env file, as systemd passes them.
+        var environment = new Dictionary<string, string>();
+        foreach (var line in File.ReadAllLines(fixture.At(Unit)).Where(l => l.StartsWith("Environment=", StringComparison.Ordinal)))
+        {
+            foreach (var pair in line["Environment=".Length..].Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            {
+                var (key, value) = (pair[..pair.IndexOf('=', StringComparison.Ordinal)], pair[(pair.IndexOf('=', StringComparison.Ordinal) + 1)..]);
+                environment[key] = value.StartsWith('/') ? fixture.At(value) : value;
+            }
+        }
+
+        foreach (var (key, value) in ReadEnvFile(fixture.At("etc/orchestrator/orchestrator.env")))
+        {
+            environment[key] = value;
+        }
+
+        // Then what this machine needs instead: a simulated host (no libvirtd here), files in the test's directory, free ports.
         var httpPort = Repo.FreePort();
         environment["Orchestrator__Host__Uri"] = $"simulated://{InstalledSiloFixture.HostName}";
         environment["Orchestrator__Persistence__SqlitePath"] = Path.Combine(work, "orchestrator.db");
@@ -223,7 +237,8 @@ public sealed class SystemdServiceTests(InstalledSiloFixture fixture) : IClassFi
         try
         {
             var started = Stopwatch.StartNew();
-            var ready = await ReceiveUntilAsync(socket, "READY=1", TimeSpan.FromSeconds(60), silo, log);
+            // Within the unit's TimeoutStartSec less a margin: a silo starts in seconds, but on a loaded machine in up to a minute.
+            var ready = await ReceiveUntilAsync(socket, "READY=1", TimeSpan.FromSeconds(120), silo, log);
             var readyAfter = started.Elapsed;
 
             // READY=1 means up: the silo answers ready at once, no polling.
