@@ -29,6 +29,7 @@ trap cleanup EXIT
 if [ "$install" = 1 ]; then
   echo "== installing test dependencies"
   bash tests/infra/postgres.sh install || { echo "PostgreSQL install failed"; echo "0 passed, 1 failed"; exit 1; }
+  bash tests/infra/ops-tools.sh install || { echo "systemd/prometheus tools install failed"; echo "0 passed, 1 failed"; exit 1; }
   if [ -f tests/lab/install.sh ]; then
     bash tests/lab/install.sh || { echo "lab install failed"; echo "0 passed, 1 failed"; exit 1; }
   fi

@@ -11,7 +11,8 @@ try
     StartupChecks.Run(settings);
     builder.AddOrchestratorSilo(settings);
     builder.AddOrchestratorEndpoints(settings);
-    builder.AddOrchestratorTelemetry(settings.Host.Name);
+    builder.AddOrchestratorTelemetry(settings.Host.Name, settings.Endpoints.MetricsEnabled);
+    builder.AddSystemdIntegration();
 
     var app = builder.Build();
     app.MapOrchestratorEndpoints(settings);

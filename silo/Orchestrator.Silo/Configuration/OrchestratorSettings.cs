@@ -123,6 +123,12 @@ public sealed class EndpointSettings
     /// </summary>
     public bool? Dashboard { get; set; }
 
+    /// <summary>
+    /// Prometheus metrics at /metrics on the HTTP port (never on the gRPC port). Unset: on for a loopback
+    /// <see cref="BindAddress"/>, off otherwise (it has no authentication and names hosts and VMs); true or false decides explicitly.
+    /// </summary>
+    public bool? Metrics { get; set; }
+
     /// <summary>Largest gRPC request message accepted, in bytes (larger: RESOURCE_EXHAUSTED before any handler runs).</summary>
     public int MaxRequestBytes { get; set; } = 1024 * 1024;
 
@@ -132,6 +138,10 @@ public sealed class EndpointSettings
     /// <summary>Whether the dashboard is served: <see cref="Dashboard"/>, or by default only on a loopback bind address.</summary>
     internal bool DashboardEnabled =>
         Dashboard ?? (IPAddress.TryParse(BindAddress, out var address) && IPAddress.IsLoopback(address));
+
+    /// <summary>Whether /metrics is served: <see cref="Metrics"/>, or by default only on a loopback bind address.</summary>
+    internal bool MetricsEnabled =>
+        Metrics ?? (IPAddress.TryParse(BindAddress, out var address) && IPAddress.IsLoopback(address));
 
     internal IPAddress ParsedBindAddress => IPAddress.Parse(BindAddress);
 }

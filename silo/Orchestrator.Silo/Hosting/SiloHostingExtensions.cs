@@ -128,6 +128,12 @@ public static class SiloHostingExtensions
             app.MapOrleansDashboard("/dashboard").RequireHost(httpPort);
         }
 
+        if (settings.Endpoints.MetricsEnabled)
+        {
+            // The HTTP port only, like the dashboard: unauthenticated, so never past the gRPC port's TLS and role check.
+            app.MapPrometheusScrapingEndpoint("/metrics").RequireHost(httpPort);
+        }
+
         return app;
     }
 

@@ -9,7 +9,8 @@ public static class TelemetryExtensions
     /// <summary>The activity sources and meters a silo exports; OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.</summary>
     public static readonly string[] ActivitySources = [Grains.Telemetry.Name, "Microsoft.Orleans.Runtime", "Microsoft.Orleans.Application", "Microsoft.Orleans.Storage"];
 
-    public static WebApplicationBuilder AddOrchestratorTelemetry(this WebApplicationBuilder builder, string host)
+    /// <param name="prometheus">Also keep the metrics for the Prometheus scrape endpoint (/metrics, mapped by the endpoints).</param>
+    public static WebApplicationBuilder AddOrchestratorTelemetry(this WebApplicationBuilder builder, string host, bool prometheus)
     {
         var otlp = !string.IsNullOrWhiteSpace(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]);
         builder.Services.AddOpenTelemetry()
@@ -28,6 +29,11 @@ public static class TelemetryExtensions
                 if (otlp)
                 {
                     m.AddOtlpExporter();
+                }
+
+                if (prometheus)
+                {
+                    m.AddPrometheusExporter();
                 }
             });
         return builder;
