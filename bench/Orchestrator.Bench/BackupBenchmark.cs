@@ -342,6 +342,7 @@ internal static class BackupBenchmark
             V1.BackupStep.Committing => "commit",
             V1.BackupStep.Cleaning => "clean",
             V1.BackupStep.Verifying => "verify",
+            V1.BackupStep.Queued => "queued",
             _ => s.ToString(),
         };
     }

@@ -30,6 +30,12 @@ public enum BackupStep
     Verifying = 7,
     Completed = 8,
     Failed = 9,
+
+    /// <summary>
+    /// Waiting for one of its silo's backup slots (Orchestrator:Backup:MaxConcurrentPerSilo) before it touches the VM;
+    /// shown while it waits, never the step a run ends in.
+    /// </summary>
+    Queued = 10,
 }
 
 [GenerateSerializer]

@@ -23,6 +23,10 @@ public static class OrchestratorGrainsExtensions
         builder.Services.AddOptions<Policies.PolicyOptions>();
         builder.Services.AddOptions<Fleet.FleetIndexOptions>();
         builder.Services.TryAddSingleton(TimeProvider.System);
+        builder.Services.AddSingleton(sp => new Backups.BackupSlots(
+            host,
+            sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<Backups.BackupOptions>>(),
+            sp.GetRequiredService<TimeProvider>()));
         builder.Services.TryAddSingleton(sp => new Checkpoints.CheckpointSchedulePlanner(sp.GetRequiredService<TimeProvider>()));
         return builder;
     }

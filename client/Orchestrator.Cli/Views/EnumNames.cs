@@ -65,6 +65,7 @@ internal static class EnumNames
         BackupStep.Verifying => "verifying",
         BackupStep.Completed => "completed",
         BackupStep.Failed => "failed",
+        BackupStep.Queued => "queued",
         _ => Unknown,
     };
 

@@ -47,12 +47,23 @@ public sealed class BackupOptions
     /// <summary>First wait between tries of a failed commit or clean-up; doubles each try, at most one minute.</summary>
     public TimeSpan FinishRetryDelay { get; set; } = TimeSpan.FromSeconds(2);
 
+    /// <summary>
+    /// Live-backup workflows this silo runs at once, whatever budgets policies set: a run started beyond it waits,
+    /// before it touches the VM, at step Queued (first come, first served) until a run ends. A run resumed past its
+    /// overlays takes a slot without waiting (its VM is on an overlay: finished first) and counts against the bound.
+    /// </summary>
+    public int MaxConcurrentPerSilo { get; set; } = 64;
+
+    /// <summary>How long a run waits at step Queued for a slot before it ends Failed (it touched nothing).</summary>
+    public TimeSpan QueueTimeout { get; set; } = TimeSpan.FromHours(1);
+
     /// <summary>Period of the reconcile that finishes or rolls back interrupted runs.</summary>
     public TimeSpan ReconcileInterval { get; set; } = TimeSpan.FromSeconds(30);
 
     /// <summary>
-    /// Crash testing only: SIGKILL this silo process right after the run persists this point
-    /// ("Preflight" = the operation lock is persisted, the run not yet, "OverlayActive", "Copying" = after the first disk's copy, "Committing" = a commit READY, not pivoted).
+    /// Crash testing only: SIGKILL this silo process at this point ("Preflight" = the operation lock taken in memory,
+    /// nothing persisted yet; "OverlayActive" = the overlays active, the run persisted at Quiesce; "Copying" = after
+    /// the first disk's copy; "Committing" = a commit READY, not pivoted).
     /// </summary>
     public string? KillAt { get; set; }
 

@@ -38,7 +38,9 @@ internal sealed partial class VirtualMachineGrain
         var runId = $"b-{now:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..6]}";
         using var activity = Telemetry.Source.StartActivity("backup.admit");
         Tag(activity, runId);
-        await BeginOperationAsync(BackupKind, runId, cancellationToken);
+        // The lock is taken in memory and persisted with the run, in one write: a process that dies during preflight
+        // (which touches nothing) leaves nothing to release.
+        await BeginOperationAsync(BackupKind, runId, cancellationToken, persist: false);
         KillIfAsked("Preflight");
         BackupRunState run;
         try
@@ -136,7 +138,8 @@ internal sealed partial class VirtualMachineGrain
         using var activity = Telemetry.Source.StartActivity("backup.run", ActivityKind.Internal, parent);
         Tag(activity, run.RunId);
         using var pauses = new PauseTotals(hypervisor, DomainName);
-        while (!run.IsTerminal && !cancellationToken.IsCancellationRequested)
+        using var slot = await TakeBackupSlotAsync(run, cancellationToken);
+        while (slot is not null && !run.IsTerminal && !cancellationToken.IsCancellationRequested)
         {
             run.PausedMilliseconds = Math.Max(run.PausedMilliseconds, pauses.TotalMilliseconds);
             var step = run.Step;
@@ -146,16 +149,18 @@ internal sealed partial class VirtualMachineGrain
             {
                 switch (step)
                 {
-                    case BackupStep.Admitted or BackupStep.Preflight:
+                    case BackupStep.Admitted or BackupStep.Preflight or BackupStep.Queued:
                         // Crashed before the intent to create overlays was persisted: nothing was touched.
                         await PersistBackupAsync(run, BackupStep.Quiesce, "resumed after restart", cancellationToken);
                         break;
                     case BackupStep.Quiesce:
                         await CreateOverlaysAsync(run, cancellationToken);
 
-                        // One write: the overlays' result and the intent to copy (copying replaces any partial copy).
+                        // Not persisted: the overlays' names follow from the run id (persisted at Quiesce), and a run
+                        // resumed at Quiesce finds them active and goes on to copy (copying replaces any partial copy).
                         AddStep(run, BackupStep.OverlayActive, null);
-                        await PersistBackupAsync(run, BackupStep.Copying, null, cancellationToken);
+                        AddStep(run, BackupStep.Copying, null);
+                        await NoteLiveChangeAsync(run, cancellationToken);
                         KillIfAsked("OverlayActive");
                         break;
                     case BackupStep.OverlayActive:
@@ -168,7 +173,11 @@ internal sealed partial class VirtualMachineGrain
                         break;
                     case BackupStep.Committing:
                         await CommitDisksAsync(run, cancellationToken);
-                        await PersistBackupAsync(run, BackupStep.Cleaning, null, cancellationToken);
+
+                        // Not persisted: a run resumed at Committing finds every disk on its base again (checked
+                        // against the recorded chain) and goes on to clean up.
+                        AddStep(run, BackupStep.Cleaning, null);
+                        await NoteLiveChangeAsync(run, cancellationToken);
                         break;
                     case BackupStep.Cleaning:
                         await CleanOverlaysAsync(run, cancellationToken);
@@ -208,6 +217,59 @@ internal sealed partial class VirtualMachineGrain
         }
 
         activity?.SetTag("outcome", run.Step.ToString());
+    }
+
+    /// <summary>
+    /// One of this silo's backup slots (<see cref="BackupSlots"/>). A run that has not touched its VM yet waits for one
+    /// at step Queued (shown to views and watchers, not persisted: a run resumed from the store queues again); a run
+    /// resumed past its overlays takes one without waiting. Null when the wait was cancelled (the activation is going)
+    /// or ran out (the run then ended Failed, having touched nothing).
+    /// </summary>
+    private async Task<BackupSlots.Lease?> TakeBackupSlotAsync(BackupRunState run, CancellationToken cancellationToken)
+    {
+        if (run.Step is not (BackupStep.Admitted or BackupStep.Preflight or BackupStep.Queued or BackupStep.Quiesce))
+        {
+            return slots.Enter();
+        }
+
+        if (slots.TryEnter() is { } free)
+        {
+            return free;
+        }
+
+        var resumeAt = run.Step is BackupStep.Queued ? BackupStep.Quiesce : run.Step;
+        var since = time.GetUtcNow();
+        var timeout = backupOptions.Value.QueueTimeout;
+        AddStep(run, BackupStep.Queued, $"waiting for one of this silo's {slots.Limit} backup slots ({slots.WaitingCount} runs waiting before it)");
+        BackupSlots.QueuedRuns.Add(1, new TagList { { "host", Key.Host } });
+        await NoteLiveChangeAsync(run, cancellationToken);
+        try
+        {
+            var lease = await slots.WaitAsync(timeout, cancellationToken);
+            if (resumeAt == BackupStep.Quiesce)
+            {
+                AddStep(run, BackupStep.Quiesce, $"backup slot after {(time.GetUtcNow() - since).TotalSeconds:F1} s queued");
+            }
+            else
+            {
+                // Persisted at Admitted or Preflight by an earlier version: the loop persists Quiesce first.
+                run.Step = resumeAt;
+            }
+
+            await NoteLiveChangeAsync(run, cancellationToken);
+            return lease;
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            return null;
+        }
+        catch (TimeoutException)
+        {
+            run.Error = $"no backup slot of this silo came free in {timeout} (Orchestrator:Backup:MaxConcurrentPerSilo = {slots.Limit}, QueueTimeout); the VM was not touched";
+            DeleteBackupSet(run);
+            await FinishBackupAsync(run, BackupStep.Failed, cancellationToken);
+            return null;
+        }
     }
 
     /// <summary>Decides what a failed step means; false stops the task (the periodic reconcile tries again).</summary>
@@ -339,6 +401,8 @@ internal sealed partial class VirtualMachineGrain
             return;
         }
 
+        // The gauges follow the run's step in memory (overlays exist from OverlayActive on, persisted or not).
+        TrackBackup();
         SignalBackupChanged();
     }
 

@@ -243,8 +243,8 @@ internal sealed partial class VirtualMachineGrain
     /// Copies every frozen base to the backup set, with the data digest computed while copying (the full SHA-256,
     /// which hashes every hole as zeros, is read back after the commit, outside the overlay window). The disks are
     /// copied at the same time (up to <see cref="BackupOptions.ParallelCopies"/>), except under a bandwidth limit, which is the run's
-    /// whole budget. Each disk's result is persisted as it finishes (the last one with the intent to commit); progress
-    /// is only shown to views and watchers (a copy resumed after a crash starts again from zero anyway).
+    /// whole budget. Every disk's result is persisted at once, with the intent to commit; each disk's end and the
+    /// progress are only shown to views and watchers (a copy resumed after a crash starts again from zero anyway).
     /// </summary>
     private async Task CopyDisksAsync(BackupRunState run, CancellationToken cancellationToken)
     {
@@ -289,23 +289,17 @@ internal sealed partial class VirtualMachineGrain
                     copy.Activity?.Dispose();
                     Telemetry.BytesCopied.Add(result.BytesCopied, new TagList { { "host", Key.Host }, { "vm", Key.Vm } });
 
-                    // One step record per disk, as before copies ran side by side. The last disk's result is persisted
-                    // with the next step (the intent to commit) in one write.
+                    // One step record per disk, as before copies ran side by side. Not persisted one by one: every
+                    // disk's result is persisted with the next step (the intent to commit) in one write, and a run
+                    // resumed at Copying copies every disk again (the bases are immutable under the overlays).
                     var note = $"{disk.Target}: {result.BytesCopied} bytes in {result.Duration.TotalMilliseconds:F0} ms";
-                    if (run.Disks.All(d => d.Copied))
-                    {
-                        AddStep(run, BackupStep.Copying, note);
-                        await NoteLiveChangeAsync(run, cancellationToken);
-                    }
-                    else
-                    {
-                        await PersistBackupAsync(run, BackupStep.Copying, note, cancellationToken);
-                    }
+                    AddStep(run, BackupStep.Copying, note);
+                    await NoteLiveChangeAsync(run, cancellationToken);
 
                     if (run.Disks.Count(d => d.Copied) < run.Disks.Count || run.Disks.Count == 1)
                     {
-                        // Crash tests: with more disks, killed with one disk's result persisted and the others copying or
-                        // not started; with one disk, killed after its copy and before its result was persisted.
+                        // Crash tests: with more disks, killed with one disk copied and the others copying or not
+                        // started; with one disk, killed after its copy and before its result was persisted.
                         KillIfAsked("Copying");
                     }
                 }

@@ -14,13 +14,20 @@ internal sealed partial class VirtualMachineGrain
     /// Takes the VM's operation lock (persisted) or refuses with a Conflict that says what is running.
     /// Callers release it with <see cref="EndOperationAsync"/> in a finally.
     /// </summary>
-    private async Task BeginOperationAsync(string kind, string id, CancellationToken cancellationToken)
+    /// <remarks>
+    /// With <paramref name="persist"/> false the lock holds in this activation only, until the caller's next write
+    /// stores it (a backup stores it with its run): for an operation whose steps before that write touch nothing.
+    /// </remarks>
+    private async Task BeginOperationAsync(string kind, string id, CancellationToken cancellationToken, bool persist = true)
     {
         await LearnFromHostAsync(cancellationToken);
         RequireKnown();
         ThrowIfBusy(id);
         state.State.Operation = new VmOperation { Kind = kind, Id = id, StartedAt = time.GetUtcNow() };
-        await _writes.WriteAsync(cancellationToken);
+        if (persist)
+        {
+            await _writes.WriteAsync(cancellationToken);
+        }
     }
 
     private async Task EndOperationAsync(string id, CancellationToken cancellationToken)

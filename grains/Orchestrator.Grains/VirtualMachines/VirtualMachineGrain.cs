@@ -15,6 +15,7 @@ internal sealed partial class VirtualMachineGrain(
     [PersistentState("vm", StorageNames.Default)] IPersistentState<VirtualMachineState> state,
     IHypervisor hypervisor,
     HostVmLocks fence,
+    BackupSlots slots,
     IOptions<BackupOptions> backupOptions,
     TimeProvider time,
     CheckpointSchedulePlanner planner,

@@ -88,6 +88,15 @@ public sealed class PersistenceSettings
 
     /// <summary>Apply our SQL schema (idempotent) at start.</summary>
     public bool ApplySchema { get; set; } = true;
+
+    /// <summary>
+    /// Grain storage calls this silo makes at once; more wait in the silo, in order. 0: the PostgreSQL connection
+    /// pool's size (Maximum Pool Size of the connection string; 16 for SQLite).
+    /// </summary>
+    public int MaxConcurrentStorageCalls { get; set; }
+
+    /// <summary>How long a grain storage call waits for its turn before it fails (it was then not made).</summary>
+    public TimeSpan StorageWaitTimeout { get; set; } = TimeSpan.FromMinutes(5);
 }
 
 public sealed class ClusterSettings

@@ -54,6 +54,16 @@ public static class OrchestratorSettingsValidator
                 break;
         }
 
+        if (s.Persistence.MaxConcurrentStorageCalls is < 0 or > 10_000)
+        {
+            errors.Add($"{P}:Persistence:MaxConcurrentStorageCalls must be between 0 (the connection pool's size) and 10000");
+        }
+
+        if (s.Persistence.StorageWaitTimeout < TimeSpan.FromSeconds(1) || s.Persistence.StorageWaitTimeout > TimeSpan.FromHours(1))
+        {
+            errors.Add($"{P}:Persistence:StorageWaitTimeout must be between 00:00:01 and 01:00:00");
+        }
+
         CheckPort(errors, $"{P}:Cluster:SiloPort", s.Cluster.SiloPort);
         CheckPort(errors, $"{P}:Endpoints:GrpcPort", s.Endpoints.GrpcPort);
         CheckPort(errors, $"{P}:Endpoints:HttpPort", s.Endpoints.HttpPort);
@@ -166,6 +176,16 @@ public static class OrchestratorSettingsValidator
         if (backup.ParallelCopies is < 1 or > 64)
         {
             errors.Add($"{P}:ParallelCopies must be between 1 and 64");
+        }
+
+        if (backup.MaxConcurrentPerSilo is < 1 or > 100_000)
+        {
+            errors.Add($"{P}:MaxConcurrentPerSilo must be between 1 and 100000");
+        }
+
+        if (backup.QueueTimeout < TimeSpan.FromSeconds(1) || backup.QueueTimeout > TimeSpan.FromDays(1))
+        {
+            errors.Add($"{P}:QueueTimeout must be between 00:00:01 and 1.00:00:00");
         }
 
         if (backup.ReconcileInterval < TimeSpan.FromSeconds(1))

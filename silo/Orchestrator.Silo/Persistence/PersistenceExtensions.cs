@@ -4,6 +4,7 @@ using Npgsql;
 using Orchestrator.Grains;
 using Orchestrator.Grains.Storage;
 using Orchestrator.Silo.Configuration;
+using Orleans.Storage;
 
 namespace Orchestrator.Silo.Persistence;
 
@@ -32,12 +33,13 @@ internal static class PersistenceExtensions
                 o.Invariant = PostgresInvariant;
                 o.ConnectionString = cs;
             });
-            silo.AddAdoNetGrainStorage(StorageNames.Default, o =>
+            silo.AddAdoNetGrainStorage(AdoNetStorage, o =>
             {
                 o.Invariant = PostgresInvariant;
                 o.DataSource = dataSource;
                 o.GrainStorageSerializer = serializer;
             });
+            AddBoundedStorage(silo, settings.Persistence, new NpgsqlConnectionStringBuilder(cs).MaxPoolSize);
             // Gateway port 0: no Orleans gateway at all (the API is gRPC only). The silo port listens on the
             // advertised address alone, never on every interface.
             silo.ConfigureEndpoints(
@@ -51,12 +53,13 @@ internal static class PersistenceExtensions
             // Loopback only, and gateway port 0: no Orleans gateway (the API is gRPC only).
             silo.UseLocalhostClustering(settings.Cluster.SiloPort, gatewayPort: 0, serviceId: settings.Cluster.ServiceId, clusterId: settings.Cluster.ClusterId);
             silo.UseInMemoryReminderService();
-            silo.AddAdoNetGrainStorage(StorageNames.Default, o =>
+            silo.AddAdoNetGrainStorage(AdoNetStorage, o =>
             {
                 o.Invariant = SqliteInvariant;
                 o.DataSource = dataSource;
                 o.GrainStorageSerializer = serializer;
             });
+            AddBoundedStorage(silo, settings.Persistence, SqliteStorageCalls);
         }
 
         silo.Configure<Orleans.Configuration.ClusterOptions>(o =>
@@ -65,6 +68,31 @@ internal static class PersistenceExtensions
             o.ServiceId = settings.Cluster.ServiceId;
         });
         return silo;
+    }
+
+    /// <summary>
+    /// The ADO.NET storage's own name; grains use <see cref="StorageNames.Default"/>, which bounds the calls in flight
+    /// (<see cref="BoundedGrainStorage"/>). Rows do not carry a provider name: state stored before is read the same.
+    /// </summary>
+    private const string AdoNetStorage = "adonet";
+
+    /// <summary>SQLite has one writer at a time; more calls in flight than this only wait inside it.</summary>
+    private const int SqliteStorageCalls = 16;
+
+    /// <summary>
+    /// Grain storage calls in flight at most: the setting, else the connection pool's size, so that the pool never has
+    /// more callers than connections and a burst waits here (bounded) instead of timing out in the driver.
+    /// </summary>
+    private static void AddBoundedStorage(ISiloBuilder silo, PersistenceSettings settings, int poolSize)
+    {
+        var limit = settings.MaxConcurrentStorageCalls > 0 ? settings.MaxConcurrentStorageCalls : poolSize;
+        silo.Services.AddKeyedSingleton<IGrainStorage>(
+            StorageNames.Default,
+            (sp, _) => new BoundedGrainStorage(
+                sp.GetRequiredKeyedService<IGrainStorage>(AdoNetStorage),
+                limit,
+                settings.StorageWaitTimeout,
+                sp.GetRequiredService<TimeProvider>()));
     }
 
     /// <summary>Applies the schema when configured to (before the silo starts: clustering needs its tables).</summary>

@@ -1,3 +1,5 @@
+using Microsoft.Extensions.DependencyInjection;
+using Orchestrator.Grains.Backups;
 using Orchestrator.Hypervisor;
 using Orchestrator.Hypervisor.Simulated;
 
@@ -128,6 +130,48 @@ public sealed class BackupWorkflowTests(ThreeHostClusterFixture fixture)
         var run = await WaitDoneAsync(vm, await vm.StartBackupAsync(new BackupRequest()));
 
         Assert.Equal(BackupStep.Completed, run.Step);
+    }
+
+    [Fact]
+    public async Task StartBackup_EverySiloSlotTaken_WaitsQueuedWithoutTouchingTheVmThenCompletes()
+    {
+        var (vm, hypervisor) = await NewVmAsync("kvm-02", "bk-queued", ("vda", "qcow2", 1L << 30), ("vdb", "raw", 1L << 29));
+        var slots = fixture.SiloOf("kvm-02").ServiceProvider.GetRequiredService<BackupSlots>();
+        var held = new List<BackupSlots.Lease>();
+        while (slots.TryEnter() is { } lease)
+        {
+            held.Add(lease);
+        }
+
+        BackupRunView queued;
+        try
+        {
+            var started = await vm.StartBackupAsync(new BackupRequest());
+            queued = started;
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+            while (queued.Step != BackupStep.Queued)
+            {
+                Assert.True(DateTime.UtcNow < deadline, $"run at {queued.Step}, not queued");
+                queued = await vm.WaitBackupAsync(started.RunKey.Split('/')[^1], queued.Version, TimeSpan.FromSeconds(2));
+            }
+
+            // Waiting, it holds the VM's lock and has touched nothing: no overlay, one waiting run on the silo.
+            Assert.Equal(1, slots.WaitingCount);
+            Assert.All((await hypervisor.GetDomainAsync("bk-queued")).Disks, d => Assert.DoesNotContain(".orch-", d.SourcePath, StringComparison.Ordinal));
+            var e = await Assert.ThrowsAsync<OrchestratorException>(() => vm.StartBackupAsync(new BackupRequest()));
+            Assert.Equal(ErrorCode.Conflict, e.Code);
+        }
+        finally
+        {
+            held.ForEach(l => l.Dispose());
+        }
+
+        var run = await WaitDoneAsync(vm, queued);
+        Assert.Equal(BackupStep.Completed, run.Step);
+        Assert.Equal(
+            [BackupStep.Admitted, BackupStep.Preflight, BackupStep.Quiesce, BackupStep.Queued, BackupStep.Quiesce, BackupStep.OverlayActive, BackupStep.Copying, BackupStep.Copying, BackupStep.Copying, BackupStep.Committing, BackupStep.Cleaning, BackupStep.Verifying, BackupStep.Completed],
+            run.Steps.Select(s => s.Step));
+        Assert.Equal((0, 0), (slots.RunningCount, slots.WaitingCount));
     }
 
     [Fact]
