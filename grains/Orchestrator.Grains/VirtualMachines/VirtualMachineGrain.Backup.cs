@@ -104,7 +104,9 @@ internal sealed partial class VirtualMachineGrain
     /// </summary>
     private async Task ReleaseOrphanedBackupLockAsync(CancellationToken cancellationToken)
     {
-        if (state.State.Operation is { Kind: BackupKind } op && state.State.ActiveBackup?.RunId != op.Id)
+        // A repair cut short is not running any more either: each of its steps starts from the live chain, so the
+        // operator runs it again (a commit job it left is waited for, not started twice).
+        if (state.State.Operation is { Kind: BackupKind or RepairKind } op && state.State.ActiveBackup?.RunId != op.Id)
         {
             state.State.Operation = null;
             await _writes.WriteAsync(cancellationToken);

@@ -10,6 +10,8 @@ namespace Orchestrator.Grains.VirtualMachines;
 /// </summary>
 internal sealed partial class VirtualMachineGrain
 {
+    private const string RepairKind = "repair";
+
     public async Task<IReadOnlyList<OverlayRepair>> RepairOverlaysAsync(bool dryRun, CancellationToken cancellationToken = default)
     {
         await LearnFromHostAsync(cancellationToken);
@@ -31,7 +33,7 @@ internal sealed partial class VirtualMachineGrain
         }
 
         var id = $"repair-{time.GetUtcNow().UtcTicks}";
-        await BeginOperationAsync("repair", id, cancellationToken);
+        await BeginOperationAsync(RepairKind, id, cancellationToken);
         var results = new List<OverlayRepair>();
         try
         {
