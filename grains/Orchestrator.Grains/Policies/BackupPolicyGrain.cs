@@ -236,6 +236,28 @@ internal sealed partial class BackupPolicyGrain(
         }
     }
 
+    public async Task<PolicyRunChanges> WaitRunChangesAsync(string runId, PolicyRunCursor? since, TimeSpan maxWait, CancellationToken cancellationToken = default)
+    {
+        if (since is not null && since.RunId != runId)
+        {
+            throw OrchestratorException.InvalidArgument("since", $"the cursor is of run '{since.RunId}', not of '{runId}'");
+        }
+
+        var deadline = time.GetUtcNow() + maxWait;
+        while (true)
+        {
+            var run = FindRun(runId);
+            var changes = await ChangesAsync(run, since, cancellationToken);
+            var remaining = deadline - time.GetUtcNow();
+            if (since is null || !changes.Cursor.SameAs(since) || changes.Run.IsTerminal || remaining <= TimeSpan.Zero)
+            {
+                return changes;
+            }
+
+            await WaitAnyChangeAsync(run, since, remaining, cancellationToken);
+        }
+    }
+
     public async Task ReceiveReminder(string reminderName, TickStatus status)
     {
         if (reminderName != ReminderName)
