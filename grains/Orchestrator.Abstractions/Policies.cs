@@ -199,6 +199,79 @@ public sealed record PolicyRunView(
     public bool IsTerminal => State != PolicyRunState.Running;
 }
 
+/// <summary>How many of a run's targets are in each status (over every target of the run).</summary>
+[GenerateSerializer]
+[Alias("orchestrator.PolicyRunCounts")]
+public sealed record PolicyRunCounts(
+    [property: Id(0)] int Pending,
+    [property: Id(1)] int Running,
+    [property: Id(2)] int Succeeded,
+    [property: Id(3)] int Failed,
+    [property: Id(4)] int Skipped)
+{
+    public static readonly PolicyRunCounts Zero = new(0, 0, 0, 0, 0);
+
+    public int Total => Pending + Running + Succeeded + Failed + Skipped;
+
+    public static PolicyRunCounts Of(IEnumerable<PolicyTargetStatus> statuses)
+    {
+        ArgumentNullException.ThrowIfNull(statuses);
+        Span<int> n = stackalloc int[5];
+        foreach (var status in statuses)
+        {
+            n[(int)status]++;
+        }
+
+        return new PolicyRunCounts(n[0], n[1], n[2], n[3], n[4]);
+    }
+
+    public PolicyRunCounts Plus(PolicyRunCounts other)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        return new(Pending + other.Pending, Running + other.Running, Succeeded + other.Succeeded, Failed + other.Failed, Skipped + other.Skipped);
+    }
+}
+
+/// <summary>
+/// Where a watcher of a run stands, per host part: the part's activation (<see cref="Epoch"/>, 0 = none seen), the
+/// part's version it has seen, and the part's counts then. Opaque to clients (the gRPC watch keeps it server-side).
+/// </summary>
+[GenerateSerializer]
+[Alias("orchestrator.PolicyRunPartCursor")]
+public sealed record PolicyRunPartCursor(
+    [property: Id(0)] string Host,
+    [property: Id(1)] long Epoch,
+    [property: Id(2)] long Version,
+    [property: Id(3)] PolicyRunCounts Counts);
+
+/// <summary>What a watcher has seen of a run: the header's version and, per host, its part's cursor.</summary>
+[GenerateSerializer]
+[Alias("orchestrator.PolicyRunCursor")]
+public sealed record PolicyRunCursor(
+    [property: Id(0)] string RunId,
+    [property: Id(1)] long Header,
+    [property: Id(2)] IReadOnlyList<PolicyRunPartCursor> Parts)
+{
+    /// <summary>Same position (a part's version moved without a visible change counts as a move too).</summary>
+    public bool SameAs(PolicyRunCursor? other) =>
+        other is not null && RunId == other.RunId && Header == other.Header && Parts.Count == other.Parts.Count
+        && Parts.Zip(other.Parts).All(p => p.First.Host == p.Second.Host && p.First.Epoch == p.Second.Epoch && p.First.Version == p.Second.Version);
+}
+
+/// <summary>
+/// A run's changes since a cursor: <see cref="Run"/> is the header (state, times, version, error) whose
+/// <see cref="PolicyRunView.Targets"/> holds only the targets that changed since the cursor, or every target when
+/// <see cref="Full"/> (no cursor given: replace what you keep); apply them by host/VM (targets are never removed
+/// from a run). <see cref="Counts"/> covers every target. Pass <see cref="Cursor"/> back to get the next changes.
+/// </summary>
+[GenerateSerializer]
+[Alias("orchestrator.PolicyRunChanges")]
+public sealed record PolicyRunChanges(
+    [property: Id(0)] PolicyRunView Run,
+    [property: Id(1)] bool Full,
+    [property: Id(2)] PolicyRunCounts Counts,
+    [property: Id(3)] PolicyRunCursor Cursor);
+
 /// <summary>
 /// One fleet-wide policy (key: policy name). Placed on the silo that first calls it; its state is persisted
 /// and a reminder wakes it for schedules, retries and to resume a run after a crash.
@@ -240,6 +313,16 @@ public interface IBackupPolicyGrain : IGrainWithStringKey
     [AlwaysInterleave]
     [Alias("WaitRun")]
     Task<PolicyRunView> WaitRunAsync(string runId, long afterVersion, TimeSpan maxWait, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// A run's changes since <paramref name="since"/> (null: the whole run, <see cref="PolicyRunChanges.Full"/>): returns
+    /// once something changed, the run ended, or after <paramref name="maxWait"/> (then with no targets). Costs
+    /// O(hosts + targets changed), not O(targets): each host's part keeps a change log of its targets. A part that
+    /// cannot answer from its log (it was re-activated since, on another silo) sends all of its targets once.
+    /// </summary>
+    [AlwaysInterleave]
+    [Alias("WaitRunChanges")]
+    Task<PolicyRunChanges> WaitRunChangesAsync(string runId, PolicyRunCursor? since, TimeSpan maxWait, CancellationToken cancellationToken = default);
 }
 
 /// <summary>A VM in the fleet's index (kept up to date by every host's inventory sync and every finished operation).</summary>

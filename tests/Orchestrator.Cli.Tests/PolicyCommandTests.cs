@@ -495,6 +495,67 @@ public sealed class PolicyCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task RunWatchJson_ServerSendsChangesOnly_AsksForThem_RebuildsEveryTargetFromTheChanges()
+    {
+        // The whole run once, then only what changed: web-3 skipped, then the end with web-1 and web-2.
+        PolicyRun ended = PolicySamples.PartialRun();
+        PolicyRun skipped = PolicySamples.RunningRun();
+        skipped.Version = 6;
+        skipped.Targets.Clear();
+        skipped.Targets.Add(ended.Targets.Single(t => t.Vm == "web-3"));
+        PolicyRun end = ended.Clone();
+        end.Targets.Clear();
+        end.Targets.AddRange(ended.Targets.Where(t => t.Vm != "web-3"));
+        FakeCallInvoker invoker = new FakeCallInvoker()
+            .On<RunPolicyRequest, RunPolicyResponse>("RunPolicy", _ => new RunPolicyResponse { Run = PolicySamples.RunningRun() })
+            .OnStream<WatchPolicyRunRequest, WatchPolicyRunResponse>(
+                "WatchPolicyRun",
+                new WatchPolicyRunResponse { Run = PolicySamples.RunningRun(), Full = true },
+                new WatchPolicyRunResponse { Run = skipped },
+                new WatchPolicyRunResponse { Run = end });
+
+        CliRun run = await CliRun.RunAsync(invoker, "policy", "run", "nightly-web", "--watch", "--format", "json");
+
+        Assert.Equal(ExitCodes.RunFailed, run.ExitCode);
+        var watch = Assert.IsType<WatchPolicyRunRequest>(invoker.Calls.Single(c => c.Method == "WatchPolicyRun").Request);
+        Assert.True(watch.ChangesOnly);
+        using JsonDocument json = JsonDocument.Parse(run.Stdout);
+        Assert.Equal("partial", json.RootElement.GetProperty("state").GetString());
+        var targets = json.RootElement.GetProperty("targets").EnumerateArray()
+            .Select(t => $"{t.GetProperty("host").GetString()}/{t.GetProperty("vm").GetString()}={t.GetProperty("status").GetString()}")
+            .ToList();
+        Assert.Equal(["kvm-01/web-1=succeeded", "kvm-01/web-2=succeeded", "kvm-03/web-3=skipped"], targets);
+        // web-3's change came while the run went on (elapsed counted to now), web-2's with the end.
+        Assert.Contains(Lines(run.Stderr), l => l.EndsWith("  kvm-03/web-3  skipped  host unavailable: no live silo serves host 'kvm-03'", StringComparison.Ordinal));
+        Assert.Contains("0:01:35  kvm-01/web-2  succeeded  kvm-01/web-2/b-20261126-020042-0d0e0f", Lines(run.Stderr));
+    }
+
+    [Fact]
+    public async Task WatchJson_FullMessageAfterChanges_ReplacesWhatWasKept()
+    {
+        PolicyRun other = PolicySamples.RunningRun();
+        other.Targets.Clear();
+        other.Targets.Add(PolicySamples.PartialRun().Targets.Single(t => t.Vm == "web-1"));
+        PolicyRun ended = PolicySamples.PartialRun();
+        ended.Targets.RemoveAt(ended.Targets.IndexOf(ended.Targets.Single(t => t.Vm == "web-2")));
+        FakeCallInvoker invoker = new FakeCallInvoker()
+            .OnStream<WatchPolicyRunRequest, WatchPolicyRunResponse>(
+                "WatchPolicyRun",
+                new WatchPolicyRunResponse { Run = PolicySamples.RunningRun(), Full = true },
+                new WatchPolicyRunResponse { Run = other },
+                new WatchPolicyRunResponse { Run = ended, Full = true });
+
+        CliRun run = await CliRun.RunAsync(invoker, "policy", "watch", "nightly-web", PolicySamples.RunId, "--format", "json");
+
+        string[] updates = Lines(run.Stdout);
+        Assert.Equal(3, updates.Length);
+        using JsonDocument last = JsonDocument.Parse(updates[^1]);
+        Assert.Equal(["web-1", "web-3"], last.RootElement.GetProperty("targets").EnumerateArray().Select(t => t.GetProperty("vm").GetString()));
+        using JsonDocument second = JsonDocument.Parse(updates[1]);
+        Assert.Equal(3, second.RootElement.GetProperty("targets").GetArrayLength());
+    }
+
+    [Fact]
     public async Task RunWatch_Failed_ExitsRunFailedWithTheRunsError()
     {
         FakeCallInvoker invoker = Watching(PolicySamples.FailedRun());

@@ -405,10 +405,13 @@ internal static class PolicyCommands
         CancellationToken cancellationToken)
     {
         var client = new PolicyService.PolicyServiceClient(context.CallInvoker);
+
+        // The server sends the run whole once, then only what changed: the run is rebuilt here from its changes.
+        var changes = new PolicyRunChanges();
         return StreamFollower.FollowAsync(
             context,
-            options => client.WatchPolicyRun(new WatchPolicyRunRequest { Name = policy, RunId = runId }, options),
-            response => response.Run is { } run ? PolicyRunView.From(run) : null,
+            options => client.WatchPolicyRun(new WatchPolicyRunRequest { Name = policy, RunId = runId, ChangesOnly = true }, options),
+            changes.Apply,
             run => run.HasEnded,
             $"policy {policy} run {runId}",
             $"policy watch {policy} {runId}",

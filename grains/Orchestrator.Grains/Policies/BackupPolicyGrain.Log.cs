@@ -7,6 +7,9 @@ internal sealed partial class BackupPolicyGrain
     [LoggerMessage(Level = LogLevel.Information, Message = "Policy {Policy}: version {Version} applied (created: {Created})")]
     private static partial void LogApplied(ILogger logger, string policy, int version, bool created);
 
+    [LoggerMessage(Level = LogLevel.Information, Message = "Policy {Policy}: {Runs} runs stored in the hot state by an earlier version moved out ({Finished} finished ones to the history)")]
+    private static partial void LogLegacyRunsMigrated(ILogger logger, string policy, int runs, int finished);
+
     [LoggerMessage(Level = LogLevel.Information, Message = "Policy {Policy}: deleted")]
     private static partial void LogDeleted(ILogger logger, string policy);
 

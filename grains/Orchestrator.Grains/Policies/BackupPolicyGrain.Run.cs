@@ -499,6 +499,94 @@ internal sealed partial class BackupPolicyGrain : IPolicyRunCoordinator
     private static PolicyTargetView TargetView(PolicyTargetRecord t) =>
         new(t.Host, t.Vm, t.Status, t.BackupRun, t.Checkpoint, t.Reason, t.AdmittedAt, t.ReleasedAt, t.Attempts);
 
+    /// <summary>
+    /// A run's changes since <paramref name="since"/>: the header, and from each part (one call per host, in parallel)
+    /// only the targets its change log has after the cursor's version. A part not started yet sends its handed-over
+    /// VMs once; a part that does not answer keeps its cursor (its changes come later).
+    /// </summary>
+    private async Task<PolicyRunChanges> ChangesAsync(PolicyRunRecord run, PolicyRunCursor? since, CancellationToken cancellationToken)
+    {
+        if (run.Parts.Count == 0)
+        {
+            // A run of the old shape carries its VMs inline: whole, every time (it changes no more).
+            var all = run.Targets.Select(TargetView).ToList();
+            return new PolicyRunChanges(RunView(run, all, run.Version), Full: true, PolicyRunCounts.Of(all.Select(t => t.Status)), new PolicyRunCursor(run.RunId, run.Version, []));
+        }
+
+        var seen = since?.Parts.ToDictionary(p => p.Host, StringComparer.Ordinal) ?? new Dictionary<string, PolicyRunPartCursor>(StringComparer.Ordinal);
+        var answers = await Task.WhenAll(run.Parts.Select(async part =>
+        {
+            var before = seen.GetValueOrDefault(part.Host);
+            if (part.Handoff.Count > 0)
+            {
+                // Its VMs are still in the header (their statuses do not change before the part has them): sent once.
+                var counts = PolicyRunCounts.Of(part.Handoff.Select(t => t.Status));
+                IReadOnlyList<PolicyTargetView> handed = before is { Epoch: 0 } ? [] : [.. part.Handoff.Select(TargetView)];
+                return (Cursor: new PolicyRunPartCursor(part.Host, 0, run.Version, counts), Targets: handed);
+            }
+
+            try
+            {
+                var found = await Part(part.Host).GetChangesAsync(run.RunId, before?.Epoch ?? 0, before?.Version ?? 0, cancellationToken).WaitAsync(PartCallLimit, time, cancellationToken);
+                if (found is not null)
+                {
+                    return (Cursor: new PolicyRunPartCursor(part.Host, found.Epoch, found.Version, found.Counts), found.Targets);
+                }
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                LogPartUnreachable(logger, Name, run.RunId, part.Host, e.Message);
+            }
+
+            // Unreachable, or it lost the run: what the watcher saw stands (the header's counts when it saw nothing).
+            var known = before ?? new PolicyRunPartCursor(part.Host, -1, 0, part.Done
+                ? new PolicyRunCounts(0, 0, part.Succeeded, part.Failed, part.Skipped)
+                : new PolicyRunCounts(part.TargetCount - part.Succeeded - part.Failed - part.Skipped, 0, part.Succeeded, part.Failed, part.Skipped));
+            return (Cursor: known, Targets: (IReadOnlyList<PolicyTargetView>)[]);
+        }));
+
+        var targets = answers.SelectMany(a => a.Targets).ToList();
+        var cursor = new PolicyRunCursor(run.RunId, run.Version, [.. answers.Select(a => a.Cursor)]);
+        var version = run.IsTerminal ? run.Version : Math.Max(run.Version, answers.Max(a => a.Cursor.Version));
+        var total = answers.Aggregate(PolicyRunCounts.Zero, (sum, a) => sum.Plus(a.Cursor.Counts));
+        return new PolicyRunChanges(RunView(run, targets, version), Full: since is null, total, cursor);
+    }
+
+    /// <summary>Waits for the header to move past the cursor or any unfinished part to change past its own cursor.</summary>
+    private async Task WaitAnyChangeAsync(PolicyRunRecord run, PolicyRunCursor since, TimeSpan wait, CancellationToken cancellationToken)
+    {
+        if (run.Version != since.Header)
+        {
+            return;
+        }
+
+        var seen = since.Parts.ToDictionary(p => p.Host, StringComparer.Ordinal);
+        var waits = run.Parts
+            .Where(p => !p.Done && p.Handoff.Count == 0)
+            .Select(async p =>
+            {
+                var before = seen.GetValueOrDefault(p.Host);
+                try
+                {
+                    await Part(p.Host).WaitChangeSinceAsync(run.RunId, before?.Epoch ?? 0, before?.Version ?? 0, wait, cancellationToken);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    // An unreachable part does not wake the watcher (it would spin): only the header or another part does.
+                    await Task.Delay(wait, time, cancellationToken);
+                }
+            })
+            .Append(_runChanged.Task)
+            .ToList();
+        try
+        {
+            await Task.WhenAny(waits).WaitAsync(wait, time, cancellationToken);
+        }
+        catch (TimeoutException)
+        {
+        }
+    }
+
     /// <summary>Waits for the header to change or any unfinished part to change past <paramref name="afterVersion"/>.</summary>
     private async Task WaitAnyChangeAsync(PolicyRunRecord run, long afterVersion, TimeSpan wait, CancellationToken cancellationToken)
     {

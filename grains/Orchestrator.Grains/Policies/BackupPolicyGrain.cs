@@ -48,6 +48,11 @@ internal sealed partial class BackupPolicyGrain(
 
         PolicyMetrics.Publish(this, Name, state.State);
 
+        if (state.State.LegacyRuns.Count > 0)
+        {
+            await MigrateLegacyRunsAsync(cancellationToken);
+        }
+
         if (state.State.ActiveRun is { IsTerminal: true } finished)
         {
             // The silo died between recording a finished run in the history and clearing it here.
@@ -70,6 +75,36 @@ internal sealed partial class BackupPolicyGrain(
         }
 
         ArmTick(TimeSpan.Zero);
+    }
+
+    /// <summary>
+    /// Runs stored by the code before the history had its own state (all in the hot state): the finished ones move to
+    /// the history (written first: a crash in between leaves them in both, and the next activation skips those already
+    /// there), one still running becomes the active run (handed to parts like any old-shape run), and the hot state
+    /// is written without them.
+    /// </summary>
+    private async Task MigrateLegacyRunsAsync(CancellationToken cancellationToken)
+    {
+        var s = state.State;
+        var known = history.State.Runs.Select(r => r.RunId).ToHashSet(StringComparer.Ordinal);
+        var finished = s.LegacyRuns.Where(r => r.IsTerminal && !known.Contains(r.RunId)).ToList();
+        if (finished.Count > 0)
+        {
+            history.State.Runs.AddRange(finished);
+            history.State.Runs.Sort((a, b) => a.StartedAt.CompareTo(b.StartedAt));
+            TrimHistory();
+            await _historyWrites.WriteAsync(cancellationToken);
+        }
+
+        if (s.ActiveRun is null && s.LegacyRuns.LastOrDefault(r => !r.IsTerminal) is { } running)
+        {
+            s.ActiveRun = running;
+        }
+
+        var moved = s.LegacyRuns.Count;
+        s.LegacyRuns = [];
+        await WriteAsync(cancellationToken);
+        LogLegacyRunsMigrated(logger, Name, moved, finished.Count);
     }
 
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
@@ -233,6 +268,28 @@ internal sealed partial class BackupPolicyGrain(
             }
 
             await WaitAnyChangeAsync(run, afterVersion, remaining, cancellationToken);
+        }
+    }
+
+    public async Task<PolicyRunChanges> WaitRunChangesAsync(string runId, PolicyRunCursor? since, TimeSpan maxWait, CancellationToken cancellationToken = default)
+    {
+        if (since is not null && since.RunId != runId)
+        {
+            throw OrchestratorException.InvalidArgument("since", $"the cursor is of run '{since.RunId}', not of '{runId}'");
+        }
+
+        var deadline = time.GetUtcNow() + maxWait;
+        while (true)
+        {
+            var run = FindRun(runId);
+            var changes = await ChangesAsync(run, since, cancellationToken);
+            var remaining = deadline - time.GetUtcNow();
+            if (since is null || !changes.Cursor.SameAs(since) || changes.Run.IsTerminal || remaining <= TimeSpan.Zero)
+            {
+                return changes;
+            }
+
+            await WaitAnyChangeAsync(run, since, remaining, cancellationToken);
         }
     }
 

@@ -33,7 +33,14 @@ public sealed record class BackupPolicyState
     [Key(5)]
     public DateTimeOffset? NextRunAt { get; set; }
 
-    // Key 6 is retired (it held every run; finished runs now live in PolicyRunHistoryState).
+    /// <summary>
+    /// Retired: every run, finished ones included, as the code before <see cref="PolicyRunHistoryState"/> stored them.
+    /// Still read: on activation the finished ones move to the history and one still running becomes
+    /// <see cref="ActiveRun"/>, then this is emptied; never added to.
+    /// </summary>
+    [Id(6)]
+    [Key(6)]
+    public List<PolicyRunRecord> LegacyRuns { get; set; } = [];
 
     /// <summary>
     /// The run in progress: its header only (spec, trigger, times, one <see cref="PolicyRunPartRecord"/> per host with

@@ -33,6 +33,20 @@ public interface IPolicyHostRunGrain : IGrainWithStringKey
     [Alias("WaitChange")]
     Task<long> WaitChangeAsync(string runId, long afterVersion, TimeSpan maxWait, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// The targets of a run that changed since <paramref name="sinceVersion"/> of this part's activation
+    /// <paramref name="epoch"/> (from the part's in-memory change log: O(changes)); every target (Full) when the epoch
+    /// is another activation's or 0. Null when the part does not hold the run.
+    /// </summary>
+    [AlwaysInterleave]
+    [Alias("GetChanges")]
+    Task<PolicyHostRunChanges?> GetChangesAsync(string runId, long epoch, long sinceVersion, CancellationToken cancellationToken = default);
+
+    /// <summary>Returns once the run's version is above <paramref name="afterVersion"/> of <paramref name="epoch"/> (another epoch: at once), it ended, or after <paramref name="maxWait"/>.</summary>
+    [AlwaysInterleave]
+    [Alias("WaitChangeSince")]
+    Task WaitChangeSinceAsync(string runId, long epoch, long afterVersion, TimeSpan maxWait, CancellationToken cancellationToken = default);
+
     /// <summary>Drops the part's run history (the policy is being deleted); refused while a run is in progress.</summary>
     [Alias("Clear")]
     Task ClearAsync(CancellationToken cancellationToken = default);
@@ -93,3 +107,15 @@ public sealed record PolicyHostRunTargets(
     [property: Id(0)] string RunId,
     [property: Id(1)] IReadOnlyList<PolicyTargetView> Targets,
     [property: Id(2)] long Version);
+
+/// <summary>A part's targets that changed since a watcher's cursor (all of them when <see cref="Full"/>), and where it stands now.</summary>
+[GenerateSerializer]
+[Alias("orchestrator.PolicyHostRunChanges")]
+public sealed record PolicyHostRunChanges(
+    [property: Id(0)] string RunId,
+    [property: Id(1)] long Epoch,
+    [property: Id(2)] long Version,
+    [property: Id(3)] bool Full,
+    [property: Id(4)] bool Done,
+    [property: Id(5)] IReadOnlyList<PolicyTargetView> Targets,
+    [property: Id(6)] PolicyRunCounts Counts);

@@ -58,6 +58,10 @@ internal sealed partial class PolicyHostRunGrain(
     private IGrainTimer? _checkpointTimer;
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
+    /// <summary>This activation's identity for watchers' cursors (a change log does not outlive its activation).</summary>
+    private readonly long _epoch = Random.Shared.NextInt64(1, long.MaxValue);
+    private PolicyRunChangeLog? _log;
+
     private string Host => GrainKeys.HostOf(this.GetPrimaryKeyString());
 
     private string Policy => this.GetPrimaryKeyString()[(Host.Length + 1)..];
@@ -68,6 +72,7 @@ internal sealed partial class PolicyHostRunGrain(
     {
         if (state.State.Active is { } run)
         {
+            _log = new PolicyRunChangeLog(run);
             if (run.Done)
             {
                 // The silo died between filing the outcome and clearing the active run.
@@ -117,6 +122,7 @@ internal sealed partial class PolicyHostRunGrain(
             Version = NextVersion(0),
         };
         state.State.Active = run;
+        _log = new PolicyRunChangeLog(run);
         await _stateWrites.WriteAsync(cancellationToken);
         LogPartStarted(logger, Policy, run.RunId, Host, run.Targets.Count, run.Granted);
 
@@ -183,6 +189,42 @@ internal sealed partial class PolicyHostRunGrain(
         }
     }
 
+    public Task<PolicyHostRunChanges?> GetChangesAsync(string runId, long epoch, long sinceVersion, CancellationToken cancellationToken = default)
+    {
+        if (Find(runId) is not { } run)
+        {
+            return Task.FromResult<PolicyHostRunChanges?>(null);
+        }
+
+        var log = _log is { } l && ReferenceEquals(l.Run, run) ? l : null;
+        var changed = epoch == _epoch ? log?.Since(sinceVersion) : null;
+        var result = changed is null
+            ? new PolicyHostRunChanges(run.RunId, _epoch, run.Version, Full: true, run.Done, [.. run.Targets.Select(View)], log?.Counts ?? PolicyRunCounts.Of(run.Targets.Select(t => t.Status)))
+            : new PolicyHostRunChanges(run.RunId, _epoch, run.Version, Full: false, run.Done, [.. changed.Select(View)], log!.Counts);
+        return Task.FromResult<PolicyHostRunChanges?>(result);
+    }
+
+    public async Task WaitChangeSinceAsync(string runId, long epoch, long afterVersion, TimeSpan maxWait, CancellationToken cancellationToken = default)
+    {
+        var deadline = time.GetUtcNow() + maxWait;
+        while (Find(runId) is { } run && epoch == _epoch && run.Version <= afterVersion && !run.Done)
+        {
+            var remaining = deadline - time.GetUtcNow();
+            if (remaining <= TimeSpan.Zero)
+            {
+                return;
+            }
+
+            try
+            {
+                await _changed.Task.WaitAsync(remaining, time, cancellationToken);
+            }
+            catch (TimeoutException)
+            {
+            }
+        }
+    }
+
     public async Task ClearAsync(CancellationToken cancellationToken = default)
     {
         if (state.State.Active is { Done: false } active)
@@ -222,10 +264,15 @@ internal sealed partial class PolicyHostRunGrain(
     /// <summary>Ticks of now, and always above the previous version: versions grow across activations too.</summary>
     private long NextVersion(long previous) => Math.Max(previous + 1, time.GetUtcNow().UtcTicks);
 
-    /// <summary>A target changed: watchers wake, the next checkpoint writes it.</summary>
-    private void Changed(PolicyHostRunRecord run)
+    /// <summary>A target (or the part itself, <paramref name="target"/> null) changed: watchers wake, the next checkpoint writes it.</summary>
+    private void Changed(PolicyHostRunRecord run, PolicyTargetRecord? target)
     {
         run.Version = NextVersion(run.Version);
+        if (target is not null && _log is { } log && ReferenceEquals(log.Run, run))
+        {
+            log.Record(target, run.Version);
+        }
+
         _dirty = true;
         var previous = _changed;
         _changed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -318,7 +365,12 @@ internal sealed partial class PolicyHostRunGrain(
         }
 
         _recovering = false;
-        Changed(run);
+        foreach (var target in open)
+        {
+            Changed(run, target);
+        }
+
+        Changed(run, null);
         Pump(run);
     }
 
@@ -412,7 +464,7 @@ internal sealed partial class PolicyHostRunGrain(
             target.Attempts++;
             PolicyMetrics.RecordAdmitted(Policy, run.StartedAt, target);
             _running++;
-            Changed(run);
+            Changed(run, target);
             _ = RunTargetAsync(run, target, resumed: false);
         }
 
@@ -538,7 +590,7 @@ internal sealed partial class PolicyHostRunGrain(
             target.ReleasedAt = now;
             target.NotBefore = now + BusyBackoff;
             target.Reason = $"busy: {e.Message}";
-            Changed(run);
+            Changed(run, target);
             return true;
         }
         catch (OrchestratorException e) when (e.Code == ErrorCode.HostUnavailable)
@@ -613,7 +665,7 @@ internal sealed partial class PolicyHostRunGrain(
                     ?? throw (hostDirectory.FindSilo(target.Host) is null ? OrchestratorException.HostUnavailable(target.Host) : e);
             }
 
-            Changed(run);
+            Changed(run, target);
         }
 
         var runKey = target.BackupRun;
@@ -698,7 +750,7 @@ internal sealed partial class PolicyHostRunGrain(
             target.ReleasedAt = time.GetUtcNow();
         }
 
-        Changed(run);
+        Changed(run, target);
         LogTargetSkipped(logger, Policy, run.RunId, target.Key, reason);
     }
 
@@ -708,7 +760,7 @@ internal sealed partial class PolicyHostRunGrain(
         target.Status = status;
         target.Reason = reason;
         target.ReleasedAt = time.GetUtcNow();
-        Changed(run);
+        Changed(run, target);
         LogTargetEnded(logger, Policy, run.RunId, target.Key, status, reason ?? "-");
     }
 
@@ -773,7 +825,7 @@ internal sealed partial class PolicyHostRunGrain(
     {
         run.Returned = Math.Max(run.Returned, run.Granted);
         run.EndedAt = time.GetUtcNow();
-        Changed(run);
+        Changed(run, null);
         await FileAsync(run);
     }
 

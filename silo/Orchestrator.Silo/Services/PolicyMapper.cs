@@ -155,6 +155,20 @@ internal static class PolicyMapper
         return proto;
     }
 
+    public static V1.PolicyRunCounts ToProto(Contract.PolicyRunCounts counts)
+    {
+        ArgumentNullException.ThrowIfNull(counts);
+        return new()
+        {
+            Total = counts.Total,
+            Pending = counts.Pending,
+            Running = counts.Running,
+            Succeeded = counts.Succeeded,
+            Failed = counts.Failed,
+            Skipped = counts.Skipped,
+        };
+    }
+
     public static V1.PolicyTarget ToProto(Contract.PolicyTargetView target) => new()
     {
         Host = target.Host,

@@ -84,18 +84,50 @@ internal sealed class PolicyService(IGrainFactory grains) : Api.V1.PolicyService
         var ct = context.CancellationToken;
         var policy = Policy(request.Name);
         var runId = RunId(request.RunId);
+        if (request.ChangesOnly)
+        {
+            await WatchChangesAsync(policy, runId, responseStream, ct);
+            return;
+        }
+
         var run = await policy.GetRunAsync(runId, ct);
-        await responseStream.WriteAsync(new WatchPolicyRunResponse { Run = PolicyMapper.ToProto(run) }, ct);
+        await responseStream.WriteAsync(new WatchPolicyRunResponse { Run = PolicyMapper.ToProto(run), Full = true, Counts = PolicyMapper.ToProto(PolicyRunCounts.Of(run.Targets.Select(t => t.Status))) }, ct);
         while (!run.IsTerminal && !ct.IsCancellationRequested)
         {
             var next = await policy.WaitRunAsync(runId, run.Version, WatchPoll, ct);
             if (next.Version != run.Version || next.IsTerminal)
             {
-                await responseStream.WriteAsync(new WatchPolicyRunResponse { Run = PolicyMapper.ToProto(next) }, ct);
+                await responseStream.WriteAsync(new WatchPolicyRunResponse { Run = PolicyMapper.ToProto(next), Full = true, Counts = PolicyMapper.ToProto(PolicyRunCounts.Of(next.Targets.Select(t => t.Status))) }, ct);
             }
 
             run = next;
         }
+    }
+
+    /// <summary>
+    /// The run whole once, then its header and only the targets that changed: the cursor of what this stream sent
+    /// stays here, so each message costs O(targets changed), not O(targets).
+    /// </summary>
+    private static async Task WatchChangesAsync(IBackupPolicyGrain policy, string runId, IServerStreamWriter<WatchPolicyRunResponse> responseStream, CancellationToken ct)
+    {
+        var changes = await policy.WaitRunChangesAsync(runId, since: null, TimeSpan.Zero, ct);
+        await responseStream.WriteAsync(Response(changes), ct);
+        var sent = changes;
+        while (!changes.Run.IsTerminal && !ct.IsCancellationRequested)
+        {
+            changes = await policy.WaitRunChangesAsync(runId, changes.Cursor, WatchPoll, ct);
+
+            // A part's version may move without a change a client sees: nothing is sent for that.
+            if (changes.Full || changes.Run.Targets.Count > 0 || changes.Run.IsTerminal || changes.Run.State != sent.Run.State
+                || changes.Cursor.Header != sent.Cursor.Header || changes.Counts != sent.Counts)
+            {
+                await responseStream.WriteAsync(Response(changes), ct);
+                sent = changes;
+            }
+        }
+
+        static WatchPolicyRunResponse Response(PolicyRunChanges c) =>
+            new() { Run = PolicyMapper.ToProto(c.Run), Full = c.Full, Counts = PolicyMapper.ToProto(c.Counts) };
     }
 
     private IBackupPolicyGrain Policy(string name) => grains.GetGrain<IBackupPolicyGrain>(PolicyNames.Validate(name));
