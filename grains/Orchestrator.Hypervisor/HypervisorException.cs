@@ -22,6 +22,12 @@ public enum HypervisorErrorKind
 
     /// <summary>An external process or call ran past its time bound and was stopped (its process tree killed).</summary>
     Timeout,
+
+    /// <summary>
+    /// The image is the active image or a backing layer of a disk of a domain of the host (running or only defined):
+    /// deleting or replacing it would destroy that domain's disk.
+    /// </summary>
+    ImageInUse,
 }
 
 /// <summary>A hypervisor error; keeps libvirt's error code and message when libvirt raised it.</summary>

@@ -325,7 +325,8 @@ public static partial class SafeFiles
         }
     }
 
-    private static string? RealPath(string path)
+    /// <summary>realpath(3): the canonical absolute path with every symbolic link resolved, or null when it cannot be resolved.</summary>
+    internal static string? RealPath(string path)
     {
         var result = realpath(path, IntPtr.Zero);
         if (result == IntPtr.Zero)

@@ -36,7 +36,7 @@ internal sealed partial class VirtualMachineGrain
 
             if (!disk.ChainDescribed)
             {
-                throw new OrchestratorException(ErrorCode.FailedPrecondition, $"disk '{disk.Target}' of '{VmKey}' has a backing image that is not a file or has no format in the domain XML; it cannot be backed up without guessing");
+                throw new OrchestratorException(ErrorCode.FailedPrecondition, $"disk '{disk.Target}' of '{VmKey}' has a backing image that is not a file, or whose format neither the domain XML nor the image header records; it cannot be backed up without guessing");
             }
 
             var known = state.State.Disks.FirstOrDefault(d => d.Target == disk.Target);

@@ -91,7 +91,14 @@ internal sealed partial class VirtualMachineGrain
         {
             foreach (var path in created)
             {
-                await hypervisor.Images.DeleteAsync(path, CancellationToken.None);
+                try
+                {
+                    await hypervisor.Images.DeleteAsync(path, CancellationToken.None);
+                }
+                catch (HypervisorException e) when (e.Kind == HypervisorErrorKind.ImageInUse)
+                {
+                    // The domain was defined over it before the failure: its images stay with it; the original error is thrown.
+                }
             }
 
             foreach (var path in createdFiles)

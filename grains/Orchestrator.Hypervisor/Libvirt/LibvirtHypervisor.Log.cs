@@ -6,6 +6,9 @@ public sealed partial class LibvirtHypervisor
 {
     private static partial class Log
     {
+        [LoggerMessage(EventId = 1040, Level = LogLevel.Warning, Message = "Backing chain of inactive {Domain}/{Target} not described below {Path}: {Reason}")]
+        public static partial void OfflineChainUnread(ILogger logger, string domain, string target, string path, string reason);
+
         [LoggerMessage(EventId = 1000, Level = LogLevel.Information, Message = "Connected to {Uri} in {ElapsedMs} ms")]
         public static partial void Connected(ILogger logger, string uri, long elapsedMs);
 

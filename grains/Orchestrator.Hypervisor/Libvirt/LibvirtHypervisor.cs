@@ -21,6 +21,7 @@ public sealed partial class LibvirtHypervisor : IHypervisor
     private static readonly TimeSpan EventSafetyNet = TimeSpan.FromSeconds(10);
 
     private volatile ConnectHandle _conn;
+    private readonly IDiskImages _images;
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<(string Domain, string Target), BlockJobWatch> _watches = new();
     private int _lifecycleCallbackId = -1;
@@ -33,12 +34,17 @@ public sealed partial class LibvirtHypervisor : IHypervisor
     {
         Uri = uri;
         _conn = conn;
-        Images = images;
+        _images = images;
+        Images = new GuardedDiskImages(images, this);
         _logger = logger;
     }
 
     public string Uri { get; }
 
+    /// <summary>
+    /// The image operations given at connect, with <see cref="IDiskImages.DeleteAsync"/> refused for an image any domain
+    /// of this host uses (see <see cref="GuardedDiskImages"/>).
+    /// </summary>
     public IDiskImages Images { get; }
 
     public event EventHandler<DomainEvent>? DomainEvent;
@@ -134,7 +140,19 @@ public sealed partial class LibvirtHypervisor : IHypervisor
             },
             cancellationToken);
 
-    public Task<IReadOnlyList<DomainInfo>> ListDomainsAsync(CancellationToken cancellationToken = default) =>
+    public async Task<IReadOnlyList<DomainInfo>> ListDomainsAsync(CancellationToken cancellationToken = default)
+    {
+        var domains = await ListDomainsAsLibvirtSeesThemAsync(cancellationToken).ConfigureAwait(false);
+        var result = new List<DomainInfo>(domains.Count);
+        foreach (var domain in domains)
+        {
+            result.Add(await WithOfflineChainsAsync(domain, cancellationToken).ConfigureAwait(false));
+        }
+
+        return result;
+    }
+
+    private Task<IReadOnlyList<DomainInfo>> ListDomainsAsLibvirtSeesThemAsync(CancellationToken cancellationToken) =>
         RunAsync<IReadOnlyList<DomainInfo>>(
             () =>
             {
@@ -178,14 +196,17 @@ public sealed partial class LibvirtHypervisor : IHypervisor
             },
             cancellationToken);
 
-    public Task<DomainInfo> GetDomainAsync(string domain, CancellationToken cancellationToken = default) =>
-        RunAsync(
+    public async Task<DomainInfo> GetDomainAsync(string domain, CancellationToken cancellationToken = default)
+    {
+        var info = await RunAsync(
             () =>
             {
                 using var dom = Lookup(domain);
                 return ReadDomain(dom);
             },
-            cancellationToken);
+            cancellationToken).ConfigureAwait(false);
+        return await WithOfflineChainsAsync(info, cancellationToken).ConfigureAwait(false);
+    }
 
     public Task<string> GetDomainXmlAsync(string domain, bool inactive = false, CancellationToken cancellationToken = default) =>
         RunAsync(

@@ -185,10 +185,16 @@ public sealed partial class SimulatedHypervisor
             lock (host._lock)
             {
                 host.ThrowIfFaulted(SimulatedOperation.DeleteImage);
-                var inUse = host._domains.Values.SelectMany(d => d.Disks).Any(disk => disk.Chain.Contains(path));
-                if (inUse)
+                // contract suite: ImageInUse naming the domain and the disk, like the libvirt driver's guard.
+                foreach (var domain in host._domains.Values)
                 {
-                    throw new HypervisorException(HypervisorErrorKind.InvalidArgument, $"'{path}' is in use by a domain");
+                    if (domain.Disks.FirstOrDefault(disk => disk.Chain.Contains(path)) is { } disk)
+                    {
+                        var role = disk.Chain[0] == path ? "the active image" : $"backing layer {path}";
+                        throw new HypervisorException(
+                            HypervisorErrorKind.ImageInUse,
+                            $"refusing to delete {path}: it is {role} of disk {disk.Target} of domain '{domain.Name}' ({domain.State})");
+                    }
                 }
 
                 host._files.Remove(path);

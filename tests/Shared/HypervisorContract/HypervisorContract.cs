@@ -462,8 +462,8 @@ public abstract class HypervisorContract
     [Fact]
     public async Task ExternalSnapshot_ShutOffDomain_OverlayBecomesTheActiveQcow2Image()
     {
-        // What libvirt reports of a shut-off domain's chain is not part of the contract: it does not read the
-        // images of an inactive domain, so the real driver shows no backing chain there (README, contract suite).
+        // libvirt does not read the images of an inactive domain: the real driver reads the chain from the image
+        // headers (every format named), so both drivers show the shut-off overlay over its base.
         var before = await Hypervisor.GetDomainAsync(ShutOffVm);
         var vda = Assert.Single(before.Disks);
         var overlay = Path.Combine(NewScratchDir(), "vda.offline.qcow2");
@@ -477,6 +477,22 @@ public abstract class HypervisorContract
         var info = await Hypervisor.Images.InfoAsync(overlay, "qcow2");
         Assert.Equal(vda.SourcePath, info.BackingFile);
         Assert.Equal(vda.Format, info.BackingFormat);
+        Assert.Equal([new DiskLayer(vda.SourcePath, vda.Format)], disk.BackingChain);
+        Assert.Equal(2, disk.ChainDepth);
+        Assert.True(disk.ChainDescribed);
+        Assert.Equal(Describe(after), Describe(Assert.Single(await Hypervisor.ListDomainsAsync(), d => d.Name == ShutOffVm)));
+
+        // An image a domain uses is never deleted: the shut-off domain's overlay (active) and its base (backing).
+        var active = await Assert.ThrowsAsync<HypervisorException>(() => Hypervisor.Images.DeleteAsync(overlay));
+        Assert.Equal(HypervisorErrorKind.ImageInUse, active.Kind);
+        Assert.Contains(overlay, active.Message, StringComparison.Ordinal);
+        Assert.Contains(ShutOffVm, active.Message, StringComparison.Ordinal);
+        var backing = await Assert.ThrowsAsync<HypervisorException>(() => Hypervisor.Images.DeleteAsync(vda.SourcePath));
+        Assert.Equal(HypervisorErrorKind.ImageInUse, backing.Kind);
+        Assert.Contains(vda.SourcePath, backing.Message, StringComparison.Ordinal);
+        Assert.Contains(ShutOffVm, backing.Message, StringComparison.Ordinal);
+        Assert.True(await Hypervisor.Images.ExistsAsync(overlay));
+        Assert.True(await Hypervisor.Images.ExistsAsync(vda.SourcePath));
 
         // Back as it was: the domain pointed at its base again (how a workflow undoes an offline overlay).
         var xml = XElement.Parse(await Hypervisor.GetDomainXmlAsync(ShutOffVm, inactive: true));
@@ -486,6 +502,31 @@ public abstract class HypervisorContract
         await Hypervisor.DefineDomainAsync(xml.ToString());
         Assert.Equal(Describe(before), Describe(await Hypervisor.GetDomainAsync(ShutOffVm)));
         await Hypervisor.Images.DeleteAsync(overlay);
+    }
+
+    [Fact]
+    public async Task DeleteAsync_ImagesOfBothDomains_RefusedImageInUseNamingPathAndDomain()
+    {
+        var running = await Hypervisor.GetDomainAsync(RunningVm);
+        var off = await Hypervisor.GetDomainAsync(ShutOffVm);
+        foreach (var (domain, disk) in running.Disks.Select(d => (RunningVm, d)).Concat(off.Disks.Select(d => (ShutOffVm, d))))
+        {
+            var error = await Assert.ThrowsAsync<HypervisorException>(() => Hypervisor.Images.DeleteAsync(disk.SourcePath));
+            Assert.True(error.Kind == HypervisorErrorKind.ImageInUse, $"{domain}/{disk.Target}: {error.Kind}: {error.Message}");
+            Assert.Contains(disk.SourcePath, error.Message, StringComparison.Ordinal);
+            Assert.Contains($"'{domain}'", error.Message, StringComparison.Ordinal);
+            Assert.Contains(disk.Target, error.Message, StringComparison.Ordinal);
+            Assert.True(await Hypervisor.Images.ExistsAsync(disk.SourcePath), disk.SourcePath);
+        }
+
+        Assert.Equal(Describe(running), Describe(await Hypervisor.GetDomainAsync(RunningVm)));
+        Assert.Equal(Describe(off), Describe(await Hypervisor.GetDomainAsync(ShutOffVm)));
+
+        // An image no domain uses is deleted as before.
+        var free = Path.Combine(NewScratchDir(), "free.qcow2");
+        await Hypervisor.Images.CreateAsync(free, "qcow2", MiB);
+        await Hypervisor.Images.DeleteAsync(free);
+        Assert.False(await Hypervisor.Images.ExistsAsync(free));
     }
 
     // ---- internal checkpoints ----
