@@ -273,6 +273,64 @@ internal static class FleetScaleBenchmark
             new PolicyExtras(queue, admitToStart, complianceMs, compliance.Vms.Count));
     }
 
+    /// <summary>
+    /// Starts one direct backup. A call that got no answer in time (the silo is busy with thousands of others) may
+    /// still have started it: the VM's newest run since the round began is then the one to follow, never a second start.
+    /// </summary>
+    private static async Task<V1.BackupRun> StartDirectAsync(V1.BackupService.BackupServiceClient backups, string key, string target, DateTime roundStart, CancellationToken ct)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return (await backups.StartBackupAsync(new V1.StartBackupRequest
+                {
+                    Vm = key,
+                    Target = target,
+                    Retention = new V1.Retention { KeepLast = 2 },
+                }, cancellationToken: ct)).Run;
+            }
+            catch (RpcException e) when (attempt < 5 && e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Internal or StatusCode.Aborted && !ct.IsCancellationRequested)
+            {
+                await Task.Delay(TimeSpan.FromSeconds(attempt), ct);
+                try
+                {
+                    var runs = (await backups.ListBackupsAsync(new V1.ListBackupsRequest { Vm = key }, cancellationToken: ct)).Runs;
+                    if (runs.Where(r => r.StartedAt.ToDateTime() >= roundStart).OrderByDescending(r => r.StartedAt.ToDateTime()).FirstOrDefault() is { } found)
+                    {
+                        return found;
+                    }
+                }
+                catch (RpcException) when (!ct.IsCancellationRequested)
+                {
+                    // Asked again on the next attempt.
+                }
+            }
+        }
+    }
+
+    /// <summary>Follows a run to its end; a stream the server or the connection dropped is opened again.</summary>
+    private static async Task<V1.BackupRun> WatchToEndAsync(V1.BackupService.BackupServiceClient backups, V1.BackupRun run, CancellationToken ct)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                using var watch = backups.WatchBackup(new V1.WatchBackupRequest { Key = run.Key }, cancellationToken: ct);
+                await foreach (var change in watch.ResponseStream.ReadAllAsync(ct))
+                {
+                    run = change.Run;
+                }
+
+                return run;
+            }
+            catch (RpcException e) when (attempt < 10 && e.StatusCode is StatusCode.Unavailable or StatusCode.Internal or StatusCode.DeadlineExceeded && !ct.IsCancellationRequested)
+            {
+                await Task.Delay(TimeSpan.FromSeconds(1), ct);
+            }
+        }
+    }
+
     private static async Task<Measured> DirectRoundAsync(
         V1.BackupService.BackupServiceClient backups, PgProbe pg, SimulatedCluster cluster, IReadOnlyList<string> keys, int perHost, int fleetBudget, TimeSpan limit, CancellationToken ct)
     {
@@ -283,6 +341,7 @@ internal static class FleetScaleBenchmark
         var fleetGate = new SemaphoreSlim(fleetBudget);
         var hostGates = keys.Select(k => k.Split('/')[0]).Distinct().ToDictionary(h => h, _ => new SemaphoreSlim(perHost), StringComparer.Ordinal);
         var done = 0;
+        var roundStart = DateTime.UtcNow;
         var started = Stopwatch.GetTimestamp();
         try
         {
@@ -295,17 +354,8 @@ internal static class FleetScaleBenchmark
                     await fleetGate.WaitAsync(timeout.Token);
                     try
                     {
-                        var run = (await backups.StartBackupAsync(new V1.StartBackupRequest
-                        {
-                            Vm = key,
-                            Target = Path.Combine(cluster.BackupRoot, host, "direct"),
-                            Retention = new V1.Retention { KeepLast = 2 },
-                        }, cancellationToken: timeout.Token)).Run;
-                        using var watch = backups.WatchBackup(new V1.WatchBackupRequest { Key = run.Key }, cancellationToken: timeout.Token);
-                        await foreach (var change in watch.ResponseStream.ReadAllAsync(timeout.Token))
-                        {
-                            run = change.Run;
-                        }
+                        var run = await StartDirectAsync(backups, key, Path.Combine(cluster.BackupRoot, host, "direct"), roundStart, timeout.Token);
+                        run = await WatchToEndAsync(backups, run, timeout.Token);
 
                         if (run.Step != V1.BackupStep.Completed)
                         {

@@ -16,7 +16,7 @@ namespace Orchestrator.Grains.Backups;
 /// from starting twice, and a waiting run already holds it. A policy's budget counts the VMs it admitted, so a run that
 /// waits here is counted there too: the VMs actually backed up at once are at most the smaller of the two.
 /// </remarks>
-internal sealed class BackupSlots
+internal sealed class BackupSlots : IDisposable
 {
     private static readonly ConcurrentDictionary<BackupSlots, byte> Instances = new();
 
@@ -50,6 +50,9 @@ internal sealed class BackupSlots
     }
 
     public string Host { get; }
+
+    /// <summary>The silo stopped (its container disposes this): its waiting count is reported no more.</summary>
+    public void Dispose() => Instances.TryRemove(this, out _);
 
     public int Limit { get; }
 

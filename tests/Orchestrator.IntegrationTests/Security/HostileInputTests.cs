@@ -132,6 +132,7 @@ public sealed class HostileInputTests(HostileSiloFixture fixture) : IClassFixtur
         "ListBackups" => new ListBackupsRequest { Vm = Vm },
         "WatchBackup" => new WatchBackupRequest { Key = RunKey },
         "Restore" => new RestoreRequest { Key = RunKey, NewName = "web-1-restored" },
+        "RepairOverlays" => new RepairOverlaysRequest { Vm = Vm, DryRun = true },
         "ApplyPolicy" => new ApplyPolicyRequest
         {
             Spec = new PolicySpec

@@ -84,7 +84,8 @@ public class ThreeHostClusterFixture : IAsyncLifetime
     /// <summary>Silo metadata reaches other silos asynchronously: wait until every host can be placed.</summary>
     private async Task WaitForPlacementAsync()
     {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        // Generous: on a loaded 2-core machine (the lab tests of another suite beside it) this took over 30 s.
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(120);
         foreach (var host in Hosts)
         {
             while (true)

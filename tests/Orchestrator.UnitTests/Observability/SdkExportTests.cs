@@ -1,5 +1,6 @@
 using System.Diagnostics.Metrics;
 using System.Reflection;
+using Microsoft.Extensions.Options;
 using OpenTelemetry;
 using OpenTelemetry.Metrics;
 using Orchestrator.Grains;
@@ -85,6 +86,7 @@ public sealed class SdkExportTests
             PendingRetries = [new PendingRetryRecord { Host = "sdk-export-host", Vm = "v" }],
         });
         ComplianceMetrics.Publish(fleet, fleetId, ["sdk-export"], []);
+        using var slots = new BackupSlots("sdk-export-host", Options.Create(new BackupOptions()), TimeProvider.System);
         try
         {
             Assert.True(provider.ForceFlush());
