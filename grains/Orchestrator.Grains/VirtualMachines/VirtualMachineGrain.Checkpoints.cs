@@ -23,7 +23,7 @@ internal sealed partial class VirtualMachineGrain
 
     public async Task<CheckpointView> CreateCheckpointAsync(string? name = null, CancellationToken cancellationToken = default)
     {
-        var checkpoint = name is null ? CheckpointNames.ForTime(CheckpointNames.ManualPrefix, time.GetUtcNow()) : CheckpointNames.Validate(name);
+        var checkpoint = name is null ? PickManualName() : CheckpointNames.Validate(name);
         var record = await CreateCheckpointCoreAsync(checkpoint, CheckpointOrigin.Manual, cancellationToken);
         return ToView(record, sizeBytes: null);
     }
@@ -334,6 +334,19 @@ internal sealed partial class VirtualMachineGrain
         }
 
         await _writes.WriteAsync(CancellationToken.None);
+    }
+
+    /// <summary>cp-yyyyMMdd-HHmmss, or with -2, -3... after it when a checkpoint of this VM has that name (two in one second).</summary>
+    private string PickManualName()
+    {
+        var picked = CheckpointNames.ForTime(CheckpointNames.ManualPrefix, time.GetUtcNow());
+        var candidate = picked;
+        for (var n = 2; FindRecord(candidate) is not null; n++)
+        {
+            candidate = $"{picked}-{n}";
+        }
+
+        return candidate;
     }
 
     private CheckpointRecord? FindRecord(string name) => state.State.Checkpoints.FirstOrDefault(c => c.Name == name);

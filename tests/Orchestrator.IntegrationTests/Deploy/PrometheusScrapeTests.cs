@@ -122,9 +122,13 @@ public sealed partial class PrometheusScrapeTests
                 """);
             await CliAsync(silo, 0, "policy", "apply", "-f", policy);
             await CliAsync(silo, 0, "policy", "run", "scrape", "--watch");
+            await CliAsync(silo, 0, "checkpoint", "create", "prom-01/db-1");
+
+            // A histogram whose first observations all fall before its first scrape has a rate of 0 and a NaN quantile:
+            // the second run and checkpoint come once Prometheus has scraped the first ones.
+            await WaitUntilAsync(async () => (await QueryAsync(api, "sum(orchestrator_checkpoint_pause_milliseconds_count) >= 1 and on() sum(orchestrator_policy_run_duration_seconds_count) >= 1")).Count > 0, TimeSpan.FromSeconds(30), prometheus, prometheusLog);
             await CliAsync(silo, 0, "policy", "run", "scrape", "--watch");
             await CliAsync(silo, 0, "backup", "start", "prom-01/vm-00003", "--wait");
-            await CliAsync(silo, 0, "checkpoint", "create", "prom-01/db-1");
             await CliAsync(silo, 0, "checkpoint", "create", "prom-01/db-1");
             await CliAsync(silo, null, "checkpoint", "create", "prom-01/legacy-1"); // raw disk: refused, counted as a failure
             await CliAsync(silo, 0, "fleet", "compliance");

@@ -41,6 +41,7 @@ public sealed class CheckpointClusterFixture : IAsyncLifetime
         Real.AddDomain("dup-1", DomainPowerState.Running, [("vda", "qcow2", 20 * GiB)]);
         Real.AddDomain("tel-1", DomainPowerState.Running, [("vda", "qcow2", 20 * GiB)]);
         Real.AddDomain("list-1", DomainPowerState.Running, [("vda", "qcow2", 20 * GiB)]);
+        Real.AddDomain("unnamed-twice", DomainPowerState.Running, [("vda", "qcow2", 20 * GiB)]);
 
         Fake.AddDomain("sch-set", DomainPowerState.Running, [("vda", "qcow2", 20 * GiB)]);
         Fake.AddDomain("sch-run", DomainPowerState.Running, [("vda", "qcow2", 20 * GiB)]);

@@ -238,6 +238,23 @@ public sealed class CheckpointGrainTests(CheckpointClusterFixture fixture)
     }
 
     [Fact]
+    public async Task CreateCheckpoint_TwoWithoutANameInOneSecond_SecondGetsASuffixNotAConflict()
+    {
+        var vm = fixture.Vm(RealHost, "unnamed-twice");
+
+        // Three in a row: at most a second apart at either end, so at least two share a second.
+        var names = new List<string>();
+        for (var i = 0; i < 3; i++)
+        {
+            names.Add((await vm.CreateCheckpointAsync()).Name);
+        }
+
+        Assert.Equal(3, names.Distinct(StringComparer.Ordinal).Count());
+        Assert.All(names, n => Assert.Matches(@"^cp-\d{8}-\d{6}(-\d+)?$", n));
+        Assert.Equal(names.Order(StringComparer.Ordinal), (await vm.ListCheckpointsAsync()).Select(c => c.Name).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
     public async Task ListCheckpoints_MixedOrigins_ShowsEveryCheckpointOldestFirstAndForgetsDeletedOnes()
     {
         var vm = fixture.Vm(RealHost, "list-1");
