@@ -466,7 +466,7 @@ internal sealed partial class VirtualMachineGrain
         var domain = await hypervisor.GetDomainAsync(DomainName, cancellationToken);
         foreach (var disk in run.Disks)
         {
-            if (domain.Disks.Any(d => d.SourcePath == disk.OverlayPath || d.BackingChain.Any(l => l.Path == disk.OverlayPath)))
+            if (Uses(domain, disk.OverlayPath))
             {
                 throw new OrchestratorException(ErrorCode.Internal, $"overlay '{disk.OverlayPath}' is still in use; not deleting it");
             }
@@ -602,13 +602,22 @@ internal sealed partial class VirtualMachineGrain
         var domain = await hypervisor.GetDomainAsync(DomainName, cancellationToken);
         foreach (var disk in run.Disks)
         {
-            var inUse = domain.Disks.Any(d => d.SourcePath == disk.OverlayPath || d.BackingChain.Any(l => l.Path == disk.OverlayPath));
-            if (!inUse && await hypervisor.Images.ExistsAsync(disk.OverlayPath, cancellationToken))
-            {
-                await hypervisor.Images.DeleteAsync(disk.OverlayPath, cancellationToken);
-            }
+            await DeleteOverlayIfUnusedAsync(domain, disk.OverlayPath, cancellationToken);
         }
     }
+
+    /// <summary>Deletes an overlay file that exists and that no disk of <paramref name="domain"/> runs on or has in its chain.</summary>
+    private async Task DeleteOverlayIfUnusedAsync(DomainInfo domain, string overlayPath, CancellationToken cancellationToken)
+    {
+        if (!Uses(domain, overlayPath) && await hypervisor.Images.ExistsAsync(overlayPath, cancellationToken))
+        {
+            await hypervisor.Images.DeleteAsync(overlayPath, cancellationToken);
+        }
+    }
+
+    /// <summary>Whether a disk of <paramref name="domain"/> runs on <paramref name="path"/> or has it in its backing chain.</summary>
+    private static bool Uses(DomainInfo domain, string path) =>
+        domain.Disks.Any(d => d.SourcePath == path || d.BackingChain.Any(l => l.Path == path));
 
     private void DeleteBackupSet(BackupRunState run) => DeleteSetDirectory(run.BackupSetPath);
 

@@ -64,12 +64,7 @@ internal sealed partial class VirtualMachineGrain
                 }
 
                 // The overlay is out of every chain now (the commit confirmed the base active over its old chain).
-                var after = await hypervisor.GetDomainAsync(DomainName, cancellationToken);
-                if (!after.Disks.Any(d => d.SourcePath == disk.OverlayPath || d.BackingChain.Any(l => l.Path == disk.OverlayPath))
-                    && await hypervisor.Images.ExistsAsync(disk.OverlayPath, cancellationToken))
-                {
-                    await hypervisor.Images.DeleteAsync(disk.OverlayPath, cancellationToken);
-                }
+                await DeleteOverlayIfUnusedAsync(await hypervisor.GetDomainAsync(DomainName, cancellationToken), disk.OverlayPath, cancellationToken);
 
                 LogOverlayRepaired(logger, VmKey, disk.Target, disk.OverlayPath, disk.BasePath);
                 results.Add(outcome with { Action = OverlayRepairAction.Committed, Reason = $"committed into '{disk.BasePath}' and deleted" });
