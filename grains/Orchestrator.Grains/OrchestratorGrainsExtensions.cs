@@ -1,7 +1,6 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Orchestrator.Grains.Placement;
-using Orleans.Runtime.MembershipService.SiloMetadata;
 
 namespace Orchestrator.Grains;
 
@@ -9,12 +8,13 @@ public static class OrchestratorGrainsExtensions
 {
     /// <summary>
     /// Host-affine placement and the services the grains need. The silo that serves <paramref name="host"/>
-    /// announces it in its silo metadata, which placement reads.
+    /// announces it in its silo name (<see cref="HostSiloName"/>), which every silo reads from membership.
     /// </summary>
     public static ISiloBuilder AddOrchestratorGrains(this ISiloBuilder builder, string host)
     {
         GrainKeys.ValidateHost(host, "Orchestrator:Host:Name");
-        builder.UseSiloMetadata(new Dictionary<string, string> { [HostAffinePlacement.MetadataKey] = host });
+        // After every other configuration: the name is how the cluster learns the host (a test cluster names its silos too).
+        builder.Services.PostConfigure<Orleans.Configuration.SiloOptions>(o => o.SiloName = HostSiloName.For(host));
         builder.Services.AddPlacementDirector<HostAffinePlacement, HostAffinePlacementDirector>();
         builder.Services.AddPlacementDirector<HostPreferredPlacement, HostPreferredPlacementDirector>();
         builder.Services.AddSingleton<IHostDirectory, HostDirectory>();

@@ -14,9 +14,6 @@ namespace Orchestrator.Grains.Placement;
 public sealed class HostAffinePlacement : PlacementStrategy
 {
     public static readonly HostAffinePlacement Instance = new();
-
-    /// <summary>The silo metadata key that names the host a silo serves.</summary>
-    public const string MetadataKey = "orchestrator.host";
 }
 
 [AttributeUsage(AttributeTargets.Class, AllowMultiple = false)]

@@ -1,9 +1,6 @@
-using Microsoft.Extensions.Options;
-using Orleans.Runtime.MembershipService.SiloMetadata;
-
 namespace Orchestrator.Grains.Placement;
 
-/// <summary>Which live silo serves which hypervisor host, from cluster membership and silo metadata.</summary>
+/// <summary>Which live silo serves which hypervisor host, from cluster membership alone.</summary>
 public interface IHostDirectory
 {
     /// <summary>The live silo that serves <paramref name="host"/>, or null.</summary>
@@ -13,41 +10,58 @@ public interface IHostDirectory
     IReadOnlyDictionary<string, SiloAddress> ServedHosts();
 }
 
-internal sealed class HostDirectory(
-    IClusterMembershipService membership,
-    ISiloMetadataCache metadataCache,
-    ILocalSiloDetails localSilo,
-    IOptions<SiloMetadata> localMetadata) : IHostDirectory
+/// <summary>
+/// The silo that serves a host is named after it (<see cref="HostSiloName"/>), and a silo's name is part of its
+/// membership entry: every silo learns it with the silo itself, from the membership table it refreshes on its own.
+/// (Silo metadata was used before: a fetch that failed while the other silo was still joining was cached as
+/// failed and tried again only on a later membership change, so in a stable cluster a running silo's host could
+/// stay "unavailable" for good.)
+/// </summary>
+internal sealed class HostDirectory(IClusterMembershipService membership) : IHostDirectory
 {
     public SiloAddress? FindSilo(string host, IEnumerable<SiloAddress>? candidates = null)
     {
-        var silos = candidates ?? ActiveSilos();
-        return silos.FirstOrDefault(silo => string.Equals(HostOf(silo), host, StringComparison.Ordinal));
+        var served = ServedHosts();
+        if (!served.TryGetValue(host, out var silo))
+        {
+            return null;
+        }
+
+        return candidates is null || candidates.Contains(silo) ? silo : null;
     }
 
     public IReadOnlyDictionary<string, SiloAddress> ServedHosts()
     {
         var result = new Dictionary<string, SiloAddress>(StringComparer.Ordinal);
-        foreach (var silo in ActiveSilos())
+        foreach (var member in membership.CurrentSnapshot.Members.Values)
         {
-            if (HostOf(silo) is { } host)
+            if (member.Status != SiloStatus.Active || HostSiloName.HostOf(member.Name) is not { } host)
             {
-                result[host] = silo;
+                continue;
+            }
+
+            // A host whose silo restarted has one active entry per generation until the old one is declared dead:
+            // the newest generation is the one that serves it.
+            if (!result.TryGetValue(host, out var known) || member.SiloAddress.Generation > known.Generation)
+            {
+                result[host] = member.SiloAddress;
             }
         }
 
         return result;
     }
+}
 
-    private IEnumerable<SiloAddress> ActiveSilos() =>
-        membership.CurrentSnapshot.Members.Values
-            .Where(m => m.Status == SiloStatus.Active)
-            .Select(m => m.SiloAddress);
+/// <summary>The silo name that announces the hypervisor host a silo serves.</summary>
+public static class HostSiloName
+{
+    private const string Prefix = "orchestrator-host:";
 
-    private string? HostOf(SiloAddress silo)
-    {
-        // The local silo's own metadata is known before the cache has it.
-        var metadata = silo.Equals(localSilo.SiloAddress) ? localMetadata.Value.Metadata : metadataCache.GetSiloMetadata(silo).Metadata;
-        return metadata.TryGetValue(HostAffinePlacement.MetadataKey, out var host) ? host : null;
-    }
+    public static string For(string host) => Prefix + host;
+
+    /// <summary>The host a silo of this name serves, or null for a silo that serves none.</summary>
+    public static string? HostOf(string? siloName) =>
+        siloName is not null && siloName.StartsWith(Prefix, StringComparison.Ordinal) && siloName.Length > Prefix.Length
+            ? siloName[Prefix.Length..]
+            : null;
 }

@@ -23,7 +23,7 @@ public sealed class CheckpointClusterFixture : IAsyncLifetime
     public const string FakeHost = "ckf-01";
     public const long GiB = 1L << 30;
 
-    private readonly ConcurrentDictionary<string, string> _hostBySilo = new();
+    private readonly Cluster.SiloHosts _siloHosts = new([RealHost, FakeHost]);
 
     public CheckpointClusterFixture()
     {
@@ -65,11 +65,10 @@ public sealed class CheckpointClusterFixture : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        string[] hosts = [RealHost, FakeHost];
         var builder = new InProcessTestClusterBuilder(2);
         builder.ConfigureSilo((options, silo) =>
         {
-            var host = _hostBySilo.GetOrAdd(options.SiloName, _ => hosts[_hostBySilo.Count]);
+            var host = _siloHosts.Assign(options.SiloName);
             silo.AddMemoryGrainStorage(StorageNames.Default);
             silo.UseInMemoryReminderService();
             if (host == FakeHost)
@@ -93,7 +92,7 @@ public sealed class CheckpointClusterFixture : IAsyncLifetime
     }
 
     public InProcessSiloHandle SiloOf(string host) =>
-        Cluster.Silos.Single(s => _hostBySilo.TryGetValue(s.Name, out var h) && h == host);
+        Cluster.Silos.Single(s => _siloHosts.Serves(s.Name, host));
 
     /// <summary>Writes a VM's persisted state straight into grain storage, as a crashed or busy earlier activation left it.</summary>
     public async Task WriteVmStateAsync(string host, string vm, VirtualMachineState state)

@@ -19,7 +19,7 @@ public class ThreeHostClusterFixture : IAsyncLifetime
     /// <summary>Hosts whose silos a test starts later (StartAdditionalSiloAsync), in that order.</summary>
     protected virtual IReadOnlyList<string> LateHosts => [];
 
-    private readonly ConcurrentDictionary<string, string> _hostBySilo = new();
+    private SiloHosts _siloHosts = null!;
 
     public InProcessTestCluster Cluster { get; private set; } = null!;
 
@@ -32,10 +32,11 @@ public class ThreeHostClusterFixture : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
+        _siloHosts = new SiloHosts(Hosts.Concat(LateHosts));
         var builder = new InProcessTestClusterBuilder(3);
         builder.ConfigureSilo((options, silo) =>
         {
-            var host = _hostBySilo.GetOrAdd(options.SiloName, _ => Hosts.Concat(LateHosts).ElementAt(_hostBySilo.Count));
+            var host = _siloHosts.Assign(options.SiloName);
             var hypervisor = Hypervisors.GetOrAdd(host, h => Seed(new SimulatedHypervisor(new SimulatedOptions { HostName = h }), h));
             silo.AddMemoryGrainStorage(StorageNames.Default);
             silo.AddOrchestratorGrains(host);
@@ -70,7 +71,7 @@ public class ThreeHostClusterFixture : IAsyncLifetime
 
     /// <summary>The silo serving a host, as the test cluster named it.</summary>
     public InProcessSiloHandle SiloOf(string host) =>
-        Cluster.Silos.Single(s => _hostBySilo.TryGetValue(s.Name, out var h) && h == host);
+        Cluster.Silos.Single(s => _siloHosts.Serves(s.Name, host));
 
     protected static SimulatedHypervisor Seed(SimulatedHypervisor hypervisor, string host)
     {

@@ -15,9 +15,9 @@ namespace Orchestrator.UnitTests.Fleet;
 /// </summary>
 public sealed class IndexCluster : IAsyncDisposable
 {
-    private readonly ConcurrentDictionary<string, string> _hostBySilo = new();
+    private readonly Cluster.SiloHosts _siloHosts;
 
-    private IndexCluster(CountingGrainStorage storage) => Storage = storage;
+    private IndexCluster(CountingGrainStorage storage, IReadOnlyList<string> hosts) => (Storage, _siloHosts) = (storage, new Cluster.SiloHosts(hosts));
 
     public InProcessTestCluster Cluster { get; private set; } = null!;
 
@@ -31,11 +31,11 @@ public sealed class IndexCluster : IAsyncDisposable
 
     public static async Task<IndexCluster> StartAsync(IReadOnlyList<string> hosts, Action<FleetIndexOptions> configure, Action<ISiloBuilder>? silos = null)
     {
-        var cluster = new IndexCluster(new CountingGrainStorage());
+        var cluster = new IndexCluster(new CountingGrainStorage(), hosts);
         var builder = new InProcessTestClusterBuilder((short)hosts.Count);
         builder.ConfigureSilo((options, silo) =>
         {
-            var host = cluster._hostBySilo.GetOrAdd(options.SiloName, _ => hosts[cluster._hostBySilo.Count]);
+            var host = cluster._siloHosts.Assign(options.SiloName);
             var hypervisor = cluster.Hypervisors.GetOrAdd(host, h => new SimulatedHypervisor(new SimulatedOptions { HostName = h }));
             silo.Services.AddKeyedSingleton<IGrainStorage>(StorageNames.Default, cluster.Storage);
             silo.AddOrchestratorGrains(host);
@@ -50,7 +50,7 @@ public sealed class IndexCluster : IAsyncDisposable
     }
 
     public InProcessSiloHandle SiloOf(string host) =>
-        Cluster.Silos.Single(s => _hostBySilo.TryGetValue(s.Name, out var h) && h == host);
+        Cluster.Silos.Single(s => _siloHosts.Serves(s.Name, host));
 
     /// <summary>Syncs a host, retrying while placement does not see its silo yet (silo metadata spreads asynchronously).</summary>
     public async Task SyncAsync(string host)
