@@ -88,4 +88,11 @@ public interface IDiskImages
 
     /// <summary>Free bytes on the file system that holds the path (or its nearest existing parent).</summary>
     Task<long> FreeSpaceAsync(string path, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Rewrites only the backing-file entry of a qcow2 image's header (qemu-img rebase -u: no data is read or moved,
+    /// neither the old nor the new backing file is opened): null detaches it; otherwise <paramref name="backingFormat"/>
+    /// is required and recorded. A relative <paramref name="backingFile"/> is resolved from the image's directory.
+    /// </summary>
+    Task SetBackingAsync(string path, string? backingFile, string? backingFormat, CancellationToken cancellationToken = default);
 }

@@ -128,6 +128,9 @@ public sealed partial class LibvirtHypervisor
         public Task<bool> ExistsAsync(string path, CancellationToken cancellationToken = default) =>
             inner.ExistsAsync(path, cancellationToken);
 
+        public Task SetBackingAsync(string path, string? backingFile, string? backingFormat, CancellationToken cancellationToken = default) =>
+            inner.SetBackingAsync(path, backingFile, backingFormat, cancellationToken);
+
         public async Task DeleteAsync(string path, CancellationToken cancellationToken = default)
         {
             ArgumentException.ThrowIfNullOrWhiteSpace(path);

@@ -235,7 +235,7 @@ public sealed partial class LibvirtHypervisor : IHypervisor
     }
 
     public Task UndefineDomainAsync(string domain, CancellationToken cancellationToken = default) =>
-        DomainCallAsync(domain, "virDomainUndefineFlags", dom => LibvirtNative.virDomainUndefineFlags(dom, DomainUndefineSnapshotsMetadata), cancellationToken);
+        DomainCallAsync(domain, "virDomainUndefineFlags", dom => LibvirtNative.virDomainUndefineFlags(dom, DomainUndefineSnapshotsMetadata | DomainUndefineCheckpointsMetadata), cancellationToken);
 
     public Task StartDomainAsync(string domain, bool paused = false, CancellationToken cancellationToken = default) =>
         DomainCallAsync(

@@ -184,6 +184,26 @@ public sealed partial class QemuImgDiskImages : IDiskImages
         Log.Committed(_logger, overlayPath);
     }
 
+    public async Task SetBackingAsync(string path, string? backingFile, string? backingFormat, CancellationToken cancellationToken = default)
+    {
+        RequireFile(path);
+        if (backingFile is not null)
+        {
+            RequireFormat(backingFormat, "backing format");
+        }
+
+        // -u: only the header entry is rewritten; qemu-img opens neither the old backing file (which may be a live disk,
+        // as in an incremental backup's target) nor the new one. -f names the image's own format.
+        List<string> args = ["rebase", "-q", "-u", "-f", "qcow2", "-b", backingFile ?? string.Empty];
+        if (backingFile is not null)
+        {
+            args.AddRange(["-F", backingFormat!]);
+        }
+
+        args.Add(path);
+        await RunCheckedAsync(args, _timeouts.Create, cancellationToken).ConfigureAwait(false);
+    }
+
     /// <summary>
     /// Internal snapshots of an image. Read from <c>qemu-img info --output=json</c>, whose "snapshots" array carries the
     /// same rows as <c>qemu-img snapshot -l</c> in a stable format. qcow2 does not record the guest's power state:
