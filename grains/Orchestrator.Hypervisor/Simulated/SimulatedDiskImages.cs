@@ -202,6 +202,18 @@ public sealed partial class SimulatedHypervisor
             }
         }
 
+        public Task<IReadOnlyList<ImageBitmap>> ListBitmapsAsync(string path, string format, CancellationToken cancellationToken = default)
+        {
+            lock (host._lock)
+            {
+                var image = Get(path, format);
+                var open = host._domains.Values.Any(d => d.IsActive && d.Disks.Any(disk => disk.Chain[0] == path));
+                return Task.FromResult<IReadOnlyList<ImageBitmap>>(format == "qcow2"
+                    ? [.. image.Bitmaps.Keys.Select(name => new ImageBitmap(name, open, true, 65536))]
+                    : []);
+            }
+        }
+
         public Task SetBackingAsync(string path, string? backingFile, string? backingFormat, CancellationToken cancellationToken = default)
         {
             lock (host._lock)
