@@ -28,6 +28,15 @@ public enum HypervisorErrorKind
     /// deleting or replacing it would destroy that domain's disk.
     /// </summary>
     ImageInUse,
+
+    /// <summary>The domain has no checkpoint of that name.</summary>
+    CheckpointNotFound,
+
+    /// <summary>The domain already has a checkpoint of that name.</summary>
+    CheckpointExists,
+
+    /// <summary>Another job (a backup, a migration, a save) runs on the domain.</summary>
+    JobActive,
 }
 
 /// <summary>A hypervisor error; keeps libvirt's error code and message when libvirt raised it.</summary>

@@ -1,5 +1,8 @@
 namespace Orchestrator.Hypervisor;
 
+/// <summary>A persistent dirty bitmap of a qcow2 image (qemu-img info): in use, auto (follows writes), granularity in bytes.</summary>
+public sealed record ImageBitmap(string Name, bool InUse, bool Auto, long Granularity);
+
 public sealed record ImageInfo(string Path, string Format, long VirtualSize, long ActualSize, string? BackingFile, string? BackingFormat);
 
 public sealed record ImageCheckResult(bool Clean, int Errors, int Leaks, string Output);
@@ -88,4 +91,17 @@ public interface IDiskImages
 
     /// <summary>Free bytes on the file system that holds the path (or its nearest existing parent).</summary>
     Task<long> FreeSpaceAsync(string path, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// The persistent dirty bitmaps stored in a qcow2 image (a raw image has none and is not read). In use: a QEMU has
+    /// (or had, until it was killed) the image open and the bitmap's content on disk is not to be trusted.
+    /// </summary>
+    Task<IReadOnlyList<ImageBitmap>> ListBitmapsAsync(string path, string format, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Rewrites only the backing-file entry of a qcow2 image's header (qemu-img rebase -u: no data is read or moved,
+    /// neither the old nor the new backing file is opened): null detaches it; otherwise <paramref name="backingFormat"/>
+    /// is required and recorded. A relative <paramref name="backingFile"/> is resolved from the image's directory.
+    /// </summary>
+    Task SetBackingAsync(string path, string? backingFile, string? backingFormat, CancellationToken cancellationToken = default);
 }

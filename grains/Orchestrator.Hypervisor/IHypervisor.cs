@@ -82,4 +82,39 @@ public interface IHypervisor : IAsyncDisposable
     Task<int> FreezeFileSystemsAsync(string domain, CancellationToken cancellationToken = default);
 
     Task<int> ThawFileSystemsAsync(string domain, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Starts a push-mode backup job on a running domain (virDomainBackupBegin) and returns once it runs; watch it with
+    /// <see cref="GetBackupJobAsync"/>. Refused: a shut-off domain (InvalidDomainState), a target file that exists
+    /// (FileExists), an unknown disk (DiskNotFound), an incremental from a checkpoint the domain does not have
+    /// (CheckpointNotFound), a new checkpoint whose name exists (CheckpointExists), a bitmap on a raw disk
+    /// (UnsupportedDiskFormat), another job on the domain (JobActive). The target of an incremental copy is a qcow2 file
+    /// whose header names the live disk as its backing file (libvirt's doing): detach it with
+    /// <see cref="IDiskImages.SetBackingAsync"/> before anything opens it with its backing.
+    /// </summary>
+    Task StartBackupJobAsync(string domain, BackupJobSpec spec, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// The domain's backup job: running with its progress, or how the last one ended (read once: a second call after
+    /// the end says None).
+    /// </summary>
+    Task<BackupJobStatus> GetBackupJobAsync(string domain, CancellationToken cancellationToken = default);
+
+    /// <summary>Aborts the domain's running backup job (virDomainAbortJob); NoBlockJob when none runs.</summary>
+    Task AbortBackupJobAsync(string domain, CancellationToken cancellationToken = default);
+
+    /// <summary>The domain's checkpoints, parents before children.</summary>
+    Task<IReadOnlyList<CheckpointInfo>> ListCheckpointsAsync(string domain, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Defines again a checkpoint from the XML <see cref="ListCheckpointsAsync"/> gave (after its metadata was lost: a
+    /// domain undefined and defined again, libvirtd state lost); the bitmaps must still be in the images.
+    /// </summary>
+    Task RedefineCheckpointAsync(string domain, string checkpointXml, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Deletes a checkpoint: its bitmaps too (merged into its parent's, as libvirt does), or only libvirt's record of it
+    /// with <paramref name="metadataOnly"/>.
+    /// </summary>
+    Task DeleteCheckpointAsync(string domain, string name, bool metadataOnly = false, CancellationToken cancellationToken = default);
 }

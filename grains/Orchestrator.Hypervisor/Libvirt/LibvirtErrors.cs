@@ -33,6 +33,7 @@ internal static class LibvirtErrors
     {
         VirErrorCode.NoDomain => HypervisorErrorKind.DomainNotFound,
         VirErrorCode.NoDomainSnapshot => HypervisorErrorKind.SnapshotNotFound,
+        VirErrorCode.NoDomainCheckpoint => HypervisorErrorKind.CheckpointNotFound,
         VirErrorCode.NoConnect or VirErrorCode.InvalidConn or VirErrorCode.Rpc or VirErrorCode.AuthFailed => HypervisorErrorKind.ConnectionFailed,
         VirErrorCode.OperationInvalid or VirErrorCode.SnapshotRevertRisky => HypervisorErrorKind.InvalidDomainState,
         VirErrorCode.BlockCopyActive => HypervisorErrorKind.BlockJobActive,

@@ -128,6 +128,12 @@ public sealed partial class LibvirtHypervisor
         public Task<bool> ExistsAsync(string path, CancellationToken cancellationToken = default) =>
             inner.ExistsAsync(path, cancellationToken);
 
+        public Task<IReadOnlyList<ImageBitmap>> ListBitmapsAsync(string path, string format, CancellationToken cancellationToken = default) =>
+            inner.ListBitmapsAsync(path, format, cancellationToken);
+
+        public Task SetBackingAsync(string path, string? backingFile, string? backingFormat, CancellationToken cancellationToken = default) =>
+            inner.SetBackingAsync(path, backingFile, backingFormat, cancellationToken);
+
         public async Task DeleteAsync(string path, CancellationToken cancellationToken = default)
         {
             ArgumentException.ThrowIfNullOrWhiteSpace(path);

@@ -234,8 +234,26 @@ public sealed partial class LibvirtHypervisor : IHypervisor
             cancellationToken);
     }
 
-    public Task UndefineDomainAsync(string domain, CancellationToken cancellationToken = default) =>
-        DomainCallAsync(domain, "virDomainUndefineFlags", dom => LibvirtNative.virDomainUndefineFlags(dom, DomainUndefineSnapshotsMetadata), cancellationToken);
+    /// <summary>
+    /// Undefines with the snapshot and checkpoint metadata (the bitmaps stay in the images, and the checkpoints can be
+    /// redefined from their XML). A driver without checkpoints (test:///) refuses the checkpoint flag: then without it.
+    /// </summary>
+    public unsafe Task UndefineDomainAsync(string domain, CancellationToken cancellationToken = default) =>
+        DomainCallAsync(
+            domain,
+            "virDomainUndefineFlags",
+            dom =>
+            {
+                var rc = LibvirtNative.virDomainUndefineFlags(dom, DomainUndefineSnapshotsMetadata | DomainUndefineCheckpointsMetadata);
+                if (rc < 0 && LibvirtNative.virGetLastError() is var error && error is not null && error->Code == VirErrorCode.InvalidArg)
+                {
+                    LibvirtNative.virResetLastError();
+                    rc = LibvirtNative.virDomainUndefineFlags(dom, DomainUndefineSnapshotsMetadata);
+                }
+
+                return rc;
+            },
+            cancellationToken);
 
     public Task StartDomainAsync(string domain, bool paused = false, CancellationToken cancellationToken = default) =>
         DomainCallAsync(

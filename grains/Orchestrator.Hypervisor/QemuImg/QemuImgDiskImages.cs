@@ -184,6 +184,53 @@ public sealed partial class QemuImgDiskImages : IDiskImages
         Log.Committed(_logger, overlayPath);
     }
 
+    public async Task SetBackingAsync(string path, string? backingFile, string? backingFormat, CancellationToken cancellationToken = default)
+    {
+        RequireFile(path);
+        if (backingFile is not null)
+        {
+            RequireFormat(backingFormat, "backing format");
+        }
+
+        // -u: only the header entry is rewritten; qemu-img opens neither the old backing file (which may be a live disk,
+        // as in an incremental backup's target) nor the new one. -f names the image's own format.
+        List<string> args = ["rebase", "-q", "-u", "-f", "qcow2", "-b", backingFile ?? string.Empty];
+        if (backingFile is not null)
+        {
+            args.AddRange(["-F", backingFormat!]);
+        }
+
+        args.Add(path);
+        await RunCheckedAsync(args, _timeouts.Create, cancellationToken).ConfigureAwait(false);
+    }
+
+    public async Task<IReadOnlyList<ImageBitmap>> ListBitmapsAsync(string path, string format, CancellationToken cancellationToken = default)
+    {
+        RequireFormat(format, nameof(format));
+        if (format != "qcow2")
+        {
+            RequireFile(path);
+            return []; // a raw image holds no bitmaps; its bytes are the guest's and are not parsed
+        }
+
+        using var json = await InfoJsonAsync(path, format, cancellationToken).ConfigureAwait(false);
+        if (!json.RootElement.TryGetProperty("format-specific", out var specific)
+            || !specific.TryGetProperty("data", out var data)
+            || !data.TryGetProperty("bitmaps", out var bitmaps)
+            || bitmaps.ValueKind != JsonValueKind.Array)
+        {
+            return [];
+        }
+
+        return [.. bitmaps.EnumerateArray().Select(b =>
+        {
+            var flags = b.TryGetProperty("flags", out var f) && f.ValueKind == JsonValueKind.Array
+                ? f.EnumerateArray().Select(x => x.GetString()).ToHashSet(StringComparer.Ordinal)
+                : [];
+            return new ImageBitmap(GetString(b, "name") ?? string.Empty, flags.Contains("in-use"), flags.Contains("auto"), GetLong(b, "granularity"));
+        })];
+    }
+
     /// <summary>
     /// Internal snapshots of an image. Read from <c>qemu-img info --output=json</c>, whose "snapshots" array carries the
     /// same rows as <c>qemu-img snapshot -l</c> in a stable format. qcow2 does not record the guest's power state:

@@ -202,6 +202,34 @@ public sealed partial class SimulatedHypervisor
             }
         }
 
+        public Task<IReadOnlyList<ImageBitmap>> ListBitmapsAsync(string path, string format, CancellationToken cancellationToken = default)
+        {
+            lock (host._lock)
+            {
+                var image = Get(path, format);
+                var open = host._domains.Values.Any(d => d.IsActive && d.Disks.Any(disk => disk.Chain[0] == path));
+                return Task.FromResult<IReadOnlyList<ImageBitmap>>(format == "qcow2"
+                    ? [.. image.Bitmaps.Keys.Select(name => new ImageBitmap(name, open, true, 65536))]
+                    : []);
+            }
+        }
+
+        public Task SetBackingAsync(string path, string? backingFile, string? backingFormat, CancellationToken cancellationToken = default)
+        {
+            lock (host._lock)
+            {
+                var image = Get(path, "qcow2");
+                if (backingFile is not null && backingFormat is not ("raw" or "qcow2"))
+                {
+                    throw new HypervisorException(HypervisorErrorKind.InvalidArgument, $"backing format: '{backingFormat}' is not an image format this driver opens (raw or qcow2); formats are named, never probed");
+                }
+
+                // qemu-img rebase -u: the header entry only, resolved from the image's directory; nothing is opened.
+                image.Backing = backingFile is null ? null : Path.GetFullPath(backingFile, Path.GetDirectoryName(path)!);
+                return Task.CompletedTask;
+            }
+        }
+
         public Task<long> FreeSpaceAsync(string path, CancellationToken cancellationToken = default) =>
             Task.FromResult(host.Options.FreeSpaceBytes);
 

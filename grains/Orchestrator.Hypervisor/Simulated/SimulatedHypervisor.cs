@@ -169,15 +169,23 @@ public sealed partial class SimulatedHypervisor : IHypervisor
     /// <summary>The name of the <paramref name="index"/>th (1-based) VM of <see cref="SeedFleet"/>: vm-00001.</summary>
     public static string FleetVmName(int index) => $"vm-{index:00000}";
 
-    /// <summary>Simulates guest writes: the active image of every disk of a running domain changes content.</summary>
-    public void SimulateGuestWrites(string domain)
+    /// <summary>
+    /// Simulates guest writes: the active image of every disk of a running domain changes content, and every dirty
+    /// bitmap of it counts <paramref name="bytes"/> more written (at most the disk's size).
+    /// </summary>
+    public void SimulateGuestWrites(string domain, long bytes = 1024 * 1024)
     {
         lock (_lock)
         {
             var d = Find(domain);
             foreach (var disk in d.Disks)
             {
-                _files[disk.Chain[0]].Touch();
+                var image = _files[disk.Chain[0]];
+                image.Touch();
+                foreach (var bitmap in image.Bitmaps.Keys.ToList())
+                {
+                    image.Bitmaps[bitmap] = Math.Min(image.VirtualSize, image.Bitmaps[bitmap] + bytes);
+                }
             }
         }
     }
@@ -750,6 +758,11 @@ public sealed partial class SimulatedHypervisor : IHypervisor
         public bool HasGuestAgent { get; set; }
 
         public bool Frozen { get; set; }
+
+        /// <summary>libvirt's checkpoint metadata of the domain (the bitmaps themselves live in the images).</summary>
+        public List<CheckpointInfo> Checkpoints { get; } = [];
+
+        public SimBackupJob? BackupJob { get; set; }
     }
 
     /// <summary>A disk; Chain[0] is the active image, the last is the base.</summary>
@@ -788,6 +801,9 @@ public sealed partial class SimulatedHypervisor : IHypervisor
         public Guid ContentId { get; set; } = Guid.NewGuid();
 
         public List<InternalSnapshotInfo> Snapshots { get; } = [];
+
+        /// <summary>Persistent dirty bitmaps of a qcow2 image: name -> bytes the guest wrote since it was created.</summary>
+        public Dictionary<string, long> Bitmaps { get; } = new(StringComparer.Ordinal);
 
         public void Touch() => ContentId = Guid.NewGuid();
 

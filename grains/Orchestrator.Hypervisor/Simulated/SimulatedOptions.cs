@@ -48,4 +48,5 @@ public enum SimulatedOperation
     Commit,
     CreateImage,
     DeleteImage,
+    BackupJob,
 }

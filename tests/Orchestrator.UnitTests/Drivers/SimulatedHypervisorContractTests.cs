@@ -28,6 +28,12 @@ public sealed class SimulatedHypervisorContractTests : HypervisorContract, IAsyn
 
     protected override string NewScratchDir() => $"/sim/contract/scratch-{Guid.NewGuid():N}";
 
+    protected override Task LetTheGuestWriteAsync(string domain)
+    {
+        _hypervisor.SimulateGuestWrites(domain, 4 * MiB);
+        return Task.CompletedTask;
+    }
+
     public Task InitializeAsync() => Task.CompletedTask;
 
     public async Task DisposeAsync() => await _hypervisor.DisposeAsync();

@@ -747,6 +747,160 @@ public abstract class HypervisorContract
     // ---- helpers ----
 
     /// <summary>Commits every disk of <paramref name="domain"/> back, one layer at a time, to the chain it had in <paramref name="original"/>.</summary>
+    // ---- backup jobs and checkpoints (incremental backups) ----
+
+    [Fact]
+    public async Task BackupJob_FullWithCheckpointThenIncremental_CopiesOnlyTheChangesAndChainsTheCheckpoints()
+    {
+        var dir = NewScratchDir();
+        var vdb = (await Hypervisor.GetDomainAsync(RunningVm)).Disks.Single(d => d.Target == "vdb");
+        var fullVda = Path.Combine(dir, "full-vda.raw");
+        var fullVdb = Path.Combine(dir, "full-vdb.qcow2");
+        var incVdb = Path.Combine(dir, "inc-vdb.qcow2");
+        try
+        {
+            await Hypervisor.StartBackupJobAsync(RunningVm, new BackupJobSpec(
+                [new BackupJobDisk("vda", fullVda, "raw"), new BackupJobDisk("vdb", fullVdb, "qcow2")],
+                NewCheckpoint: "contract-c1",
+                CheckpointDisks: ["vdb"]));
+            var full = await WaitForBackupJobAsync(RunningVm);
+            Assert.True(full.State == BackupJobState.Completed, $"{full.State}: {full.Error}");
+            Assert.Equal(BackupJobState.None, (await Hypervisor.GetBackupJobAsync(RunningVm)).State); // the end is read once
+
+            var fullInfo = await Hypervisor.Images.InfoAsync(fullVdb, "qcow2");
+            Assert.Equal(64 * MiB, fullInfo.VirtualSize);
+            Assert.Null(fullInfo.BackingFile);
+            Assert.Equal(64 * MiB, (await Hypervisor.Images.InfoAsync(fullVda, "raw")).VirtualSize);
+            var c1 = Assert.Single(await Hypervisor.ListCheckpointsAsync(RunningVm));
+            Assert.Equal("contract-c1", c1.Name);
+            Assert.Null(c1.Parent);
+            Assert.Equal(["vda:-", "vdb:contract-c1"], c1.Disks.Select(d => $"{d.Target}:{d.Bitmap ?? "-"}").Order().ToList());
+
+            await LetTheGuestWriteAsync(RunningVm);
+            await Hypervisor.StartBackupJobAsync(RunningVm, new BackupJobSpec(
+                [new BackupJobDisk("vdb", incVdb, "qcow2")],
+                Incremental: "contract-c1",
+                NewCheckpoint: "contract-c2",
+                CheckpointDisks: ["vdb"]));
+            var incremental = await WaitForBackupJobAsync(RunningVm);
+            Assert.True(incremental.State == BackupJobState.Completed, $"{incremental.State}: {incremental.Error}");
+            Assert.InRange(incremental.BytesTotal, 1, full.BytesTotal - 1);
+
+            // libvirt names the live disk as the incremental target's backing file: detached, then put on its parent.
+            var incInfo = await Hypervisor.Images.InfoAsync(incVdb, "qcow2");
+            Assert.Equal(vdb.SourcePath, incInfo.BackingFile);
+            await Hypervisor.Images.SetBackingAsync(incVdb, null, null);
+            Assert.Null((await Hypervisor.Images.InfoAsync(incVdb, "qcow2")).BackingFile);
+            await Hypervisor.Images.SetBackingAsync(incVdb, "full-vdb.qcow2", "qcow2");
+            var rebased = await Hypervisor.Images.InfoAsync(incVdb, "qcow2");
+            Assert.Equal(fullVdb, rebased.BackingFile);
+            Assert.Equal("qcow2", rebased.BackingFormat);
+
+            var checkpoints = await Hypervisor.ListCheckpointsAsync(RunningVm);
+            Assert.Equal(["contract-c1", "contract-c2"], checkpoints.Select(c => c.Name).ToList());
+            Assert.Equal("contract-c1", checkpoints[1].Parent);
+        }
+        finally
+        {
+            await DeleteCheckpointsAsync(RunningVm);
+        }
+
+        Assert.Empty(await Hypervisor.ListCheckpointsAsync(RunningVm));
+    }
+
+    [Fact]
+    public async Task BackupJob_BadRequests_RefusedWithTheirKindsAndNothingCreated()
+    {
+        var dir = NewScratchDir();
+        var target = Path.Combine(dir, "vdb.qcow2");
+        await Hypervisor.Images.CreateAsync(Path.Combine(dir, "taken.qcow2"), "qcow2", MiB);
+        var cases = new (string Case, HypervisorErrorKind Kind, Func<Task> Act)[]
+        {
+            ("unknown checkpoint", HypervisorErrorKind.CheckpointNotFound, () => Hypervisor.StartBackupJobAsync(RunningVm, new BackupJobSpec([new BackupJobDisk("vdb", target, "qcow2")], Incremental: "contract-none"))),
+            ("bitmap on raw", HypervisorErrorKind.UnsupportedDiskFormat, () => Hypervisor.StartBackupJobAsync(RunningVm, new BackupJobSpec([new BackupJobDisk("vdb", target, "qcow2")], NewCheckpoint: "contract-raw", CheckpointDisks: ["vda"]))),
+            ("target exists", HypervisorErrorKind.FileExists, () => Hypervisor.StartBackupJobAsync(RunningVm, new BackupJobSpec([new BackupJobDisk("vdb", Path.Combine(dir, "taken.qcow2"), "qcow2")]))),
+            ("unknown disk", HypervisorErrorKind.DiskNotFound, () => Hypervisor.StartBackupJobAsync(RunningVm, new BackupJobSpec([new BackupJobDisk("vdz", target, "qcow2")]))),
+            ("relative target", HypervisorErrorKind.InvalidArgument, () => Hypervisor.StartBackupJobAsync(RunningVm, new BackupJobSpec([new BackupJobDisk("vdb", "vdb.qcow2", "qcow2")]))),
+            ("probed format", HypervisorErrorKind.InvalidArgument, () => Hypervisor.StartBackupJobAsync(RunningVm, new BackupJobSpec([new BackupJobDisk("vdb", target, "auto")]))),
+            ("disk twice", HypervisorErrorKind.InvalidArgument, () => Hypervisor.StartBackupJobAsync(RunningVm, new BackupJobSpec([new BackupJobDisk("vdb", target, "qcow2"), new BackupJobDisk("vdb", target + "2", "qcow2")]))),
+            ("no disk", HypervisorErrorKind.InvalidArgument, () => Hypervisor.StartBackupJobAsync(RunningVm, new BackupJobSpec([]))),
+            ("bad checkpoint name", HypervisorErrorKind.InvalidArgument, () => Hypervisor.StartBackupJobAsync(RunningVm, new BackupJobSpec([new BackupJobDisk("vdb", target, "qcow2")], NewCheckpoint: "../c", CheckpointDisks: ["vdb"]))),
+            ("shut-off domain", HypervisorErrorKind.InvalidDomainState, () => Hypervisor.StartBackupJobAsync(ShutOffVm, new BackupJobSpec([new BackupJobDisk("vda", target, "qcow2")]))),
+            ("unknown domain", HypervisorErrorKind.DomainNotFound, () => Hypervisor.StartBackupJobAsync("contract-no-such-domain", new BackupJobSpec([new BackupJobDisk("vda", target, "qcow2")]))),
+            ("abort without job", HypervisorErrorKind.NoBlockJob, () => Hypervisor.AbortBackupJobAsync(RunningVm)),
+            ("delete unknown checkpoint", HypervisorErrorKind.CheckpointNotFound, () => Hypervisor.DeleteCheckpointAsync(RunningVm, "contract-none")),
+        };
+
+        foreach (var (name, kind, act) in cases)
+        {
+            var error = await Assert.ThrowsAsync<HypervisorException>(act);
+            Assert.True(error.Kind == kind, $"{name}: {error.Kind}: {error.Message}");
+        }
+
+        Assert.False(await Hypervisor.Images.ExistsAsync(target));
+        Assert.Empty(await Hypervisor.ListCheckpointsAsync(RunningVm));
+        Assert.Equal(BackupJobState.None, (await Hypervisor.GetBackupJobAsync(RunningVm)).State);
+        await Hypervisor.Images.DeleteAsync(Path.Combine(dir, "taken.qcow2"));
+    }
+
+    [Fact]
+    public async Task Checkpoint_MetadataDeletedThenRedefinedFromItsXml_IncrementalSinceItStillWorks()
+    {
+        var dir = NewScratchDir();
+        try
+        {
+            await Hypervisor.StartBackupJobAsync(RunningVm, new BackupJobSpec(
+                [new BackupJobDisk("vdb", Path.Combine(dir, "full.qcow2"), "qcow2")], NewCheckpoint: "contract-r1", CheckpointDisks: ["vdb"]));
+            Assert.Equal(BackupJobState.Completed, (await WaitForBackupJobAsync(RunningVm)).State);
+            var saved = Assert.Single(await Hypervisor.ListCheckpointsAsync(RunningVm));
+
+            await Hypervisor.DeleteCheckpointAsync(RunningVm, "contract-r1", metadataOnly: true); // libvirt forgot it; the bitmap stays
+            Assert.Empty(await Hypervisor.ListCheckpointsAsync(RunningVm));
+            await Hypervisor.RedefineCheckpointAsync(RunningVm, saved.Xml);
+            var redefined = Assert.Single(await Hypervisor.ListCheckpointsAsync(RunningVm));
+            Assert.Equal("contract-r1", redefined.Name);
+            Assert.Equal("vdb:contract-r1", string.Join(",", redefined.Disks.Where(d => d.Bitmap is not null).Select(d => $"{d.Target}:{d.Bitmap}")));
+            await AssertKindAsync(HypervisorErrorKind.CheckpointExists, () => Hypervisor.RedefineCheckpointAsync(RunningVm, saved.Xml));
+
+            await LetTheGuestWriteAsync(RunningVm);
+            await Hypervisor.StartBackupJobAsync(RunningVm, new BackupJobSpec([new BackupJobDisk("vdb", Path.Combine(dir, "inc.qcow2"), "qcow2")], Incremental: "contract-r1"));
+            var incremental = await WaitForBackupJobAsync(RunningVm);
+            Assert.True(incremental.State == BackupJobState.Completed, $"{incremental.State}: {incremental.Error}");
+            Assert.True(incremental.BytesTotal > 0);
+        }
+        finally
+        {
+            await DeleteCheckpointsAsync(RunningVm);
+        }
+    }
+
+    /// <summary>Gives the running guest time to write (the lab guest writes its counter to every disk all the time).</summary>
+    protected virtual Task LetTheGuestWriteAsync(string domain) => Task.Delay(TimeSpan.FromSeconds(2));
+
+    protected async Task<BackupJobStatus> WaitForBackupJobAsync(string domain)
+    {
+        var deadline = DateTime.UtcNow + EventTimeout;
+        while (true)
+        {
+            var status = await Hypervisor.GetBackupJobAsync(domain);
+            if (status.Ended)
+            {
+                return status;
+            }
+
+            Assert.True(DateTime.UtcNow < deadline, $"backup job of {domain} still {status.State} after {EventTimeout}");
+            await Task.Delay(50);
+        }
+    }
+
+    protected async Task DeleteCheckpointsAsync(string domain)
+    {
+        foreach (var checkpoint in (await Hypervisor.ListCheckpointsAsync(domain)).Reverse())
+        {
+            await Hypervisor.DeleteCheckpointAsync(domain, checkpoint.Name);
+        }
+    }
+
     protected async Task CommitBackAsync(string domain, DomainInfo original)
     {
         foreach (var was in original.Disks)

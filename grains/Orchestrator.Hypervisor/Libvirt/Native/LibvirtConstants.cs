@@ -8,6 +8,7 @@ internal static class LibvirtConstants
     internal const uint DomainXmlInactive = 1 << 1;
     internal const uint DomainStartPaused = 1 << 0;
     internal const uint DomainUndefineSnapshotsMetadata = 1 << 1;
+    internal const uint DomainUndefineCheckpointsMetadata = 1 << 4;
 
     internal const uint BlockCommitShallow = 1 << 0;
     internal const uint BlockCommitActive = 1 << 2;
@@ -19,6 +20,21 @@ internal static class LibvirtConstants
     internal const int EventIdBlockJob2 = 16;
 
     internal const int UuidStringBufLen = 37;
+
+    internal const int JobNone = 0;
+    internal const int JobBounded = 1;
+    internal const int JobUnbounded = 2;
+    internal const int JobCompleted = 3;
+    internal const int JobFailed = 4;
+    internal const int JobCancelled = 5;
+    internal const uint JobStatsCompleted = 1 << 0;
+    internal const uint JobStatsKeepCompleted = 1 << 1;
+    internal const long JobOperationBackup = 9;
+
+    // libvirt-domain-checkpoint.h
+    internal const uint CheckpointCreateRedefine = 1 << 0;
+    internal const uint CheckpointListTopological = 1 << 1;
+    internal const uint CheckpointDeleteMetadataOnly = 1 << 1;
 
     // libvirt-domain-snapshot.h
     internal const uint SnapshotCreateNoMetadata = 1 << 2;
@@ -61,6 +77,9 @@ internal static class VirErrorCode
     internal const int XmlInvalidSchema = 92;
     internal const int AgentUnsynced = 97;
     internal const int DeviceMissing = 99;
+    internal const int InvalidDomainCheckpoint = 102;
+    internal const int NoDomainCheckpoint = 103;
+    internal const int CheckpointInconsistent = 109;
 
     /// <summary>errno ENOSPC, carried in virError.int1 for VIR_ERR_SYSTEM_ERROR.</summary>
     internal const int Enospc = 28;
