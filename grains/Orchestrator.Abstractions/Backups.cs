@@ -137,7 +137,13 @@ public sealed record RestoreRequest(
     [property: Id(0)] string RunKey,
     [property: Id(1)] string NewName,
     [property: Id(2)] bool Define,
-    [property: Id(3)] string? ImageDirectory = null);
+    [property: Id(3)] string? ImageDirectory = null,
+    [property: Id(4)] string? Host = null,
+    [property: Id(5)] bool Start = false)
+{
+    /// <summary>The host the restore runs on: the one asked for, else the run's own.</summary>
+    public string TargetHost => string.IsNullOrEmpty(Host) ? GrainKeys.HostOf(RunKey) : Host;
+}
 
 [GenerateSerializer]
 [Alias("orchestrator.RestoreResult")]
@@ -146,7 +152,9 @@ public sealed record RestoreResult(
     [property: Id(1)] IReadOnlyList<string> Images,
     [property: Id(2)] bool Defined,
     [property: Id(3)] Guid? Uuid,
-    [property: Id(4)] IReadOnlyList<string>? Changes = null);
+    [property: Id(4)] IReadOnlyList<string>? Changes = null,
+    [property: Id(5)] string? Host = null,
+    [property: Id(6)] bool Started = false);
 
 /// <summary>Live backups of one VM (implemented by the VM grain).</summary>
 [Alias("orchestrator.IBackupOperations")]
@@ -206,6 +214,18 @@ public enum OverlayRepairAction
 
     /// <summary>Not ours to touch or not as recorded: left exactly as it is, with the reason.</summary>
     Refused = 2,
+}
+
+/// <summary>
+/// Restores backup sets on one host (key: the target host name; lives on that host's silo). Everything comes from the
+/// set itself (found under the host's configured backup roots by the backup layout, its manifest checked), never from
+/// the source VM's grain: a set made on another host restores while that host's silo is down.
+/// </summary>
+[Alias("orchestrator.IHostRestoreGrain")]
+public interface IHostRestoreGrain : IGrainWithStringKey
+{
+    [Alias("Restore")]
+    Task<RestoreResult> RestoreAsync(RestoreRequest request, CancellationToken cancellationToken = default);
 }
 
 /// <summary>Run keys: <c>host/vm/runId</c>.</summary>

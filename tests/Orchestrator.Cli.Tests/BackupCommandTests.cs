@@ -350,6 +350,7 @@ public sealed class BackupCommandTests
                 Images = { "/var/lib/libvirt/images/web-1-restored-vda.qcow2", "/var/lib/libvirt/images/web-1-restored-vdb.raw" },
                 Defined = true,
                 Uuid = "0d4c6b1e-3f7a-4e55-9a52-1b2c3d4e5f60",
+                Host = "kvm-01",
             });
 
         CliRun run = await CliRun.RunAsync(invoker, "restore", Samples.RunKey, "--as", "web-1-restored", "--define");
@@ -360,7 +361,9 @@ public sealed class BackupCommandTests
         Assert.Equal(
             [
                 "New VM:   web-1-restored",
+                "Host:     kvm-01",
                 "Defined:  yes",
+                "Started:  no",
                 "UUID:     0d4c6b1e-3f7a-4e55-9a52-1b2c3d4e5f60",
                 "IMAGE",
                 "/var/lib/libvirt/images/web-1-restored-vda.qcow2",
@@ -381,6 +384,49 @@ public sealed class BackupCommandTests
         Assert.False(Assert.IsType<RestoreRequest>(Assert.Single(invoker.Calls).Request).Define);
         using JsonDocument json = JsonDocument.Parse(run.Stdout);
         Assert.Equal(JsonValueKind.Null, json.RootElement.GetProperty("uuid").ValueKind);
+    }
+
+    [Fact]
+    public async Task Restore_OnAnotherHostDefinedAndStarted_SendsHostAndStartAndPrintsThem()
+    {
+        var invoker = new FakeCallInvoker().On<RestoreRequest, RestoreResponse>(
+            "Restore", _ => new RestoreResponse { NewName = "copy", Images = { "/restores/copy-vda.raw" }, Defined = true, Host = "kvm-02", Started = true });
+
+        CliRun run = await CliRun.RunAsync(invoker, "restore", Samples.RunKey, "--as", "copy", "--host", "kvm-02", "--define", "--start", "--format", "json");
+
+        Assert.Equal(ExitCodes.Ok, run.ExitCode);
+        var request = Assert.IsType<RestoreRequest>(Assert.Single(invoker.Calls).Request);
+        Assert.Equal(("kvm-02", true, true), (request.Host, request.Define, request.Start));
+        using JsonDocument json = JsonDocument.Parse(run.Stdout);
+        Assert.Equal("kvm-02", json.RootElement.GetProperty("host").GetString());
+        Assert.True(json.RootElement.GetProperty("started").GetBoolean());
+    }
+
+    [Fact]
+    public async Task Restore_WithoutHost_SendsNoHost()
+    {
+        var invoker = new FakeCallInvoker().On<RestoreRequest, RestoreResponse>("Restore", _ => new RestoreResponse { NewName = "copy" });
+
+        CliRun run = await CliRun.RunAsync(invoker, "restore", Samples.RunKey, "--as", "copy");
+
+        Assert.Equal(ExitCodes.Ok, run.ExitCode);
+        var request = Assert.IsType<RestoreRequest>(Assert.Single(invoker.Calls).Request);
+        Assert.Equal(("", false), (request.Host, request.Start));
+    }
+
+    [Theory]
+    [InlineData("--start: needs --define", "--start")]
+    [InlineData("--host: 'kvm/02' is not a host name", "--host", "kvm/02")]
+    [InlineData("--host: the host name is empty", "--host", "")]
+    public async Task Restore_BadHostOrStartWithoutDefine_UsageErrorNamingTheOptionAndNoCall(string message, params string[] options)
+    {
+        var invoker = new FakeCallInvoker().On<RestoreRequest, RestoreResponse>("Restore", _ => new RestoreResponse());
+
+        CliRun run = await CliRun.RunAsync(invoker, ["restore", Samples.RunKey, "--as", "copy", .. options]);
+
+        Assert.Equal(ExitCodes.Usage, run.ExitCode);
+        Assert.Contains(message, run.Stderr, StringComparison.Ordinal);
+        Assert.Empty(invoker.Calls);
     }
 
     private static async IAsyncEnumerable<WatchBackupResponse> Never([EnumeratorCancellation] CancellationToken ct)

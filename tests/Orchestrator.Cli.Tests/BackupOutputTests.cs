@@ -134,7 +134,7 @@ public sealed class BackupOutputTests
 
         JsonElement restore = Serialize(RestoreView.From(response), CliJsonContext.Output.RestoreView);
 
-        Assert.Equal(["new_name", "images", "defined", "uuid", "changes"], PropertyNames(restore));
+        Assert.Equal(["new_name", "images", "defined", "uuid", "changes", "host", "started"], PropertyNames(restore));
         Assert.Equal("copy", restore.GetProperty("new_name").GetString());
         Assert.Equal("/img/copy-vda.qcow2", restore.GetProperty("images")[0].GetString());
         Assert.True(restore.GetProperty("defined").GetBoolean());

@@ -4,20 +4,24 @@ using Orchestrator.Cli.Output;
 namespace Orchestrator.Cli.Views;
 
 /// <summary>What <c>restore</c> made. The JSON shape is documented in README.md.</summary>
-internal sealed record RestoreView(string NewName, IReadOnlyList<string> Images, bool Defined, string? Uuid, IReadOnlyList<string> Changes)
+internal sealed record RestoreView(string NewName, IReadOnlyList<string> Images, bool Defined, string? Uuid, IReadOnlyList<string> Changes, string? Host, bool Started)
 {
     public static RestoreView From(RestoreResponse response) => new(
         response.NewName,
         [.. response.Images],
         response.Defined,
         response.Uuid.Length == 0 ? null : response.Uuid,
-        [.. response.Changes]);
+        [.. response.Changes],
+        response.Host.Length == 0 ? null : response.Host,
+        response.Started);
 
     public static void WriteDetails(RestoreView restore, TextWriter writer, bool color)
     {
         new PropertyListWriter()
             .Add("New VM", restore.NewName)
+            .Add("Host", restore.Host)
             .Add("Defined", TextFormat.YesNo(restore.Defined))
+            .Add("Started", TextFormat.YesNo(restore.Started))
             .Add("UUID", restore.Uuid)
             .WriteTo(writer, color);
         writer.WriteLine();

@@ -52,17 +52,23 @@ public static class DomainXmlEditor
     /// name of the original. Everything changed is listed in <see cref="RestoredDefinition.Changes"/>. Refuses (with
     /// the reason) what cannot be made the VM's own: an NVRAM file that is gone with no template to start from.
     /// </summary>
+    /// <param name="nvramFromSet">The NVRAM copy the backup set holds (taken from the set, not the original's).</param>
+    /// <param name="filesDirectory">
+    /// Where the new VM's own files (logs, consoles, sockets, NVRAM) go; null: beside the original's (same host).
+    /// </param>
     public static RestoredDefinition ForRestore(
         string xml,
         string newName,
         IReadOnlyDictionary<string, (string Path, string Format)> disks,
-        Func<string, bool> fileExists)
+        Func<string, bool> fileExists,
+        string? nvramFromSet = null,
+        string? filesDirectory = null)
     {
         ArgumentNullException.ThrowIfNull(disks);
         ArgumentNullException.ThrowIfNull(fileExists);
         var root = XElement.Parse(xml);
         var oldName = root.Element("name")?.Value ?? string.Empty;
-        var edit = new RestoreEdit(oldName, newName);
+        var edit = new RestoreEdit(oldName, newName, filesDirectory);
         root.Element("name")!.Value = newName;
         if (root.Element("uuid") is { } uuid)
         {
@@ -93,7 +99,7 @@ public static class DomainXmlEditor
             SetSource(FindDisk(root, target), path, format);
         }
 
-        RewriteNvram(root, edit, fileExists);
+        RewriteNvram(root, edit, fileExists, nvramFromSet);
         foreach (var seclabel in root.Elements("seclabel").Where(s => (string?)s.Attribute("type") == "static").ToList())
         {
             seclabel.Remove();
@@ -111,7 +117,18 @@ public static class DomainXmlEditor
         return new RestoredDefinition(root.ToString(), edit.Changes, edit.Copies, edit.NewFiles);
     }
 
-    private static void RewriteNvram(XElement root, RestoreEdit edit, Func<string, bool> fileExists)
+    /// <summary>The file of the VM's NVRAM (a file-backed one, named in <c>&lt;os&gt;&lt;nvram&gt;</c>), or null.</summary>
+    public static string? NvramFile(string xml)
+    {
+        if (XElement.Parse(xml).Element("os")?.Element("nvram") is not { } nvram || (string?)nvram.Attribute("type") is { } type && type != "file")
+        {
+            return null;
+        }
+
+        return (string?)nvram.Element("source")?.Attribute("file") ?? (nvram.Value.Trim() is { Length: > 0 } text ? text : null);
+    }
+
+    private static void RewriteNvram(XElement root, RestoreEdit edit, Func<string, bool> fileExists, string? nvramFromSet)
     {
         if (root.Element("os")?.Element("nvram") is not { } nvram)
         {
@@ -130,7 +147,14 @@ public static class DomainXmlEditor
             return; // libvirt makes the new VM its own from the template
         }
 
-        if (fileExists(path))
+        if (nvramFromSet is not null)
+        {
+            var own = edit.OwnPath(path);
+            edit.Copy(nvramFromSet, own);
+            SetNvramPath(nvram, source, own);
+            edit.Note($"nvram: '{path}' -> '{own}' (from the backup set's copy)");
+        }
+        else if (fileExists(path))
         {
             var own = edit.OwnPath(path);
             edit.Copy(path, own);
@@ -411,7 +435,7 @@ public static class DomainXmlEditor
     }
 
     /// <summary>The changes of one restore, and the new VM's own file names (one per original file, reused).</summary>
-    private sealed class RestoreEdit(string oldName, string newName)
+    private sealed class RestoreEdit(string oldName, string newName, string? filesDirectory)
     {
         private readonly Dictionary<string, string> _own = new(StringComparer.Ordinal);
 
@@ -448,12 +472,20 @@ public static class DomainXmlEditor
                 return known;
             }
 
-            var directory = Path.GetDirectoryName(original) ?? "/";
+            var directory = filesDirectory ?? Path.GetDirectoryName(original) ?? "/";
             var file = Path.GetFileName(original);
             var own = oldName.Length > 0 && file.StartsWith(oldName, StringComparison.Ordinal) && (file.Length == oldName.Length || file[oldName.Length] is '.' or '-' or '_')
                 ? newName + file[oldName.Length..]
                 : $"{newName}-{file}";
-            return _own[original] = Path.Combine(directory, own);
+            var path = Path.Combine(directory, own);
+
+            // Files of several directories gathered into one: two originals of one name get distinct own files.
+            for (var n = 2; _own.ContainsValue(path); n++)
+            {
+                path = Path.Combine(directory, $"{n}-{own}");
+            }
+
+            return _own[original] = path;
         }
     }
 }

@@ -517,6 +517,8 @@ internal sealed partial class VirtualMachineGrain
 
     private async Task WriteManifestAsync(BackupRunState run, CancellationToken cancellationToken)
     {
+        CreateSetDirectory(run.BackupSetPath);
+        var nvram = await CopyNvramIntoSetAsync(run, cancellationToken);
         var manifest = new
         {
             format = "orchestrator-backup/1",
@@ -547,6 +549,7 @@ internal sealed partial class VirtualMachineGrain
                 verified = d.Verified,
             }),
             domain_xml = run.DomainXml,
+            nvram,
         };
         CreateSetDirectory(run.BackupSetPath);
 

@@ -8,7 +8,8 @@ internal static class SimulatedDomainXml
 {
     public static readonly XNamespace LabelsNamespace = "https://orchestrator.dev/xmlns/labels/1";
 
-    public static string Write(DomainInfo domain)
+    /// <summary>The XML of <paramref name="domain"/>; with <paramref name="nvram"/>, an <c>&lt;os&gt;&lt;nvram&gt;</c> file.</summary>
+    public static string Write(DomainInfo domain, string? nvram = null)
     {
         var devices = new XElement("devices");
         foreach (var disk in domain.Disks)
@@ -46,9 +47,14 @@ internal static class SimulatedDomainXml
             new XElement("metadata", labels),
             new XElement("memory", new XAttribute("unit", "KiB"), domain.MemoryKiB.ToString(CultureInfo.InvariantCulture)),
             new XElement("vcpu", domain.VirtualCpus.ToString(CultureInfo.InvariantCulture)),
+            nvram is null ? null : new XElement("os", new XElement("type", "hvm"), new XElement("nvram", nvram)),
             devices);
         return root.ToString();
     }
+
+    /// <summary>The NVRAM file named in the XML's <c>&lt;os&gt;&lt;nvram&gt;</c>, if any.</summary>
+    public static string? NvramOf(string xml) =>
+        XElement.Parse(xml).Element("os")?.Element("nvram") is { } nvram && nvram.Value.Trim() is { Length: > 0 } path ? path : null;
 
     public static DomainInfo Read(string xml)
     {

@@ -106,6 +106,43 @@ public sealed partial class SimulatedHypervisor : IHypervisor
         }
     }
 
+    /// <summary>Names <paramref name="path"/> as the domain's NVRAM file in its XML (null: none); the file itself is real.</summary>
+    public void SetNvram(string domain, string? path)
+    {
+        lock (_lock)
+        {
+            Find(domain).Nvram = path;
+        }
+    }
+
+    /// <summary>
+    /// Test aid for a backup root shared between hosts: <paramref name="other"/> sees the image at
+    /// <paramref name="path"/> as this host has it (same content), as through a shared mount.
+    /// </summary>
+    public void ShareImageWith(SimulatedHypervisor other, string path)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        SimImage image;
+        lock (_lock)
+        {
+            image = _files[path];
+        }
+
+        lock (other._lock)
+        {
+            other._files[path] = new SimImage(path, image.Format, image.VirtualSize) { Allocated = image.Allocated, ContentId = image.ContentId, Backing = image.Backing };
+        }
+    }
+
+    /// <summary>The NVRAM file the domain's definition names, or null.</summary>
+    public string? NvramOf(string domain)
+    {
+        lock (_lock)
+        {
+            return Find(domain).Nvram;
+        }
+    }
+
     /// <summary>
     /// Makes the active image of a disk a linked clone of <paramref name="templatePath"/> (created if absent, shared when
     /// several disks name it): the disk's chain becomes clone -> template, as after
@@ -223,7 +260,8 @@ public sealed partial class SimulatedHypervisor : IHypervisor
         await DelayAsync(Options.CallLatency, cancellationToken);
         lock (_lock)
         {
-            return SimulatedDomainXml.Write(Snapshot(Find(domain)));
+            var found = Find(domain);
+            return SimulatedDomainXml.Write(Snapshot(found), found.Nvram);
         }
     }
 
@@ -251,7 +289,7 @@ public sealed partial class SimulatedHypervisor : IHypervisor
                     throw new HypervisorException(HypervisorErrorKind.InvalidArgument, $"uuid {parsed.Uuid} is already in use");
                 }
 
-                var created = new SimDomain(parsed.Name, parsed.Uuid) { State = DomainPowerState.ShutOff, Labels = parsed.Labels, MemoryKiB = parsed.MemoryKiB, VirtualCpus = parsed.VirtualCpus };
+                var created = new SimDomain(parsed.Name, parsed.Uuid) { State = DomainPowerState.ShutOff, Labels = parsed.Labels, MemoryKiB = parsed.MemoryKiB, VirtualCpus = parsed.VirtualCpus, Nvram = SimulatedDomainXml.NvramOf(xml) };
                 created.Disks.AddRange(parsed.Disks.Select(d => new SimDisk(d.Target, [d.SourcePath, .. d.BackingChain.Select(l => l.Path)])));
                 _domains[parsed.Name] = created;
             }
@@ -746,6 +784,9 @@ public sealed partial class SimulatedHypervisor : IHypervisor
         public List<SimDisk> Disks { get; } = [];
 
         public IReadOnlyDictionary<string, string> Labels { get; set; } = new Dictionary<string, string>();
+
+        /// <summary>The NVRAM file the definition names (a real file of the test's choosing), or null.</summary>
+        public string? Nvram { get; set; }
 
         public long MemoryKiB { get; init; } = 2 * 1024 * 1024;
 

@@ -93,12 +93,15 @@ internal sealed class BackupService(IGrainFactory grains, IHostDirectory directo
 
     public override async Task<RestoreResponse> Restore(Api.V1.RestoreRequest request, ServerCallContext context)
     {
-        var (host, vm, _) = BackupRunKeys.Parse(request.Key, "key");
-        GrainKeys.ValidateVmName(request.NewName, "new_name");
-        var result = await grains.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(host, vm)).RestoreAsync(
-            new Orchestrator.RestoreRequest(request.Key, request.NewName, request.Define),
-            context.CancellationToken);
-        var response = new RestoreResponse { NewName = result.NewName, Defined = result.Defined, Uuid = result.Uuid?.ToString() ?? "" };
+        // Validated before any grain is asked (a bad host name never reaches placement), and again by the grain.
+        var restore = new Orchestrator.RestoreRequest(request.Key, request.NewName, request.Define, Host: request.Host.Length == 0 ? null : request.Host, Start: request.Start);
+        var (source, _, _) = BackupRunKeys.Parse(request.Key, "key");
+        var target = restore.Host ?? source;
+        HostRestoreGrain.Validate(restore, target);
+
+        // On the target host's silo, from the backup set alone: the source host's silo may be down.
+        var result = await grains.GetGrain<IHostRestoreGrain>(target).RestoreAsync(restore, context.CancellationToken);
+        var response = new RestoreResponse { NewName = result.NewName, Defined = result.Defined, Uuid = result.Uuid?.ToString() ?? "", Host = result.Host ?? target, Started = result.Started };
         response.Images.AddRange(result.Images);
         response.Changes.AddRange(result.Changes ?? []);
         return response;

@@ -26,6 +26,9 @@ public class ThreeHostClusterFixture : IAsyncLifetime
     /// <summary>The only directory backups may go to in this cluster.</summary>
     public string BackupRoot { get; } = Path.Combine(Path.GetTempPath(), $"orchestrator-unit-{Guid.NewGuid():N}");
 
+    /// <summary>A host's restore root (Orchestrator:Backup:RestoreRoots): where sets from other hosts restore to.</summary>
+    public string RestoreRoot(string host) => Path.Combine(BackupRoot, "restored", host);
+
     public ConcurrentDictionary<string, SimulatedHypervisor> Hypervisors { get; } = new();
 
     public IGrainFactory Grains => Cluster.Client;
@@ -44,11 +47,17 @@ public class ThreeHostClusterFixture : IAsyncLifetime
             {
                 o.Roots = [BackupRoot];
                 o.DefaultTarget = Path.Combine(BackupRoot, host);
+                o.RestoreRoots = [RestoreRoot(host)];
             });
             silo.Services.AddSingleton<IHypervisor>(hypervisor);
             silo.UseInMemoryReminderService();
             ConfigureSilo(silo);
         });
+        foreach (var host in Hosts.Concat(LateHosts))
+        {
+            Directory.CreateDirectory(RestoreRoot(host));
+        }
+
         Cluster = builder.Build();
         await Cluster.DeployAsync();
         await WaitForPlacementAsync();
