@@ -86,6 +86,7 @@ public sealed class RestoreAnyHostLabTests(PostgresFixture postgres, ITestOutput
             var restoreSeconds = restoreClock.Elapsed.TotalSeconds;
             Assert.True(cli.ExitCode == 0, ProcessRunner.Describe(cli) + siloB.Log);
             output.WriteLine($"{sw.Elapsed.TotalSeconds:0.0} s: restored on {b.Name} through the CLI in {restoreSeconds:0.00} s (CLI process included)\n{cli.StandardOutput}");
+            output.WriteLine(string.Join('\n', siloB.Log.Split('\n').Where(l => l.Contains("Restore of", StringComparison.Ordinal))));
             using var json = JsonDocument.Parse(cli.StandardOutput);
             var restored = json.RootElement;
             Assert.Equal(b.Name, restored.GetProperty("host").GetString());
@@ -155,7 +156,10 @@ public sealed class RestoreAnyHostLabTests(PostgresFixture postgres, ITestOutput
         }
     }
 
-    /// <summary>The seq of the guest's "orch: start seq=N" line (it resumes at the highest record on its disks + 1).</summary>
+    /// <summary>
+    /// The seq of the guest's "orch: start seq=N" line (it resumes at the highest record on its disks + 1). Only a whole
+    /// line counts: the serial console is written a few characters at a time, "start seq=1" may be the start of "158".
+    /// </summary>
     private static async Task<long> WaitForStartSeqAsync(string console, TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;
@@ -163,7 +167,7 @@ public sealed class RestoreAnyHostLabTests(PostgresFixture postgres, ITestOutput
         {
             if (File.Exists(console))
             {
-                var match = System.Text.RegularExpressions.Regex.Match(await ReadSharedAsync(console), @"orch: start seq=(\d+)");
+                var match = System.Text.RegularExpressions.Regex.Match(await ReadSharedAsync(console), @"orch: start seq=(\d+) interval_ms=");
                 if (match.Success)
                 {
                     return long.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
@@ -180,7 +184,7 @@ public sealed class RestoreAnyHostLabTests(PostgresFixture postgres, ITestOutput
         var deadline = DateTime.UtcNow + timeout;
         while (true)
         {
-            var seen = System.Text.RegularExpressions.Regex.Matches(await ReadSharedAsync(console), @"orch: seq=(\d+)")
+            var seen = System.Text.RegularExpressions.Regex.Matches(await ReadSharedAsync(console), @"orch: seq=(\d+) t=")
                 .Select(m => long.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture))
                 .DefaultIfEmpty(0)
                 .Max();
