@@ -17,7 +17,8 @@
 #                    when a source is newer than the binaries
 #   --configuration  the build to run (default Release)
 # Environment: DEMO_GRPC_PORT (7070), DEMO_HTTP_PORT (7071), DEMO_SILO_PORT (11111), DEMO_DIR (<repo>/.data/demo),
-# LAB_DIR (<repo>/.lab), DEMO_BOOT_TIMEOUT (seconds a guest may take to write its first records, default 240).
+# DEMO_HOST (the host's name, default demo-01), LAB_DIR (<repo>/.lab), DEMO_BOOT_TIMEOUT (seconds a guest may take
+# to write its first records, default 240).
 set -euo pipefail
 root=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 cd "$root"
@@ -42,6 +43,8 @@ grpc_port="${DEMO_GRPC_PORT:-7070}" http_port="${DEMO_HTTP_PORT:-7071}" silo_por
 for p in "$grpc_port" "$http_port" "$silo_port"; do
   [[ "$p" =~ ^[0-9]+$ ]] && [ "$p" -ge 1 ] && [ "$p" -le 65535 ] || die "DEMO_*_PORT must be a port number 1..65535, not '$p'"
 done
+host="${DEMO_HOST:-demo-01}"
+[[ "$host" =~ ^[a-z0-9][a-z0-9-]{0,30}$ ]] || die "DEMO_HOST must be 1-31 lower-case letters, digits and '-', not '$host'"
 boot_timeout="${DEMO_BOOT_TIMEOUT:-240}"
 [[ "$boot_timeout" =~ ^[0-9]+$ ]] || die "DEMO_BOOT_TIMEOUT must be a number of seconds, not '$boot_timeout'"
 demo_dir="$(readlink -m "${DEMO_DIR:-$root/.data/demo}")"
@@ -99,7 +102,7 @@ mkdir -p -m 0700 "$demo_dir" "$data" "$data/backups"
 transcript="$data/transcript.txt"
 : > "$transcript"
 lab=(bash "$root/tests/lab/host.sh") vmsh=(bash "$root/tests/lab/vm.sh")
-host=demo-01 pid="" lab_up=0
+pid="" lab_up=0
 
 cleanup() {
   local rc=$?
@@ -132,7 +135,7 @@ if [ "$mode" = real ]; then
   # web-1: a qcow2 and a raw disk, writing one counter record to both every 100 ms.
   "${vmsh[@]}" create "$host" web-1 --disks "qcow2:64M raw:32M" --interval-ms 100 --label tier=web --label env=demo 2>>"$data/lab.log" \
     || { cat "$data/lab.log" >&2; die "tests/lab/vm.sh create failed"; }
-  echo "   host $uri; guest web-1 booting (TCG, direct kernel boot)"
+  echo "   host $uri ready, guest web-1 booting (TCG, direct kernel boot) after $(elapsed)"
   host_uri="$uri"
 else
   host_uri="simulated://$host"
@@ -198,8 +201,9 @@ if [ "$mode" = real ]; then
   want=$((at_backup + 5))
   seen="$("${vmsh[@]}" wait "$host" "$restored" --seq "$want" --timeout "$boot_timeout" 2>>"$data/lab.log")" \
     || die "$restored did not count to $want within ${boot_timeout}s (console: $("${vmsh[@]}" console "$host" "$restored"))"
-  first="$(grep -m1 -o 'orch: seq=[0-9]*' "$("${vmsh[@]}" console "$host" "$restored")" || true)"
-  echo "   $restored booted and counts on from the backup: first console line '$first', now at seq $seen (backup point $at_backup)"
+  first="$(grep -m1 -o 'orch: start seq=[0-9]*' "$("${vmsh[@]}" console "$host" "$restored")" || true)"
+  [ "$first" = "orch: start seq=$((at_backup + 1))" ] || die "$restored did not resume at the backup point + 1 ($((at_backup + 1))): its console says '$first'"
+  echo "   $restored booted and counts on from the backup point: '$first' (backup point $at_backup), now at seq $seen"
   say "its console (the last lines):"
   tail -n 4 "$("${vmsh[@]}" console "$host" "$restored")" | sed 's/^/   /'
   run vm list
