@@ -48,6 +48,7 @@ host="${DEMO_HOST:-demo-01}"
 boot_timeout="${DEMO_BOOT_TIMEOUT:-240}"
 [[ "$boot_timeout" =~ ^[0-9]+$ ]] || die "DEMO_BOOT_TIMEOUT must be a number of seconds, not '$boot_timeout'"
 demo_dir="$(readlink -m "${DEMO_DIR:-$root/.data/demo}")"
+[ "$demo_dir" != / ] || die "DEMO_DIR must not be /"
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 t_start=$(date +%s%3N)
 elapsed() { local ms=$(( $(date +%s%3N) - t_start )); printf '%d.%01d s' $((ms / 1000)) $(((ms % 1000) / 100)); }
@@ -126,12 +127,12 @@ trap 'exit 130' INT TERM
 # ---- real mode: the private host and the guest
 if [ "$mode" = real ]; then
   echo "== preparing the private libvirt host $host (tests/lab; LAB_DIR=$(lab_dir))"
-  bash "$root/tests/lab/install.sh" >/dev/null || die "tests/lab/install.sh failed (apt could not install libvirt/QEMU)"
-  bash "$root/tests/lab/guest-build.sh" >/dev/null 2>"$data/lab.log" || { cat "$data/lab.log" >&2; die "tests/lab/guest-build.sh failed"; }
+  bash "$root/tests/lab/install.sh" >/dev/null || die "tests/lab/install.sh failed (apt could not install libvirt/QEMU); --simulated runs without them"
+  bash "$root/tests/lab/guest-build.sh" >/dev/null 2>"$data/lab.log" || { cat "$data/lab.log" >&2; die "tests/lab/guest-build.sh failed (it downloads a Debian kernel package once); --simulated runs without it"; }
   lab_up=1
   "${lab[@]}" clean "$host" >/dev/null 2>>"$data/lab.log" || true   # leftovers of an interrupted run
   uri="$("${lab[@]}" start "$host" 2>>"$data/lab.log" | tail -n 1)"
-  [[ "$uri" == qemu+unix://* ]] || { cat "$data/lab.log" >&2; die "the lab host did not start"; }
+  [[ "$uri" == qemu+unix://* ]] || { cat "$data/lab.log" >&2; die "the private libvirt host did not start (log: $data/lab.log); --simulated runs without it"; }
   # web-1: a qcow2 and a raw disk, writing one counter record to both every 100 ms.
   "${vmsh[@]}" create "$host" web-1 --disks "qcow2:64M raw:32M" --interval-ms 100 --label tier=web --label env=demo 2>>"$data/lab.log" \
     || { cat "$data/lab.log" >&2; die "tests/lab/vm.sh create failed"; }
