@@ -40,6 +40,7 @@ public sealed partial class SimulatedHypervisor
                 }
 
                 host._files[path] = new SimImage(path, format, size) { Backing = backingFile };
+                host.WriteFile(host._files[path]);
                 return Task.CompletedTask;
             }
         }
@@ -115,6 +116,7 @@ public sealed partial class SimulatedHypervisor
                 }
 
                 host._files[destination] = copy;
+                host.WriteFile(copy, options.Privacy);
                 return new CopyResult(total, options.ComputeSha256 ? digests.Full : null, host._time.GetElapsedTime(started), options.ComputeDataSha256 ? digests.Data : null);
             }
         }
@@ -198,6 +200,7 @@ public sealed partial class SimulatedHypervisor
                 }
 
                 host._files.Remove(path);
+                host.DeleteFile(path);
                 return Task.CompletedTask;
             }
         }

@@ -83,7 +83,7 @@ public sealed partial class SimulatedHypervisor : IHypervisor
         DomainPowerState state,
         IEnumerable<(string Target, string Format, long SizeBytes)> disks,
         IReadOnlyDictionary<string, string>? labels = null,
-        string imageDir = "/var/lib/libvirt/images",
+        string? imageDir = null,
         Guid? uuid = null)
     {
         lock (_lock)
@@ -96,8 +96,9 @@ public sealed partial class SimulatedHypervisor : IHypervisor
             var domain = new SimDomain(name, uuid ?? StableUuid(Options.HostName, name)) { State = state, Labels = labels ?? new Dictionary<string, string>() };
             foreach (var (target, format, size) in disks)
             {
-                var path = $"{imageDir.TrimEnd('/')}/{name}-{target}.{format}";
+                var path = $"{(imageDir ?? Options.ImageDirectory).TrimEnd('/')}/{name}-{target}.{format}";
                 _files[path] = new SimImage(path, format, size) { Allocated = size / 4 };
+                WriteFile(_files[path]);
                 domain.Disks.Add(new SimDisk(target, [path]));
             }
 
@@ -162,10 +163,12 @@ public sealed partial class SimulatedHypervisor : IHypervisor
             if (!_files.TryGetValue(templatePath, out var template))
             {
                 _files[templatePath] = template = new SimImage(templatePath, templateFormat, bottom.VirtualSize) { Allocated = bottom.VirtualSize / 8 };
+                WriteFile(template);
             }
 
             bottom.Backing = template.Path;
             disk.Chain.Add(template.Path);
+            WriteFile(bottom);
         }
     }
 
@@ -174,7 +177,7 @@ public sealed partial class SimulatedHypervisor : IHypervisor
     {
         const long GiB = 1L << 30;
         AddDomain("web-1", DomainPowerState.Running, [("vda", "qcow2", 20 * GiB), ("vdb", "raw", 4 * GiB)], new Dictionary<string, string> { ["tier"] = "web", ["env"] = "prod" });
-        LinkToTemplate("web-1", "vda", "/var/lib/libvirt/images/templates/debian-12.qcow2");
+        LinkToTemplate("web-1", "vda", $"{Options.ImageDirectory.TrimEnd('/')}/templates/debian-12.qcow2");
         AddDomain("web-2", DomainPowerState.Running, [("vda", "qcow2", 20 * GiB)], new Dictionary<string, string> { ["tier"] = "web", ["env"] = "prod" });
         AddDomain("db-1", DomainPowerState.Running, [("vda", "qcow2", 40 * GiB), ("vdb", "qcow2", 100 * GiB)], new Dictionary<string, string> { ["tier"] = "db", ["env"] = "prod" });
         AddDomain("legacy-1", DomainPowerState.Running, [("vda", "raw", 10 * GiB)], new Dictionary<string, string> { ["tier"] = "legacy" });
@@ -191,13 +194,13 @@ public sealed partial class SimulatedHypervisor : IHypervisor
     {
         ArgumentOutOfRangeException.ThrowIfNegative(count);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(diskSizeBytes);
-        const string Template = "/var/lib/libvirt/images/templates/fleet-base.qcow2";
+        var template = $"{Options.ImageDirectory.TrimEnd('/')}/templates/fleet-base.qcow2";
         for (var i = 1; i <= count; i++)
         {
             var name = FleetVmName(i);
             var labels = new Dictionary<string, string> { ["fleet"] = "scale", ["tier"] = i % 2 == 1 ? "web" : "db" };
             AddDomain(name, DomainPowerState.Running, [("vda", "qcow2", diskSizeBytes), ("vdb", "qcow2", diskSizeBytes)], labels);
-            LinkToTemplate(name, "vda", Template);
+            LinkToTemplate(name, "vda", template);
         }
 
         return this;
@@ -228,6 +231,34 @@ public sealed partial class SimulatedHypervisor : IHypervisor
     }
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+
+    /// <summary>With <see cref="SimulatedOptions.WriteImageFiles"/>: the image's file on disk (called under the lock).</summary>
+    private void WriteFile(SimImage image, FilePrivacy? privacy = null)
+    {
+        if (!Options.WriteImageFiles)
+        {
+            return;
+        }
+
+        var backingFormat = image.Backing is { } b && _files.TryGetValue(b, out var below) ? below.Format : null;
+        try
+        {
+            SimulatedImageFiles.Write(image.Path, image.Format, image.VirtualSize, image.Allocated, image.Backing, backingFormat, privacy ?? FilePrivacy.Private);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new HypervisorException(HypervisorErrorKind.OperationFailed, $"cannot write the simulated image file '{image.Path}': {e.Message}", inner: e);
+        }
+    }
+
+    /// <summary>With <see cref="SimulatedOptions.WriteImageFiles"/>: removes the image's file (called under the lock).</summary>
+    private void DeleteFile(string path)
+    {
+        if (Options.WriteImageFiles)
+        {
+            SimulatedImageFiles.Delete(path);
+        }
+    }
 
     public async Task<HypervisorFacts> GetFactsAsync(CancellationToken cancellationToken = default)
     {
@@ -373,6 +404,7 @@ public sealed partial class SimulatedHypervisor : IHypervisor
                 var disk = FindDisk(d, spec.Target);
                 var below = _files[disk.Chain[0]];
                 _files[spec.OverlayPath] = new SimImage(spec.OverlayPath, "qcow2", below.VirtualSize) { Backing = below.Path, Allocated = 196_616 };
+                WriteFile(_files[spec.OverlayPath]);
                 disk.Chain.Insert(0, spec.OverlayPath);
             }
         }

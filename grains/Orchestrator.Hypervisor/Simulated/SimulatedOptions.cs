@@ -24,6 +24,16 @@ public sealed class SimulatedOptions
     /// <summary>Simulated copy throughput in bytes per second; 0 copies instantly.</summary>
     public long CopyBytesPerSecond { get; set; }
 
+    /// <summary>Directory of the images of the seeded VMs (<see cref="SimulatedHypervisor.SeedDemo"/>, <see cref="SimulatedHypervisor.SeedFleet"/>).</summary>
+    public string ImageDirectory { get; set; } = "/var/lib/libvirt/images";
+
+    /// <summary>
+    /// Off (the default, for unit tests and the fleet-scale benchmark): images exist only in memory. On (the demo):
+    /// every image the host creates (seeded disks, templates, overlays, copies, restores) is also written as a real
+    /// sparse file at its path, as long as the host reports it, and deleted with it (see SimulatedImageFiles).
+    /// </summary>
+    public bool WriteImageFiles { get; set; }
+
     /// <summary>Free bytes reported for any path.</summary>
     public long FreeSpaceBytes { get; set; } = 1L << 40;
 }

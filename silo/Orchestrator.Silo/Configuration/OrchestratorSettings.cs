@@ -65,6 +65,13 @@ public sealed class SimulatedHostSettings
     /// The default (8 GiB/s: about 50 ms per disk of the default size) keeps orchestration the dominant cost.
     /// </summary>
     public long CopyBytesPerSecond { get; set; } = 8L << 30;
+
+    /// <summary>
+    /// Empty (the default): the simulated host's images exist only in memory. A directory (absolute; the demo sets
+    /// it): the seeded VMs' images live there, and every image the host creates (overlays, backup copies, restores)
+    /// is also written as a real sparse file of the size the host reports, so every path it names exists.
+    /// </summary>
+    public string ImageFiles { get; set; } = "";
 }
 
 public enum PersistenceMode

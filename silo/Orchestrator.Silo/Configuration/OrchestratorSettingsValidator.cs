@@ -367,6 +367,18 @@ public static class OrchestratorSettingsValidator
         {
             errors.Add($"{P}:CopyBytesPerSecond: {simulated.CopyBytesPerSecond} is negative (0 copies instantly)");
         }
+
+        if (IsSet(simulated.ImageFiles))
+        {
+            if (!Path.IsPathFullyQualified(simulated.ImageFiles))
+            {
+                errors.Add($"{P}:ImageFiles: '{simulated.ImageFiles}' is not an absolute directory path");
+            }
+            else if (!(System.Uri.TryCreate(host.Uri, UriKind.Absolute, out var uri) && uri.Scheme == Hosting.HypervisorConnector.SimulatedScheme))
+            {
+                errors.Add($"{P}:ImageFiles writes a simulated host's images only: {OrchestratorSettings.Section}:Host:Uri is '{host.Uri}', not simulated://NAME");
+            }
+        }
     }
 
     private static bool IsSet(string? value) => !string.IsNullOrWhiteSpace(value);

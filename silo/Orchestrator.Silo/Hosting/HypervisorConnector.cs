@@ -16,7 +16,14 @@ internal static class HypervisorConnector
         var uri = new Uri(host.Uri);
         if (uri.Scheme == SimulatedScheme)
         {
-            var simulated = new SimulatedHypervisor(new SimulatedOptions { HostName = host.Name, CopyBytesPerSecond = host.Simulated.CopyBytesPerSecond });
+            var options = new SimulatedOptions { HostName = host.Name, CopyBytesPerSecond = host.Simulated.CopyBytesPerSecond };
+            if (host.Simulated.ImageFiles is { Length: > 0 } files)
+            {
+                options.ImageDirectory = files;
+                options.WriteImageFiles = true;
+            }
+
+            var simulated = new SimulatedHypervisor(options);
             if (host.SeedDemo)
             {
                 simulated.SeedDemo();
