@@ -229,6 +229,7 @@ public sealed partial class SimulatedHypervisor
 
                 // qemu-img rebase -u: the header entry only, resolved from the image's directory; nothing is opened.
                 image.Backing = backingFile is null ? null : Path.GetFullPath(backingFile, Path.GetDirectoryName(path)!);
+                host.WriteFile(image);
                 return Task.CompletedTask;
             }
         }

@@ -75,6 +75,7 @@ public sealed partial class SimulatedHypervisor
             foreach (var (target, _) in targets)
             {
                 _files[target.Path] = target;
+                WriteFile(target);
             }
 
             job.Run = RunBackupJobAsync(d, job, targets.Select(t => t.Target).ToList());
