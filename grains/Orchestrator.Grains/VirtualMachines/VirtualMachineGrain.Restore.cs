@@ -19,7 +19,7 @@ internal sealed partial class VirtualMachineGrain
 
         GrainKeys.ValidateVmName(request.NewName, "new_name");
         var run = await FindRunAsync(runId, cancellationToken);
-        if (run.Step != BackupStep.Completed || !Directory.Exists(run.BackupSetPath) && run.Disks.Any(d => !File.Exists(d.BackupPath)))
+        if (run.Step != BackupStep.Completed || !new BackupSet(run.BackupSetPath, backupOptions.Value).Exists && run.Disks.Any(d => !File.Exists(d.BackupPath)))
         {
             throw new OrchestratorException(ErrorCode.FailedPrecondition, $"run '{request.RunKey}' is {run.Step} and has no complete backup set to restore");
         }
@@ -116,25 +116,12 @@ internal sealed partial class VirtualMachineGrain
     /// </summary>
     private async Task<string> ReadManifestDomainXmlAsync(BackupRunState run, string runKey, CancellationToken cancellationToken)
     {
-        const long MaxManifestBytes = 16L << 20;
-        var manifest = Path.Combine(run.BackupSetPath, "manifest.json");
-        string? xml = null;
+        var set = new BackupSet(run.BackupSetPath, backupOptions.Value);
+        var manifest = set.ManifestPath;
+        string? xml;
         try
         {
-            var real = SafeFiles.ResolveExistingPrefix(run.BackupSetPath);
-            var file = new FileInfo(manifest);
-            if (real == Path.TrimEndingDirectorySeparator(Path.GetFullPath(run.BackupSetPath))
-                && BackupTargets.RealRootOf(real, backupOptions.Value) is not null
-                && file.Exists
-                && file.LinkTarget is null
-                && file.Length <= MaxManifestBytes)
-            {
-                using var document = System.Text.Json.JsonDocument.Parse(await File.ReadAllBytesAsync(manifest, cancellationToken));
-                if (document.RootElement.TryGetProperty("domain_xml", out var element) && element.ValueKind == System.Text.Json.JsonValueKind.String)
-                {
-                    xml = element.GetString();
-                }
-            }
+            xml = await set.ReadManifestDomainXmlAsync(cancellationToken);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException)
         {
