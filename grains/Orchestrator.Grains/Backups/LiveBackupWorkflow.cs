@@ -94,7 +94,8 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
         maxAttempts: _context.Options.FinishAttempts,
         initialInterval: _context.Options.FinishRetryDelay,
         maximumInterval: TimeSpan.FromMinutes(1),
-        budget: _context.Options.FinishRetryBudget) with { Ledger = new RunRetryLedger(_run, _records) };
+        budget: _context.Options.FinishRetryBudget,
+        ledger: new RunRetryLedger(_run, _records));
 
     /// <summary>
     /// Admission: refuses, before touching the VM, anything that would make the backup unsafe or doomed, and makes

@@ -6,9 +6,10 @@ using Orchestrator.Hypervisor;
 namespace Orchestrator.Grains.VirtualMachines;
 
 /// <summary>
-/// The live-backup workflow of this VM: an explicit persisted state machine run by a task the activation owns.
-/// Every step persists its intent before its side effect and its result after, and checks the real chain
-/// first, so running the machine again from any persisted step (after a crash) finishes or rolls back.
+/// The VM's side of its live backups: admission under the VM's operation lock, the persisted run (one writer, the
+/// run's records handed to the workflow through <see cref="IBackupRunRecords"/>), its end in the history with
+/// retention, views and watchers, and the recovery entry points (activation, periodic reconcile) that resume a run
+/// at its persisted step. The steps themselves are <see cref="LiveBackupWorkflow"/>, run by a task the activation owns.
 /// </summary>
 internal sealed partial class VirtualMachineGrain
 {

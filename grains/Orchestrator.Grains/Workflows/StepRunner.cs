@@ -24,8 +24,8 @@ public sealed record Retry
     public static Retry None { get; } = new(1, TimeSpan.Zero, TimeSpan.Zero, null, 1.0);
 
     /// <summary>Up to <paramref name="maxAttempts"/> attempts within <paramref name="budget"/>, with exponential backoff.</summary>
-    public static Retry Bounded(int maxAttempts, TimeSpan initialInterval, TimeSpan maximumInterval, TimeSpan? budget = null, double backoffCoefficient = 2.0) =>
-        new(maxAttempts, initialInterval, maximumInterval, budget, backoffCoefficient);
+    public static Retry Bounded(int maxAttempts, TimeSpan initialInterval, TimeSpan maximumInterval, TimeSpan? budget = null, double backoffCoefficient = 2.0, IRetryLedger? ledger = null) =>
+        new(maxAttempts, initialInterval, maximumInterval, budget, backoffCoefficient) { Ledger = ledger };
 
     public int MaxAttempts { get; }
 
