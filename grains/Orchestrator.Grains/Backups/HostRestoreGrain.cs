@@ -20,9 +20,6 @@ internal sealed partial class HostRestoreGrain(
     IOptions<BackupOptions> backupOptions,
     ILogger<HostRestoreGrain> logger) : Grain, IHostRestoreGrain
 {
-    /// <summary>An NVRAM file is small (a few MiB at most); a bigger one in a set is not ours.</summary>
-    private const long MaxNvramBytes = 64L << 20;
-
     private string Host => this.GetPrimaryKeyString();
 
     public async Task<RestoreResult> RestoreAsync(RestoreRequest request, CancellationToken cancellationToken = default)
@@ -192,9 +189,9 @@ internal sealed partial class HostRestoreGrain(
     private static string CheckedNvram(ManifestNvram nvram, string runKey)
     {
         var file = new FileInfo(nvram.File);
-        if (!file.Exists || file.LinkTarget is not null || file.Length > MaxNvramBytes)
+        if (!file.Exists || file.LinkTarget is not null || file.Length > BackupSet.MaxNvramBytes)
         {
-            throw new OrchestratorException(ErrorCode.FailedPrecondition, $"the backup set of run '{runKey}' records an NVRAM copy, but '{nvram.File}' is missing, a symbolic link or larger than {MaxNvramBytes} bytes", field: "key");
+            throw new OrchestratorException(ErrorCode.FailedPrecondition, $"the backup set of run '{runKey}' records an NVRAM copy, but '{nvram.File}' is missing, a symbolic link or larger than {BackupSet.MaxNvramBytes} bytes", field: "key");
         }
 
         var sha256 = Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(nvram.File)));

@@ -1,13 +1,15 @@
 using System.Diagnostics;
 using Orchestrator.Grains.Backups;
+using Orchestrator.Grains.Checkpoints;
 using Orchestrator.Hypervisor;
 
 namespace Orchestrator.Grains.VirtualMachines;
 
 /// <summary>
-/// The live-backup workflow of this VM: an explicit persisted state machine run by a task the activation owns.
-/// Every step persists its intent before its side effect and its result after, and checks the real chain
-/// first, so running the machine again from any persisted step (after a crash) finishes or rolls back.
+/// The VM's side of its live backups: admission under the VM's operation lock, the persisted run (one writer, the
+/// run's records handed to the workflow through <see cref="IBackupRunRecords"/>), its end in the history with
+/// retention, views and watchers, and the recovery entry points (activation, periodic reconcile) that resume a run
+/// at its persisted step. The steps themselves are <see cref="LiveBackupWorkflow"/>, run by a task the activation owns.
 /// </summary>
 internal sealed partial class VirtualMachineGrain
 {
@@ -41,11 +43,10 @@ internal sealed partial class VirtualMachineGrain
         // The lock is taken in memory and persisted with the run, in one write: a process that dies during preflight
         // (which touches nothing) leaves nothing to release.
         await BeginOperationAsync(BackupKind, runId, cancellationToken, persist: false);
-        KillIfAsked("Preflight");
         BackupRunState run;
         try
         {
-            run = await PreflightAsync(runId, target, request, now, cancellationToken);
+            run = await LiveBackupWorkflow.PreflightAsync(BackupContext, [CrashTest], runId, target, request, now, state.State.Disks, cancellationToken);
         }
         catch
         {
@@ -132,93 +133,52 @@ internal sealed partial class VirtualMachineGrain
         this.DelayDeactivation(TimeSpan.FromHours(12));
     }
 
-    /// <summary>Drives the persisted run from its current step to Completed or Failed.</summary>
+    /// <summary>Drives the persisted run from its current step to Completed or Failed (<see cref="LiveBackupWorkflow"/>).</summary>
     private async Task RunBackupAsync(CancellationToken cancellationToken)
     {
         var run = state.State.ActiveBackup!;
         var parent = ActivityContext.TryParse(run.TraceParent, null, out var context) ? context : default;
         using var activity = Telemetry.Source.StartActivity("backup.run", ActivityKind.Internal, parent);
         Tag(activity, run.RunId);
-        using var pauses = new PauseTotals(hypervisor, DomainName);
         using var slot = await TakeBackupSlotAsync(run, cancellationToken);
-        while (slot is not null && !run.IsTerminal && !cancellationToken.IsCancellationRequested)
+        if (slot is null || run.IsTerminal)
         {
-            run.PausedMilliseconds = Math.Max(run.PausedMilliseconds, pauses.TotalMilliseconds);
-            var step = run.Step;
-            using var stepActivity = Telemetry.Source.StartActivity($"backup.{step.ToString().ToLowerInvariant()}");
-            Tag(stepActivity, run.RunId);
-            try
-            {
-                switch (step)
-                {
-                    case BackupStep.Admitted or BackupStep.Preflight or BackupStep.Queued:
-                        // Crashed before the intent to create overlays was persisted: nothing was touched.
-                        await PersistBackupAsync(run, BackupStep.Quiesce, "resumed after restart", cancellationToken);
-                        break;
-                    case BackupStep.Quiesce:
-                        await CreateOverlaysAsync(run, cancellationToken);
+            return;
+        }
 
-                        // Not persisted: the overlays' names follow from the run id (persisted at Quiesce), and a run
-                        // resumed at Quiesce finds them active and goes on to copy (copying replaces any partial copy).
-                        AddStep(run, BackupStep.OverlayActive, null);
-                        AddStep(run, BackupStep.Copying, null);
-                        await NoteLiveChangeAsync(run, cancellationToken);
-                        KillIfAsked("OverlayActive");
-                        break;
-                    case BackupStep.OverlayActive:
-                        // Persisted only by earlier versions, which wrote this step apart from the next.
-                        await PersistBackupAsync(run, run.RollingBack ? BackupStep.Committing : BackupStep.Copying, null, cancellationToken);
-                        break;
-                    case BackupStep.Copying:
-                        await CopyDisksAsync(run, cancellationToken);
-                        await PersistBackupAsync(run, BackupStep.Committing, null, cancellationToken);
-                        break;
-                    case BackupStep.Committing:
-                        await CommitDisksAsync(run, cancellationToken);
-
-                        // Not persisted: a run resumed at Committing finds every disk on its base again (checked
-                        // against the recorded chain) and goes on to clean up.
-                        AddStep(run, BackupStep.Cleaning, null);
-                        await NoteLiveChangeAsync(run, cancellationToken);
-                        break;
-                    case BackupStep.Cleaning:
-                        await CleanOverlaysAsync(run, cancellationToken);
-                        if (run.RollingBack)
-                        {
-                            DeleteBackupSet(run);
-                            await FinishBackupAsync(run, BackupStep.Failed, cancellationToken);
-                        }
-                        else
-                        {
-                            // Not persisted: verifying only reads the copies and writes the manifest, and a run resumed
-                            // at Cleaning finds the overlays gone and verifies again.
-                            AddStep(run, BackupStep.Verifying, null);
-                            await NoteLiveChangeAsync(run, cancellationToken);
-                        }
-
-                        break;
-                    case BackupStep.Verifying:
-                        await VerifyAsync(run, cancellationToken);
-                        await FinishBackupAsync(run, BackupStep.Completed, cancellationToken);
-                        break;
-                }
-            }
-            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (Exception e)
-            {
-                stepActivity?.SetStatus(ActivityStatusCode.Error, e.Message);
-                LogBackupStepFailed(logger, VmKey, run.RunId, step, e.Message);
-                if (!await HandleBackupFailureAsync(run, step, e, cancellationToken))
-                {
-                    return;
-                }
-            }
+        try
+        {
+            await new LiveBackupWorkflow(BackupContext, run, new RunRecords(this, run), [CrashTest]).RunAsync(cancellationToken);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // The activation is going: the next one resumes the run from its persisted step.
+            return;
         }
 
         activity?.SetTag("outcome", run.Step.ToString());
+    }
+
+    /// <summary>The services the workflow of this VM uses.</summary>
+    private LiveBackupContext BackupContext => new(hypervisor, fence, backupOptions.Value, time, logger, Key.Host, Key.Vm, VmKey);
+
+    /// <summary>Crash tests' kill points (Orchestrator:Backup:KillAt), observing the workflow's steps.</summary>
+    private CrashTestObserver CrashTest => new(backupOptions.Value.KillAt, logger);
+
+    /// <summary>The run's records as the workflow writes them: through this grain's state and its one write gate.</summary>
+    private sealed class RunRecords(VirtualMachineGrain grain, BackupRunState run) : IBackupRunRecords
+    {
+        public void Add(BackupStep step, string? note) => grain.AddStep(run, step, note);
+
+        public Task PersistAsync(BackupStep step, string? note, CancellationToken cancellationToken) => grain.PersistBackupAsync(run, step, note, cancellationToken);
+
+        public Task PersistAsync(CancellationToken cancellationToken) => grain.PersistRunAsync(run, cancellationToken);
+
+        public Task NoteLiveChangeAsync(CancellationToken cancellationToken) => grain.NoteLiveChangeAsync(run, cancellationToken);
+
+        public void DisksChanged() => grain.TrackBackup();
+
+        public Task FinishAsync(BackupStep outcome, CancellationToken cancellationToken) => grain.FinishBackupAsync(run, outcome, cancellationToken);
     }
 
     /// <summary>
@@ -272,102 +232,6 @@ internal sealed partial class VirtualMachineGrain
             await FinishBackupAsync(run, BackupStep.Failed, cancellationToken);
             return null;
         }
-    }
-
-    /// <summary>Decides what a failed step means; false stops the task (the periodic reconcile tries again).</summary>
-    private async Task<bool> HandleBackupFailureAsync(BackupRunState run, BackupStep step, Exception e, CancellationToken cancellationToken)
-    {
-        run.Error ??= Describe(e);
-        switch (step)
-        {
-            case BackupStep.Quiesce:
-                // The snapshot is atomic: either every overlay is active (roll back) or none is (clean strays, fail).
-                if (await AnyOverlayActiveAsync(run, cancellationToken))
-                {
-                    run.RollingBack = true;
-                    await PersistBackupAsync(run, BackupStep.Committing, "overlay creation failed after the overlays appeared: committing back", cancellationToken);
-                    return true;
-                }
-
-                await DeleteStrayOverlaysAsync(run, cancellationToken);
-                DeleteBackupSet(run);
-                await FinishBackupAsync(run, BackupStep.Failed, cancellationToken);
-                return false;
-            case BackupStep.OverlayActive or BackupStep.Copying:
-                run.RollingBack = true;
-                await PersistBackupAsync(run, BackupStep.Committing, "copy failed: committing the overlays back", cancellationToken);
-                return true;
-            case BackupStep.Verifying:
-                // The VM is already back on its bases; a set that failed verification is no backup.
-                DeleteBackupSet(run);
-                await FinishBackupAsync(run, BackupStep.Failed, cancellationToken);
-                return false;
-            default:
-                // Commit or clean-up failed: the VM may still run on an overlay. Retry within the budget, then give up.
-                var options = backupOptions.Value;
-                var now = time.GetUtcNow();
-                run.FinishAttempts++;
-                run.FinishFailingSince ??= now;
-                var failingFor = now - run.FinishFailingSince.Value;
-                if (run.FinishAttempts >= options.FinishAttempts || failingFor >= options.FinishRetryBudget)
-                {
-                    await GiveUpFinishingAsync(run, step, failingFor, cancellationToken);
-                    return false;
-                }
-
-                await PersistRunAsync(run, cancellationToken);
-                var delay = TimeSpan.FromTicks(Math.Min(
-                    options.FinishRetryDelay.Ticks * (1L << Math.Min(run.FinishAttempts - 1, 10)),
-                    TimeSpan.FromMinutes(1).Ticks));
-                var left = options.FinishRetryBudget - failingFor;
-                await Task.Delay(delay < left ? delay : left, time, cancellationToken);
-                return true;
-        }
-    }
-
-    /// <summary>
-    /// The commit or clean-up retry budget is spent: end the run Failed rather than loop. A block job of ours still
-    /// running is aborted (the VM stays on the overlay, a valid chain over its untouched base); an overlay the VM
-    /// still runs on stays where it is and is named in the error (fleet overlays and overlays.alive report it).
-    /// </summary>
-    private async Task GiveUpFinishingAsync(BackupRunState run, BackupStep step, TimeSpan failingFor, CancellationToken cancellationToken)
-    {
-        var onOverlays = new List<string>();
-        try
-        {
-            var domain = await hypervisor.GetDomainAsync(DomainName, cancellationToken);
-            foreach (var disk in run.Disks)
-            {
-                if (domain.Disks.FirstOrDefault(d => d.Target == disk.Target) is { } live && live.SourcePath == disk.OverlayPath)
-                {
-                    onOverlays.Add($"{disk.Target} on {disk.OverlayPath}");
-                    try
-                    {
-                        if (await hypervisor.GetBlockJobAsync(DomainName, disk.Target, cancellationToken) is not null)
-                        {
-                            await FencedAsync(h => h.AbortBlockJobAsync(DomainName, disk.Target, cancellationToken), cancellationToken);
-                        }
-                    }
-                    catch (HypervisorException e)
-                    {
-                        LogGiveUpAbortFailed(logger, VmKey, run.RunId, disk.Target, e.Message);
-                    }
-                }
-            }
-        }
-        catch (HypervisorException e)
-        {
-            onOverlays.Add($"unknown ({e.Message})");
-        }
-
-        var where = onOverlays.Count == 0
-            ? "the VM runs on its own images again"
-            : $"the VM still runs on overlays left in place: {string.Join(", ", onOverlays)} (see: orchestrator fleet overlays)";
-        run.Error = $"{step} gave up after {run.FinishAttempts} tries over {failingFor.TotalSeconds:F0} s (budget: "
-            + $"{backupOptions.Value.FinishAttempts} tries, {backupOptions.Value.FinishRetryBudget.TotalSeconds:F0} s): {run.Error}; {where}";
-        LogBackupGaveUp(logger, VmKey, run.RunId, step, run.FinishAttempts, where);
-        DeleteBackupSet(run);
-        await FinishBackupAsync(run, BackupStep.Failed, cancellationToken);
     }
 
     /// <summary>Moves the run to <paramref name="step"/> and persists it (the intent of that step's side effects).</summary>
@@ -616,70 +480,36 @@ internal sealed partial class VirtualMachineGrain
         activity?.SetTag("run", runId);
     }
 
-    private void KillIfAsked(string point)
+    private void DeleteBackupSet(BackupRunState run) => new BackupSet(run.BackupSetPath, backupOptions.Value).Delete(logger, VmKey);
+
+    /// <summary>
+    /// Prunes the finished run's policy's older sets by its retention (keep-last and daily/weekly/monthly), inside the
+    /// history update that records the run: each pruned set is deleted and its run notes it.
+    /// </summary>
+    private void ApplyRetention(BackupRunState finished, int[] retention, List<BackupRunState> history)
     {
-        if (string.Equals(backupOptions.Value.KillAt, point, StringComparison.Ordinal))
+        if (retention.All(count => count <= 0))
         {
-            LogKilling(logger, point);
-            Process.GetCurrentProcess().Kill();
+            // Refused at admission; a run persisted before that check must not prune everything either.
+            LogRetentionIgnored(logger, VmKey, finished.RunId);
+            return;
+        }
+
+        var candidates = history
+            .Where(r => r.Step == BackupStep.Completed && r.Policy == finished.Policy && new BackupSet(r.BackupSetPath, backupOptions.Value).Exists)
+            .ToList();
+        // One retention rule set for checkpoints and backups: newest N plus the newest per day / ISO week / month.
+        var prune = CheckpointSchedulePlanner.SelectForPruning(
+                candidates.Select(r => new RetainedCheckpoint(r.RunId, r.StartedAt)),
+                new RetentionPolicy(KeepLast: retention[0], Daily: retention[1], Weekly: retention[2], Monthly: retention[3]),
+                TimeZoneInfo.Utc)
+            .Select(c => c.Name)
+            .ToHashSet(StringComparer.Ordinal);
+        foreach (var run in candidates.Where(r => prune.Contains(r.RunId)))
+        {
+            DeleteBackupSet(run);
+            run.Steps.Add(new BackupStepEntry { Step = BackupStep.Completed, At = time.GetUtcNow(), Note = $"pruned by retention after {finished.RunId}" });
+            LogPruned(logger, VmKey, run.RunId);
         }
     }
-
-    /// <summary>Sums the guest's pauses from its lifecycle events (raised on the driver's event thread).</summary>
-    private sealed class PauseTotals : IDisposable
-    {
-        private readonly IHypervisor _hypervisor;
-        private readonly string _domain;
-        private readonly Lock _gate = new();
-        private DateTimeOffset? _suspendedAt;
-        private double _total;
-
-        public PauseTotals(IHypervisor hypervisor, string domain)
-        {
-            _hypervisor = hypervisor;
-            _domain = domain;
-            hypervisor.DomainEvent += OnEvent;
-        }
-
-        public double TotalMilliseconds
-        {
-            get
-            {
-                lock (_gate)
-                {
-                    return _total;
-                }
-            }
-        }
-
-        public void Dispose() => _hypervisor.DomainEvent -= OnEvent;
-
-        private void OnEvent(object? sender, DomainEvent e)
-        {
-            if (e.Kind != DomainEventKind.Lifecycle || e.Domain != _domain)
-            {
-                return;
-            }
-
-            lock (_gate)
-            {
-                if (e.Lifecycle == LifecycleEventType.Suspended)
-                {
-                    _suspendedAt ??= e.At;
-                }
-                else if (e.Lifecycle is LifecycleEventType.Resumed or LifecycleEventType.Stopped && _suspendedAt is { } at)
-                {
-                    _total += (e.At - at).TotalMilliseconds;
-                    _suspendedAt = null;
-                }
-            }
-        }
-    }
-
-    private static string Describe(Exception e) => e switch
-    {
-        HypervisorException { Kind: HypervisorErrorKind.NoSpace } => $"target out of space: {e.Message}",
-        IOException io when io.HResult == 28 || io.Message.Contains("No space left", StringComparison.OrdinalIgnoreCase) => $"target out of space: {e.Message}",
-        _ => e.Message,
-    };
 }

@@ -55,20 +55,8 @@ internal sealed partial class VirtualMachineGrain
     [LoggerMessage(Level = LogLevel.Information, Message = "VM {Key}: resuming backup {Run} at step {Step}")]
     private static partial void LogBackupResumed(ILogger logger, string key, string run, BackupStep step);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: backup {Run} step {Step} failed: {Reason}")]
-    private static partial void LogBackupStepFailed(ILogger logger, string key, string run, BackupStep step, string reason);
-
     [LoggerMessage(Level = LogLevel.Information, Message = "VM {Key}: backup {Run} finished {Outcome} {Error}")]
     private static partial void LogBackupFinished(ILogger logger, string key, string run, BackupStep outcome, string? error);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: thaw failed: {Reason}")]
-    private static partial void LogThawFailed(ILogger logger, string key, string reason);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: pivot of {Disk} failed (attempt {Attempt}), retrying: {Reason}")]
-    private static partial void LogPivotRetry(ILogger logger, string key, string disk, int attempt, string reason);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: {Disk} committed offline (the VM was shut off with the overlay active)")]
-    private static partial void LogCommittedOffline(ILogger logger, string key, string disk);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "VM {Key}: backup {Run} pruned by retention")]
     private static partial void LogPruned(ILogger logger, string key, string run);
@@ -76,35 +64,17 @@ internal sealed partial class VirtualMachineGrain
     [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: backup {Run} has a retention of all zeros; nothing pruned")]
     private static partial void LogRetentionIgnored(ILogger logger, string key, string run);
 
-    [LoggerMessage(Level = LogLevel.Critical, Message = "Crash test: killing this silo at {Point}")]
-    private static partial void LogKilling(ILogger logger, string point);
-
     [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: telling the fleet about a new backup or checkpoint failed (the next inventory sync does): {Reason}")]
     private static partial void LogProtectionReportFailed(ILogger logger, string key, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: pruning checkpoints of policy {Policy} failed (the next run tries again): {Reason}")]
     private static partial void LogPolicyPruneFailed(ILogger logger, string key, string policy, string reason);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: not deleting backup set {Path}: it resolves to {Real}, through a symbolic link or outside the backup roots")]
-    private static partial void LogSetDeleteRefused(ILogger logger, string key, string path, string real);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: deleting backup set {Path} failed: {Reason}")]
-    private static partial void LogSetDeleteFailed(ILogger logger, string key, string path, string reason);
-
     [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: released the {Kind} lock of {Id} (taken {StartedAt:u}): its run was never persisted (the process stopped during preflight)")]
     private static partial void LogOrphanedLockReleased(ILogger logger, string key, string kind, string id, DateTimeOffset startedAt);
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "VM {Key}: backup {Run} gave up at {Step} after {Attempts} tries; {Where}")]
-    private static partial void LogBackupGaveUp(ILogger logger, string key, string run, BackupStep step, int attempts, string where);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: backup {Run}: aborting the block job of {Disk} failed: {Reason}")]
-    private static partial void LogGiveUpAbortFailed(ILogger logger, string key, string run, string disk, string reason);
-
     [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: deactivating for {Reason} ({Description})")]
     private static partial void LogUnexpectedDeactivation(ILogger logger, string key, DeactivationReasonCode reason, string description);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: the overlays took longer than the freeze budget ({BudgetMs} ms); the guest was thawed while they finish")]
-    private static partial void LogFreezeBudgetExceeded(ILogger logger, string key, double budgetMs);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "VM {Key}: {Count} finished backup runs moved from the VM state to its own history (domain XML left to the manifests)")]
     private static partial void LogHistoryMigrated(ILogger logger, string key, int count);

@@ -56,15 +56,17 @@ internal sealed partial class VirtualMachineGrain
 
                 if (domain.IsActive)
                 {
-                    await CommitLiveAsync(disk, cancellationToken);
+                    await BackupContext.Overlays.CommitLiveAsync(disk, () => CrashTest.Reached(LiveBackupWorkflow.Commit, LiveBackupWorkflow.CommitReady, 0, 0), cancellationToken);
                 }
                 else
                 {
-                    await CommitOfflineAsync(disk, cancellationToken);
+                    await BackupContext.Overlays.CommitOfflineAsync(disk, cancellationToken);
                 }
 
+                TrackBackup();
+
                 // The overlay is out of every chain now (the commit confirmed the base active over its old chain).
-                await DeleteOverlayIfUnusedAsync(await hypervisor.GetDomainAsync(DomainName, cancellationToken), disk.OverlayPath, cancellationToken);
+                await BackupContext.Overlays.DeleteIfUnusedAsync(await hypervisor.GetDomainAsync(DomainName, cancellationToken), disk.OverlayPath, cancellationToken);
 
                 LogOverlayRepaired(logger, VmKey, disk.Target, disk.OverlayPath, disk.BasePath);
                 results.Add(outcome with { Action = OverlayRepairAction.Committed, Reason = $"committed into '{disk.BasePath}' and deleted" });
