@@ -182,6 +182,12 @@ public sealed class SimulatedHypervisorFilesContractTests : HypervisorContract, 
 
     protected override string NewScratchDir() => Path.Combine(_dir, $"scratch-{Guid.NewGuid():N}");
 
+    protected override Task LetTheGuestWriteAsync(string domain)
+    {
+        _hypervisor.SimulateGuestWrites(domain, 4 * MiB);
+        return Task.CompletedTask;
+    }
+
     public Task InitializeAsync() => Task.CompletedTask;
 
     public async Task DisposeAsync()
