@@ -628,6 +628,44 @@ public sealed partial class SimulatedHypervisor : IHypervisor
         }
     }
 
+    /// <summary>
+    /// A running simulated guest's agent answers (a domain defined by a restore boots an ideal guest); faults come from
+    /// <see cref="SimulatedOperation.GuestAgent"/>.
+    /// </summary>
+    public async Task PingGuestAgentAsync(string domain, TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        lock (_lock)
+        {
+            ThrowIfFaulted(SimulatedOperation.GuestAgent);
+            RequireActive(Find(domain), "guest agent ping");
+        }
+    }
+
+    /// <summary>Simulated guest-exec: exit code 0, or the number after "exit " in the last argument (e.g. "exit 3").</summary>
+    public async Task<GuestCommandResult> RunGuestCommandAsync(string domain, string path, IReadOnlyList<string> arguments, TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        lock (_lock)
+        {
+            ThrowIfFaulted(SimulatedOperation.GuestAgent);
+            RequireActive(Find(domain), "guest command");
+        }
+
+        var last = arguments.Count > 0 ? arguments[^1] : path;
+        return new GuestCommandResult(last.StartsWith("exit ", StringComparison.Ordinal) && int.TryParse(last[5..], out var code) ? code : 0, string.Empty);
+    }
+
+    public async Task<string?> ReadConsoleAsync(string domain, int maxBytes, CancellationToken cancellationToken = default)
+    {
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        lock (_lock)
+        {
+            return Find(domain).IsActive ? Options.ConsoleText : string.Empty;
+        }
+    }
+
     /// <summary>Gives a domain a responding guest agent (for quiesce).</summary>
     public void SetGuestAgent(string domain, bool present)
     {
