@@ -11,19 +11,8 @@ internal sealed partial class VirtualMachineGrain
     /// </summary>
     public async Task<RestoreResult> RestoreAsync(RestoreRequest request, CancellationToken cancellationToken = default)
     {
-        var (host, vm, runId) = BackupRunKeys.Parse(request.RunKey);
-        if (host != Key.Host || vm != Key.Vm)
-        {
-            throw OrchestratorException.InvalidArgument("run", $"run '{request.RunKey}' does not belong to VM '{VmKey}'");
-        }
-
         GrainKeys.ValidateVmName(request.NewName, "new_name");
-        var run = await FindRunAsync(runId, cancellationToken);
-        if (run.Step != BackupStep.Completed || !Directory.Exists(run.BackupSetPath) && run.Disks.Any(d => !File.Exists(d.BackupPath)))
-        {
-            throw new OrchestratorException(ErrorCode.FailedPrecondition, $"run '{request.RunKey}' is {run.Step} and has no complete backup set to restore");
-        }
-
+        var (run, runId) = await RestorableRunAsync(request.RunKey, cancellationToken);
         if (request.Define && (await hypervisor.ListDomainsAsync(cancellationToken)).Any(d => d.Name == request.NewName))
         {
             throw new OrchestratorException(ErrorCode.AlreadyExists, $"a VM named '{request.NewName}' already exists on host '{Key.Host}'", field: "new_name");
@@ -31,13 +20,52 @@ internal sealed partial class VirtualMachineGrain
 
         using var activity = Telemetry.Source.StartActivity("backup.restore");
         Tag(activity, runId);
-        var requested = request.ImageDirectory is null ? null : RestoreDirectory(request.ImageDirectory, run);
+        var plan = await PlanRestoreAsync(run, request.RunKey, request.NewName, request.ImageDirectory, request.Define, null, cancellationToken);
+        return await ExecuteRestoreAsync(run, plan, cancellationToken);
+    }
+
+    /// <summary>What a restore will write: each disk's new image and, when defining, the new VM's definition.</summary>
+    private sealed record RestorePlan(string NewName, IReadOnlyDictionary<string, (string Path, string Format)> Images, RestoredDefinition? Definition);
+
+    /// <summary>The run, when it is this VM's and completed with its set still there.</summary>
+    private async Task<(BackupRunState Run, string RunId)> RestorableRunAsync(string runKey, CancellationToken cancellationToken)
+    {
+        var (host, vm, runId) = BackupRunKeys.Parse(runKey);
+        if (host != Key.Host || vm != Key.Vm)
+        {
+            throw OrchestratorException.InvalidArgument("run", $"run '{runKey}' does not belong to VM '{VmKey}'");
+        }
+
+        var run = await FindRunAsync(runId, cancellationToken);
+        if (run.Step != BackupStep.Completed || !Directory.Exists(run.BackupSetPath) && run.Disks.Any(d => !File.Exists(d.BackupPath)))
+        {
+            throw new OrchestratorException(ErrorCode.FailedPrecondition, $"run '{runKey}' is {run.Step} and has no complete backup set to restore");
+        }
+
+        return (run, runId);
+    }
+
+    /// <summary>
+    /// Names the new images (refusing any that exist) and builds the new definition (refusing what it cannot make the
+    /// new VM's own); writes nothing. <paramref name="editDefinition"/> changes the restored definition further (a
+    /// test restore's throwaway VM: no network, its own console file).
+    /// </summary>
+    private async Task<RestorePlan> PlanRestoreAsync(
+        BackupRunState run,
+        string runKey,
+        string newName,
+        string? imageDirectory,
+        bool define,
+        Func<RestoredDefinition, RestoredDefinition>? editDefinition,
+        CancellationToken cancellationToken)
+    {
+        var requested = imageDirectory is null ? null : RestoreDirectory(imageDirectory, run);
         var images = new Dictionary<string, (string Path, string Format)>(StringComparer.Ordinal);
         foreach (var disk in run.Disks)
         {
             // Beside the original disk (its real directory) unless a confined directory was asked for.
             var directory = requested ?? SafeFiles.ResolveExistingPrefix(Path.GetDirectoryName(disk.BasePath)!);
-            var path = Path.Combine(directory, $"{request.NewName}-{disk.Target}.{disk.BackupFormat}");
+            var path = Path.Combine(directory, $"{newName}-{disk.Target}.{disk.BackupFormat}");
             if (await hypervisor.Images.ExistsAsync(path, cancellationToken) || new FileInfo(path).LinkTarget is not null)
             {
                 throw new OrchestratorException(ErrorCode.AlreadyExists, $"'{path}' already exists; restore never overwrites", field: "new_name");
@@ -47,7 +75,12 @@ internal sealed partial class VirtualMachineGrain
         }
 
         // The new definition first: what it cannot make the new VM's own is refused before anything is written.
-        var definition = request.Define ? DomainXmlEditor.ForRestore(await ReadManifestDomainXmlAsync(run, request.RunKey, cancellationToken), request.NewName, images, File.Exists) : null;
+        var definition = define ? DomainXmlEditor.ForRestore(await ReadManifestDomainXmlAsync(run, runKey, cancellationToken), newName, images, File.Exists) : null;
+        if (definition is not null && editDefinition is not null)
+        {
+            definition = editDefinition(definition);
+        }
+
         foreach (var file in definition?.NewFiles.Concat(definition.FilesToCopy.Select(c => c.To)) ?? [])
         {
             if (SafeFiles.Occupied(file))
@@ -56,6 +89,16 @@ internal sealed partial class VirtualMachineGrain
             }
         }
 
+        return new RestorePlan(newName, images, definition);
+    }
+
+    /// <summary>
+    /// Copies each disk's backup image to its new image (checked against the manifest checksum while copying), copies
+    /// the new VM's own files and defines it. On failure deletes what it wrote (images a defined domain uses stay).
+    /// </summary>
+    private async Task<RestoreResult> ExecuteRestoreAsync(BackupRunState run, RestorePlan plan, CancellationToken cancellationToken)
+    {
+        var (images, definition) = (plan.Images, plan.Definition);
         var privacy = backupOptions.Value.Privacy();
         var created = new List<string>();
         var createdFiles = new List<string>();
@@ -85,7 +128,7 @@ internal sealed partial class VirtualMachineGrain
                 uuid = (await hypervisor.GetDomainAsync(name, cancellationToken)).Uuid;
             }
 
-            return new RestoreResult(request.NewName, created, request.Define, uuid, definition?.Changes ?? []);
+            return new RestoreResult(plan.NewName, created, definition is not null, uuid, definition?.Changes ?? []);
         }
         catch
         {
