@@ -99,6 +99,9 @@ public sealed record TestRestoreRequest(
     [property: Id(3)] string? Host = null,
     [property: Id(4)] string? Policy = null)
 {
+    /// <summary>Names of test restores' throwaway VMs (orch-test-VM-RUN): reserved, never taken into inventory.</summary>
+    public const string ThrowawayPrefix = "orch-test-";
+
     public static readonly TimeSpan DefaultTimeout = TimeSpan.FromMinutes(5);
     public static readonly TimeSpan MinTimeout = TimeSpan.FromSeconds(5);
     public static readonly TimeSpan MaxTimeout = TimeSpan.FromHours(2);

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.RegularExpressions;
+using Microsoft.Extensions.DependencyInjection;
 using Orchestrator.Grains.Backups;
 using Orchestrator.Hypervisor;
 
@@ -106,8 +107,9 @@ internal sealed partial class VirtualMachineGrain
     /// <summary>The throwaway VM's name: orch-test-VM-RUN, within the VM-name limit.</summary>
     internal static string TestDomainName(string vm, string runId)
     {
-        var name = $"orch-test-{vm}-{runId}";
-        return name.Length <= GrainKeys.MaxVmNameLength ? name : $"orch-test-{vm[..(GrainKeys.MaxVmNameLength - 11 - runId.Length)]}-{runId}";
+        const string Prefix = TestRestoreRequest.ThrowawayPrefix;
+        var name = $"{Prefix}{vm}-{runId}";
+        return name.Length <= GrainKeys.MaxVmNameLength ? name : $"{Prefix}{vm[..(GrainKeys.MaxVmNameLength - Prefix.Length - 1 - runId.Length)]}-{runId}";
     }
 
     private async Task RunTestRestoreAsync(BackupRunState run, RestorePlan plan, TestRestoreRecord record, TestProbe probe, TimeSpan timeout, ActivityContext parent, CancellationToken stop)
@@ -119,11 +121,15 @@ internal sealed partial class VirtualMachineGrain
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(stop);
         deadline.CancelAfter(timeout);
         var ct = deadline.Token;
-        var step = "restore";
+        var step = "admission";
         string? lastProbeError = null;
         var clock = Stopwatch.StartNew();
         try
         {
+            step = "waiting for a test slot";
+            using var slot = await ServiceProvider.GetRequiredService<TestRestoreSlots>().AcquireAsync(ct);
+            step = "restore";
+            clock.Restart();
             using (Telemetry.Source.StartActivity("backup.test.restore"))
             {
                 await ExecuteRestoreAsync(run, plan, ct);
@@ -270,6 +276,19 @@ internal sealed partial class VirtualMachineGrain
 
         s.ActiveTest = record.CleanedUp ? null : record;
         await _writes.WriteAsync(CancellationToken.None);
+        if (record.Outcome == TestRestoreOutcome.Passed)
+        {
+            try
+            {
+                // For compliance's RTO (best effort: the VM grain keeps the record either way).
+                await GrainFactory.GetGrain<IHostIndexGrain>(Key.Host).RecordProvenRestoreAsync(Key.Vm, record.EndedAt!.Value, record.BootSeconds);
+            }
+            catch (Exception e) when (e is OrchestratorException or TimeoutException or OrleansException)
+            {
+                LogTestCleanupFailed(logger, VmKey, record.Id, $"the host index did not take the proven restore: {e.Message}");
+            }
+        }
+
         TestRestoreMetrics.Record(Key.Host, Key.Vm, record);
         LogTestRestoreEnded(logger, VmKey, record.Id, record.RunId, record.Outcome, record.BootSeconds, record.Reason);
     }

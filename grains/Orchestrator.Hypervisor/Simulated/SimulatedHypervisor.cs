@@ -32,6 +32,15 @@ public sealed partial class SimulatedHypervisor : IHypervisor
     private int _copies;
     private int _maxCopies;
 
+    /// <summary>Bit rot in a stored image: its bytes change, so a checksum taken from it now differs from one recorded before.</summary>
+    public void CorruptImage(string path)
+    {
+        lock (_lock)
+        {
+            (_files.TryGetValue(path, out var image) ? image : throw new HypervisorException(HypervisorErrorKind.FileNotFound, $"no image '{path}'")).Touch();
+        }
+    }
+
     public void ResetCopyStats() => Volatile.Write(ref _maxCopies, Volatile.Read(ref _copies));
 
     private int _corruptCopies;
