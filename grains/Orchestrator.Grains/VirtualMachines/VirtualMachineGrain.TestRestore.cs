@@ -122,6 +122,10 @@ internal sealed partial class VirtualMachineGrain
         deadline.CancelAfter(timeout);
         var ct = deadline.Token;
         var step = "admission";
+
+        // Published on the record only after clean-up: a caller polling the record sees it Running until all is gone.
+        var outcome = TestRestoreOutcome.Failed;
+        var reason = "";
         string? lastProbeError = null;
         var clock = Stopwatch.StartNew();
         try
@@ -151,29 +155,26 @@ internal sealed partial class VirtualMachineGrain
             }
 
             record.BootSeconds = boot.Elapsed.TotalSeconds;
-            record.Outcome = TestRestoreOutcome.Passed;
-            record.Reason = $"{probe.Name} probe answered {record.BootSeconds:0.0} s after the start";
+            outcome = TestRestoreOutcome.Passed;
+            reason = $"{probe.Name} probe answered {record.BootSeconds:0.0} s after the start";
         }
         catch (OperationCanceledException) when (!stop.IsCancellationRequested)
         {
-            record.Outcome = TestRestoreOutcome.Failed;
-            record.Reason = $"timed out after {timeout.TotalSeconds:0} s in {step}" + (lastProbeError is null ? "" : $" (last probe answer: {lastProbeError})");
+            reason = $"timed out after {timeout.TotalSeconds:0} s in {step}" + (lastProbeError is null ? "" : $" (last probe answer: {lastProbeError})");
         }
         catch (OperationCanceledException)
         {
-            record.Outcome = TestRestoreOutcome.Failed;
-            record.Reason = $"cut short in {step}: the VM grain was deactivated";
+            reason = $"cut short in {step}: the VM grain was deactivated";
         }
         catch (Exception e) when (e is OrchestratorException or HypervisorException or IOException or UnauthorizedAccessException or TestProbeFailedException)
         {
-            record.Outcome = TestRestoreOutcome.Failed;
-            record.Reason = $"{step}: {e.Message}";
+            reason = $"{step}: {e.Message}";
         }
         finally
         {
             using (Telemetry.Source.StartActivity("backup.test.cleanup"))
             {
-                await FinishTestAsync(record);
+                await FinishTestAsync(record, outcome, reason);
             }
 
             activity?.SetTag("outcome", record.Outcome == TestRestoreOutcome.Passed ? "passed" : "failed");
@@ -251,15 +252,13 @@ internal sealed partial class VirtualMachineGrain
     /// is stored with the VM either way; the intent is dropped only once everything is gone, so clean-up that failed is
     /// tried again by the reconcile timer and on the next activation.
     /// </summary>
-    private async Task FinishTestAsync(TestRestoreRecord record)
+    private async Task FinishTestAsync(TestRestoreRecord record, TestRestoreOutcome outcome, string reason)
     {
-        record.EndedAt = time.GetUtcNow();
         var cleanupError = await CleanUpTestAsync(record);
+        record.EndedAt = time.GetUtcNow();
         record.CleanedUp = cleanupError is null;
-        if (cleanupError is not null)
-        {
-            record.Reason += $"; clean-up incomplete (retried): {cleanupError}";
-        }
+        record.Reason = cleanupError is null ? reason : $"{reason}; clean-up incomplete (retried): {cleanupError}";
+        record.Outcome = outcome;
 
         var s = state.State;
         s.TestResults.RemoveAll(r => r.RunId == record.RunId || r.Id == record.Id);
@@ -354,10 +353,8 @@ internal sealed partial class VirtualMachineGrain
         {
             if (left.Outcome == TestRestoreOutcome.Running)
             {
-                left.Outcome = TestRestoreOutcome.Failed;
-                left.Reason = "interrupted: the silo running the test stopped before it ended";
                 LogTestRestoreInterrupted(logger, VmKey, left.Id, left.Domain);
-                await FinishTestAsync(left);
+                await FinishTestAsync(left, TestRestoreOutcome.Failed, "interrupted: the silo running the test stopped before it ended");
                 return;
             }
 

@@ -49,7 +49,7 @@ public sealed class TestRestoreLabTests(BackupLabFixture fixture, ITestOutputHel
         var test = JsonDocument.Parse(agent.StandardOutput).RootElement;
         Assert.Equal("passed", test.GetProperty("outcome").GetString());
         Assert.Equal("agent", test.GetProperty("probe").GetString());
-        Assert.True(test.GetProperty("cleaned_up").GetBoolean());
+        Assert.True(test.GetProperty("cleaned_up").GetBoolean(), agent.StandardOutput);
         var domain = test.GetProperty("domain").GetString()!;
         Assert.StartsWith($"orch-test-{Guest}-", domain, StringComparison.Ordinal);
         var boot = test.GetProperty("boot_seconds").GetDouble();
@@ -62,6 +62,7 @@ public sealed class TestRestoreLabTests(BackupLabFixture fixture, ITestOutputHel
         Assert.True(console.ExitCode == 0, ProcessRunner.Describe(console) + silo.Log);
         test = JsonDocument.Parse(console.StandardOutput).RootElement;
         Assert.Equal("passed", test.GetProperty("outcome").GetString());
+        Assert.True(test.GetProperty("cleaned_up").GetBoolean(), console.StandardOutput);
         output.WriteLine($"console probe: boot to matching line {test.GetProperty("boot_seconds").GetDouble():0.00} s");
         await AssertNothingLeftAsync(domain);
 
@@ -123,7 +124,7 @@ public sealed class TestRestoreLabTests(BackupLabFixture fixture, ITestOutputHel
         var test = JsonDocument.Parse(result.StandardOutput).RootElement;
         Assert.Equal("failed", test.GetProperty("outcome").GetString());
         Assert.Contains("checksum", test.GetProperty("reason").GetString(), StringComparison.Ordinal);
-        Assert.True(test.GetProperty("cleaned_up").GetBoolean());
+        Assert.True(test.GetProperty("cleaned_up").GetBoolean(), result.StandardOutput);
         output.WriteLine($"flipped bytes: {test.GetProperty("reason").GetString()} after {test.GetProperty("restore_seconds").GetDouble():0.00} s");
         await AssertNothingLeftAsync(test.GetProperty("domain").GetString()!);
     }
