@@ -126,7 +126,8 @@ public sealed record BackupRunView(
     [property: Id(14)] long Version,
     [property: Id(15)] string? Policy,
     [property: Id(16)] int PolicyVersion,
-    [property: Id(17)] string? PolicyRun = null)
+    [property: Id(17)] string? PolicyRun = null,
+    [property: Id(18)] TestRestoreView? LastTest = null)
 {
     public bool IsTerminal => Step is BackupStep.Completed or BackupStep.Failed;
 }

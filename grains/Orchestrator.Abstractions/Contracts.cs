@@ -42,7 +42,9 @@ public sealed record VmView(
     [property: Id(9)] bool Present,
     [property: Id(10)] DateTimeOffset FirstSeen,
     [property: Id(11)] DateTimeOffset? LastBackupAt = null,
-    [property: Id(12)] DateTimeOffset? LastCheckpointAt = null)
+    [property: Id(12)] DateTimeOffset? LastCheckpointAt = null,
+    [property: Id(13)] TestRestoreView? LastProvenRestore = null,
+    [property: Id(14)] TestRestoreView? LastTestRestore = null)
 {
     public string Key => GrainKeys.Vm(Host, Name);
 }

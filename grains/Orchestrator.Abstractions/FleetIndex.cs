@@ -19,6 +19,10 @@ public interface IHostIndexGrain : IGrainWithStringKey
     [Alias("RecordProtection")]
     Task RecordProtectionAsync(string vm, PolicyKind kind, DateTimeOffset at, CancellationToken cancellationToken = default);
 
+    /// <summary>A test restore of the VM passed at <paramref name="at"/>, booting in <paramref name="bootSeconds"/> (for compliance's RTO).</summary>
+    [Alias("RecordProvenRestore")]
+    Task RecordProvenRestoreAsync(string vm, DateTimeOffset at, double bootSeconds, CancellationToken cancellationToken = default);
+
     /// <summary>Entries handed over from the fleet grain's old single index (migration): merged, times only move forward.</summary>
     [Alias("Merge")]
     Task MergeAsync(IReadOnlyList<VmIndexEntry> vms, CancellationToken cancellationToken = default);

@@ -20,7 +20,7 @@ public interface IHostGrain : IGrainWithStringKey
 
 /// <summary>One VM (key: host/vm). Lives on its host's silo.</summary>
 [Alias("orchestrator.IVirtualMachineGrain")]
-public interface IVirtualMachineGrain : IGrainWithStringKey, ICheckpointOperations, IBackupOperations
+public interface IVirtualMachineGrain : IGrainWithStringKey, ICheckpointOperations, IBackupOperations, ITestRestoreOperations
 {
     /// <summary>The VM record; NotFound when inventory never saw this VM.</summary>
     [Alias("Get")]

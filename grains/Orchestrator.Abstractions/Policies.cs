@@ -99,6 +99,10 @@ public sealed record PolicySpec
     /// <summary>Recovery point objective: how old a VM's newest good backup (or checkpoint) may be; zero = not tracked.</summary>
     [Id(11)]
     public TimeSpan Rpo { get; init; }
+
+    /// <summary>Live backups only: test restores after runs (every N runs or a duration), their probe and an optional RTO; null = none.</summary>
+    [Id(12)]
+    public TestRestoreSpec? TestRestore { get; init; }
 }
 
 /// <summary>A stored policy: its spec, version (bumped by every change) and schedule state.</summary>
@@ -370,7 +374,9 @@ public sealed record PolicyCompliance(
     [property: Id(2)] int Version,
     [property: Id(3)] DateTimeOffset? LastGoodAt,
     [property: Id(4)] TimeSpan Rpo,
-    [property: Id(5)] ComplianceStatus Status);
+    [property: Id(5)] ComplianceStatus Status,
+    [property: Id(6)] TimeSpan? Rto = null,
+    [property: Id(7)] bool RtoMissed = false);
 
 /// <summary>A VM with every policy that selects it; <see cref="Status"/> is the worst of them.</summary>
 [GenerateSerializer]
@@ -382,7 +388,10 @@ public sealed record VmCompliance(
     [property: Id(3)] IReadOnlyList<PolicyCompliance> Policies,
     [property: Id(4)] ComplianceStatus Status,
     [property: Id(5)] DateTimeOffset? LastBackupAt,
-    [property: Id(6)] DateTimeOffset? LastCheckpointAt)
+    [property: Id(6)] DateTimeOffset? LastCheckpointAt,
+    [property: Id(7)] DateTimeOffset? LastProvenRestoreAt = null,
+    [property: Id(8)] double? LastProvenBootSeconds = null,
+    [property: Id(9)] bool RtoMissed = false)
 {
     public string Key => GrainKeys.Vm(Host, Vm);
 }

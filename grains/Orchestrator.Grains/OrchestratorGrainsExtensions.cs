@@ -19,6 +19,7 @@ public static class OrchestratorGrainsExtensions
         builder.Services.AddPlacementDirector<HostPreferredPlacement, HostPreferredPlacementDirector>();
         builder.Services.AddSingleton<IHostDirectory, HostDirectory>();
         builder.Services.AddSingleton<VirtualMachines.HostVmLocks>();
+        builder.Services.AddSingleton(sp => new Backups.TestRestoreSlots(sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<Backups.BackupOptions>>().Value.MaxConcurrentTestRestores));
         builder.Services.AddOptions<Backups.BackupOptions>();
         builder.Services.AddOptions<Policies.PolicyOptions>();
         builder.Services.AddOptions<Fleet.FleetIndexOptions>();

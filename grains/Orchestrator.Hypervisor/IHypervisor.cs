@@ -117,4 +117,22 @@ public interface IHypervisor : IAsyncDisposable
     /// with <paramref name="metadataOnly"/>.
     /// </summary>
     Task DeleteCheckpointAsync(string domain, string name, bool metadataOnly = false, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// guest-ping through the QEMU guest agent, bounded by <paramref name="timeout"/>;
+    /// <see cref="HypervisorErrorKind.AgentUnavailable"/> when no agent answers (none configured, not up yet).
+    /// </summary>
+    Task PingGuestAgentAsync(string domain, TimeSpan timeout, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Runs <paramref name="path"/> with <paramref name="arguments"/> in the guest through the agent (guest-exec, no
+    /// shell added) and waits for it to exit, bounded by <paramref name="timeout"/> (<see cref="HypervisorErrorKind.Timeout"/>).
+    /// </summary>
+    Task<GuestCommandResult> RunGuestCommandAsync(string domain, string path, IReadOnlyList<string> arguments, TimeSpan timeout, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// The last <paramref name="maxBytes"/> of what the domain's serial console wrote, when the console is written to a
+    /// file (<c>&lt;serial type='file'&gt;</c>); null when it has no such console.
+    /// </summary>
+    Task<string?> ReadConsoleAsync(string domain, int maxBytes, CancellationToken cancellationToken = default);
 }

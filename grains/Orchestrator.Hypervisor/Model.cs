@@ -117,3 +117,6 @@ public sealed record DomainEvent(
     string? Target = null,
     BlockJobKind? Job = null,
     BlockJobEventStatus? Status = null);
+
+/// <summary>A command run in a guest through its agent: exit code and (bounded) output.</summary>
+public sealed record GuestCommandResult(int ExitCode, string Output);

@@ -4,7 +4,9 @@
 #   vmlinux         the same kernel uncompressed (ELF, PVH entry), when the kernel has CONFIG_PVH=y:
 #                   QEMU boots it directly, skipping the in-guest decompression, which halves the
 #                   boot time under TCG. vm.sh uses it when present.
-#   initrd.img      busybox-static initramfs whose /init (guest-init.sh) writes the counter records
+#   initrd.img      busybox-static initramfs whose /init (guest-init.sh) writes the counter records;
+#                   it also carries qemu-ga (Debian's qemu-guest-agent, with the libraries it links) and
+#                   virtio_console, so a VM defined with the agent channel answers guest-ping/guest-exec
 #   kernel.version  the kernel version string
 # Cached: does nothing when the outputs exist and were built by this same script + init.
 # Options: --force  rebuild even when cached.
@@ -72,7 +74,20 @@ resolve() {
     for d in $(modinfo -F depends "$f" | tr ',' ' '); do resolve "${d//-/_}"; done
     ORDER+=("$m")
 }
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do resolve "$m"; done
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk virtio_console; do resolve "$m"; done
+
+# The QEMU guest agent, from Debian's package (same release as the host, so the host's copies of the
+# libraries it links are the right ones).
+QGA_DEB="$(ls "$OUT/cache/qemu-guest-agent_"*.deb 2>/dev/null | head -n 1 || true)"
+if [ -z "$QGA_DEB" ]; then
+    lab_log "guest-build: downloading qemu-guest-agent"
+    (cd "$OUT/cache" && apt-get download -qq qemu-guest-agent 2>&1 | grep -v "^W: Download is performed unsandboxed" >&2) || true
+    QGA_DEB="$(ls "$OUT/cache/qemu-guest-agent_"*.deb 2>/dev/null | head -n 1 || true)"
+    [ -n "$QGA_DEB" ] || lab_die "guest-build: apt-get download qemu-guest-agent failed"
+fi
+mkdir -p "$TMP/qga"
+dpkg -x "$QGA_DEB" "$TMP/qga"
+[ -x "$TMP/qga/usr/sbin/qemu-ga" ] || lab_die "no usr/sbin/qemu-ga in $QGA_DEB"
 
 R="$TMP/root"
 mkdir -p "$R/bin" "$R/lib/modules" "$R/proc" "$R/sys" "$R/dev" "$R/tmp"
@@ -88,6 +103,11 @@ for m in "${ORDER[@]}"; do
     esac
 done
 printf '%s\n' "${ORDER[@]}" > "$R/lib/modules/load-order"
+cp "$TMP/qga/usr/sbin/qemu-ga" "$R/bin/qemu-ga"
+for lib in $(ldd "$TMP/qga/usr/sbin/qemu-ga" | grep -o '/[^ ]*'); do
+    mkdir -p "$R$(dirname "$lib")"
+    cp -L "$lib" "$R$lib"
+done
 install -m 0755 "$LAB_SCRIPTS/guest-init.sh" "$R/init"
 (cd "$R" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -9) > "$OUT/initrd.img.tmp"
 cp "$TMP/deb/boot/vmlinuz-$KVER" "$OUT/vmlinuz.tmp"

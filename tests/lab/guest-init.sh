@@ -46,6 +46,24 @@ for m in $(cat /lib/modules/load-order); do
 done
 log "modules loaded"
 
+# The QEMU guest agent on its virtio-serial port, when the VM has the channel (org.qemu.guest_agent.0).
+start_agent() {
+    local i=0 p
+    while [ $i -lt 30 ]; do
+        for p in /sys/class/virtio-ports/*; do
+            [ -f "$p/name" ] || continue
+            if [ "$(cat "$p/name")" = "org.qemu.guest_agent.0" ]; then
+                mkdir -p /var/run /run
+                qemu-ga -m virtio-serial -p "/dev/${p##*/}" -t /tmp -f /tmp/qemu-ga.pid </dev/null >/dev/null 2>&1 &
+                log "guest agent started on /dev/${p##*/}"
+                return 0
+            fi
+        done
+        usleep 100000; i=$((i + 1))
+    done
+}
+start_agent &
+
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do usleep 100000; i=$((i + 1)); done
 [ -b /dev/vda ] || halt_forever "no /dev/vda"

@@ -2,7 +2,7 @@
 # Test VMs on a lab host (see host.sh). virsh is used only here: this is test scaffolding.
 #
 #   vm.sh create HOST VM [--disks "raw:64M qcow2:64M"] [--interval-ms N] [--slots N]
-#                        [--print-every N] [--memory MiB] [--label KEY=VALUE]... [--no-start]
+#                        [--print-every N] [--memory MiB] [--label KEY=VALUE]... [--agent] [--no-start]
 #        Creates the disk images $LAB_DIR/hosts/HOST/images/VM-vda.raw, VM-vdb.qcow2, ... (in order:
 #        vda, vdb, ...), defines a <domain type='qemu'> (TCG) with 128 MiB RAM, 1 vcpu, direct kernel
 #        boot of the lab guest (guest-build.sh), the disks as virtio, the serial console written to
@@ -12,6 +12,8 @@
 #        A disk spec "clone:FORMAT:/abs/template" makes a linked clone: a new qcow2 VM-vdX.qcow2
 #        backed by that existing template (qemu-img create -f qcow2 -b TEMPLATE -F FORMAT); the
 #        template is never written or deleted by this script.
+#        --agent adds the QEMU guest agent channel (org.qemu.guest_agent.0, a unix socket libvirt
+#        places itself); the guest starts qemu-ga on it (guest-build.sh ships it in the initramfs).
 #        --label (repeatable) writes the orchestrator's labels into the domain's <metadata> (namespace
 #        https://orchestrator.dev/xmlns/labels/1); a key given twice keeps the last value.
 #        Re-running on an existing VM only makes sure it runs. Default disks: "raw:64M".
@@ -95,7 +97,7 @@ labels_xml() {
 }
 
 do_create() {
-    local disks="raw:64M" interval=100 slots=64 every=10 mem=128 start=1
+    local disks="raw:64M" interval=100 slots=64 every=10 mem=128 start=1 agent=""
     local -a labels=()
     while [ $# -gt 0 ]; do
         case "$1" in
@@ -110,6 +112,10 @@ do_create() {
             --print-every) every="$2"; shift 2 ;;
             --memory) mem="$2"; shift 2 ;;
             --no-start) start=0; shift ;;
+            --agent) agent="    <channel type='unix'>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+    </channel>
+"; shift ;;
             *) usage ;;
         esac
     done
@@ -189,7 +195,7 @@ $xmld    <serial type='file'>
       <source path='$CONSOLE' append='on'/>
       <target type='serial' port='0'/>
     </console>
-    <memballoon model='none'/>
+$agent    <memballoon model='none'/>
   </devices>
 </domain>
 XML

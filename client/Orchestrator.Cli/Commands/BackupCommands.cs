@@ -17,7 +17,7 @@ internal static class BackupCommands
     public static Command Create(CliRuntime runtime) =>
         new("backup", "Live backups of VMs: start, follow, list and inspect runs; repair what a failed run left.")
         {
-            CreateStart(runtime), CreateWatch(runtime), CreateList(runtime), CreateShow(runtime), CreateRepair(runtime),
+            CreateStart(runtime), CreateWatch(runtime), CreateList(runtime), CreateShow(runtime), CreateRepair(runtime), CreateTest(runtime),
         };
 
     private static Command CreateStart(CliRuntime runtime)
@@ -263,6 +263,68 @@ internal static class BackupCommands
         });
         return show;
     }
+
+    private static Command CreateTest(CliRuntime runtime)
+    {
+        Argument<RunKey> key = ResourceKeys.RunKeyArgument($"The completed run to test, as host/vm/run (e.g. {ResourceKeys.RunKeyExample})");
+        var host = new Option<string?>("--host")
+        {
+            Description = "Host to restore and boot on (for now only the run's own host, the default)",
+            HelpName = "HOST",
+        };
+        var probe = new Option<string>("--probe")
+        {
+            Description = "How the booted guest proves it works: agent (guest agent ping, the default), console:REGEX "
+                + "(a serial console line matches), command:CMD (run with /bin/sh -c through the agent; exit 0 passes)",
+            HelpName = "agent|console:REGEX|command:CMD",
+            DefaultValueFactory = _ => "agent",
+        };
+        probe.Validators.Add(result =>
+        {
+            string value = result.GetValueOrDefault<string?>() ?? "";
+            if (!(value == "agent" || (value.StartsWith("console:", StringComparison.Ordinal) && value.Length > 8) || (value.StartsWith("command:", StringComparison.Ordinal) && value.Length > 8)))
+            {
+                result.AddError($"--probe: '{value}' is not agent, console:REGEX or command:CMD");
+            }
+        });
+        var noWait = new Option<bool>("--no-wait")
+        {
+            Description = "Print the admitted test and return; the result appears in backup show and vm show",
+        };
+        var test = new Command("test", "Test restore: verify a completed backup set (manifest checksums), restore it into a "
+            + "throwaway VM with no network on the run's host, boot it, run the probe, and always destroy the VM and delete "
+            + $"its images. --timeout bounds restore, boot and probe together (default {DefaultTestTimeoutSeconds} s here). "
+            + $"Exit {ExitCodes.RunFailed} when the test failed.")
+        {
+            key, host, probe, noWait,
+        };
+        runtime.SetAction(test, async (parseResult, context, cancellationToken) =>
+        {
+            // The global --timeout is the test's own bound here; the call waits for it plus the clean-up.
+            bool explicitTimeout = parseResult.GetResult(runtime.Globals.Timeout) is { Implicit: false };
+            TimeSpan timeout = explicitTimeout ? context.Settings.Timeout : TimeSpan.FromSeconds(DefaultTestTimeoutSeconds);
+            var client = new BackupService.BackupServiceClient(context.CallInvoker);
+            TestBackupResponse response = await client.TestBackupAsync(
+                new TestBackupRequest
+                {
+                    Key = parseResult.GetRequiredValue(key).ToString(),
+                    Host = parseResult.GetValue(host) ?? "",
+                    Probe = parseResult.GetValue(probe) ?? "agent",
+                    Timeout = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(timeout),
+                    NoWait = parseResult.GetValue(noWait),
+                },
+                new Grpc.Core.CallOptions(deadline: DateTime.UtcNow.Add(timeout).AddMinutes(4), cancellationToken: cancellationToken));
+            TestRestoreView view = TestRestoreView.From(response.Test) ?? throw new CliException(ExitCodes.Internal, "the server answered without a test");
+            context.Render(view, CliJsonContext.Output.TestRestoreView, TestRestoreView.WriteDetails);
+            if (view.Outcome == "failed")
+            {
+                throw new CliException(ExitCodes.RunFailed, $"test restore of {view.Key} failed: {view.Reason}");
+            }
+        });
+        return test;
+    }
+
+    private const int DefaultTestTimeoutSeconds = 300;
 
     private static Command CreateRepair(CliRuntime runtime)
     {

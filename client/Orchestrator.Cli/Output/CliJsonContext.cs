@@ -27,6 +27,7 @@ namespace Orchestrator.Cli.Output;
 [JsonSerializable(typeof(IReadOnlyList<BackupRunView>))]
 [JsonSerializable(typeof(BackupRunView))]
 [JsonSerializable(typeof(RestoreView))]
+[JsonSerializable(typeof(TestRestoreView))]
 [JsonSerializable(typeof(OverlayRepairView))]
 [JsonSerializable(typeof(PolicyView))]
 [JsonSerializable(typeof(IReadOnlyList<PolicyView>))]

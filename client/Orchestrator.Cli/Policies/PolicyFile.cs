@@ -17,12 +17,13 @@ namespace Orchestrator.Cli.Policies;
 internal static class PolicyFile
 {
     public static readonly string[] TopLevelFields =
-        ["name", "kind", "description", "selector", "schedule", "retention", "target", "quiesce", "verify", "bandwidth", "concurrency", "rpo"];
+        ["name", "kind", "description", "selector", "schedule", "retention", "target", "quiesce", "verify", "bandwidth", "concurrency", "rpo", "test_restore"];
 
     private static readonly string[] SelectorFields = ["hosts", "vms", "labels"];
     private static readonly string[] ScheduleFields = ["cron", "time_zone"];
     private static readonly string[] RetentionFields = ["keep_last", "hourly", "daily", "weekly", "monthly"];
     private static readonly string[] ConcurrencyFields = ["per_host", "fleet"];
+    private static readonly string[] TestRestoreFields = ["every", "probe", "rto", "timeout"];
 
     /// <summary>
     /// Parses <paramref name="text"/>; <paramref name="source"/> names it in errors (a path, or &lt;stdin&gt;).
@@ -140,6 +141,9 @@ internal static class PolicyFile
                         break;
                     case "rpo":
                         spec.Rpo = Period(path, value) is { } rpo ? Duration.FromTimeSpan(rpo) : null;
+                        break;
+                    case "test_restore":
+                        spec.TestRestore = TestRestore(path, value);
                         break;
                 }
             });
@@ -263,6 +267,47 @@ internal static class PolicyFile
                 }
             });
             return concurrency;
+        }
+
+        /// <summary>
+        /// test_restore: {every: "N runs" (or a bare N) | a duration (7d), probe: agent | console:REGEX | command:CMD,
+        /// rto: duration, timeout: duration}. The server checks the ranges and the probe again.
+        /// </summary>
+        private PolicyTestRestore? TestRestore(string path, YamlNode node)
+        {
+            if (Mapping(path, node, TestRestoreFields) is not { } mapping)
+            {
+                return null;
+            }
+
+            var test = new PolicyTestRestore();
+            Fields(mapping, path, TestRestoreFields, (key, field, value) =>
+            {
+                switch (key)
+                {
+                    case "every":
+                        if (value is YamlScalarNode { Value: { } text } && System.Text.RegularExpressions.Regex.Match(text.Trim(), @"^([0-9]{1,9})(\s*runs?)?$") is { Success: true } runs)
+                        {
+                            test.EveryRuns = int.Parse(runs.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+                        }
+                        else if (Period(field, value) is { } every)
+                        {
+                            test.Every = Duration.FromTimeSpan(every);
+                        }
+
+                        break;
+                    case "probe":
+                        test.Probe = Text(field, value) ?? "";
+                        break;
+                    case "rto":
+                        test.Rto = Period(field, value) is { } rto ? Duration.FromTimeSpan(rto) : null;
+                        break;
+                    default:
+                        test.Timeout = Period(field, value) is { } timeout ? Duration.FromTimeSpan(timeout) : null;
+                        break;
+                }
+            });
+            return test;
         }
 
         /// <summary>Visits each field of <paramref name="mapping"/>, recording its line; unknown fields are errors.</summary>

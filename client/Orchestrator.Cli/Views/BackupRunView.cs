@@ -24,7 +24,8 @@ internal sealed record BackupRunView(
     int PolicyVersion,
     string? PolicyRun,
     IReadOnlyList<BackupDiskView> Disks,
-    IReadOnlyList<BackupStepView> Steps)
+    IReadOnlyList<BackupStepView> Steps,
+    TestRestoreView? LastTest = null)
 {
     /// <summary>Disks and steps keep the server's order (the domain's disks; steps as they happened).</summary>
     public static BackupRunView From(BackupRun run) => new(
@@ -44,7 +45,8 @@ internal sealed record BackupRunView(
         run.PolicyVersion,
         NullIfEmpty(run.PolicyRun),
         [.. run.Disks.Select(BackupDiskView.From)],
-        [.. run.Steps.Select(BackupStepView.From)]);
+        [.. run.Steps.Select(BackupStepView.From)],
+        TestRestoreView.From(run.LastTest));
 
     /// <summary>Runs newest first, then by key, so output is stable whatever order the server answers in.</summary>
     public static IReadOnlyList<BackupRunView> FromList(IEnumerable<BackupRun> runs) =>
@@ -90,6 +92,9 @@ internal sealed record BackupRunView(
             .Add("Freeze", run.FreezeMs > 0 ? $"{run.FreezeMs.ToString("0.#", CultureInfo.InvariantCulture)} ms" : null)
             .Add("Policy", run.Policy is null ? null : PolicyText(run))
             .Add("Trace ID", run.TraceId)
+            .Add("Last test restore", run.LastTest is { } test
+                ? $"{test.Outcome} at {TextFormat.Timestamp(test.EndedAt ?? test.StartedAt)}: {test.Reason}"
+                : null)
             .WriteTo(writer, color);
         writer.WriteLine();
         if (run.Disks.Count == 0)

@@ -30,15 +30,17 @@ internal sealed record ComplianceView(IReadOnlyList<VmComplianceView> Vms, IRead
             new TableColumn("STATUS"),
             new TableColumn("LAST BACKUP"),
             new TableColumn("LAST CHECKPOINT"),
+            new TableColumn("LAST PROVEN RESTORE"),
             new TableColumn("POLICIES"));
         foreach (VmComplianceView vm in view.Vms)
         {
             table.AddRow(
                 vm.Host,
                 vm.Present ? vm.Vm : $"{vm.Vm} (absent)",
-                vm.Status,
+                vm.RtoMissed ? $"{vm.Status}, rto missed" : vm.Status,
                 TextFormat.Timestamp(vm.LastBackupAt),
                 TextFormat.Timestamp(vm.LastCheckpointAt),
+                vm.LastProvenRestoreAt is null ? null : $"{TextFormat.Timestamp(vm.LastProvenRestoreAt)} (boot {vm.LastProvenBootSeconds?.ToString("0.0", CultureInfo.InvariantCulture)} s)",
                 string.Join(", ", vm.Policies.Select(p => p.ToText())));
         }
 
@@ -53,7 +55,10 @@ internal sealed record VmComplianceView(
     string Status,
     DateTime? LastBackupAt,
     DateTime? LastCheckpointAt,
-    IReadOnlyList<PolicyComplianceView> Policies)
+    IReadOnlyList<PolicyComplianceView> Policies,
+    DateTime? LastProvenRestoreAt = null,
+    double? LastProvenBootSeconds = null,
+    bool RtoMissed = false)
 {
     public const string OutOfRpo = "out-of-rpo";
     public const string Never = "never";
@@ -66,11 +71,14 @@ internal sealed record VmComplianceView(
         EnumNames.Of(vm.Status),
         Timestamps.ToUtc(vm.LastBackupAt),
         Timestamps.ToUtc(vm.LastCheckpointAt),
-        [.. vm.Policies.Select(PolicyComplianceView.From)]);
+        [.. vm.Policies.Select(PolicyComplianceView.From)],
+        Timestamps.ToUtc(vm.LastProvenRestoreAt),
+        vm.HasLastProvenBootSeconds ? Math.Round(vm.LastProvenBootSeconds, 3) : null,
+        vm.RtoMissed);
 }
 
 /// <summary>One policy's view of one VM; <c>rpo</c> in seconds (0: not tracked).</summary>
-internal sealed record PolicyComplianceView(string Policy, string Kind, int Version, DateTime? LastGoodAt, double Rpo, string Status)
+internal sealed record PolicyComplianceView(string Policy, string Kind, int Version, DateTime? LastGoodAt, double Rpo, string Status, double Rto = 0, bool RtoMissed = false)
 {
     public static PolicyComplianceView From(PolicyCompliance policy) => new(
         policy.Policy,
@@ -78,12 +86,14 @@ internal sealed record PolicyComplianceView(string Policy, string Kind, int Vers
         policy.Version,
         Timestamps.ToUtc(policy.LastGoodAt),
         policy.Rpo is { } rpo ? rpo.ToTimeSpan().TotalSeconds : 0,
-        EnumNames.Of(policy.Status));
+        EnumNames.Of(policy.Status),
+        policy.Rto is { } rto ? rto.ToTimeSpan().TotalSeconds : 0,
+        policy.RtoMissed);
 
     /// <summary>"nightly-web out-of-rpo (rpo 26h)", or "hourly ok" without an RPO.</summary>
-    public string ToText() => Rpo > 0
+    public string ToText() => (Rpo > 0
         ? $"{Policy} {Status} (rpo {DurationText.Format(TimeSpan.FromSeconds(Rpo))})"
-        : $"{Policy} {Status}";
+        : $"{Policy} {Status}") + (Rto > 0 ? $" (rto {DurationText.Format(TimeSpan.FromSeconds(Rto))}{(RtoMissed ? " missed" : "")})" : "");
 }
 
 /// <summary><c>fleet overlays</c>: disks on more than one image now. The JSON shape is documented in README.md.</summary>

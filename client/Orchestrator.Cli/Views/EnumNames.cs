@@ -24,6 +24,14 @@ internal static class EnumNames
         _ => Unknown,
     };
 
+    public static string Of(TestRestoreOutcome outcome) => outcome switch
+    {
+        TestRestoreOutcome.Running => "running",
+        TestRestoreOutcome.Passed => "passed",
+        TestRestoreOutcome.Failed => "failed",
+        _ => Unknown,
+    };
+
     public static string Of(OverlayRepairAction action) => action switch
     {
         OverlayRepairAction.Committed => "committed",

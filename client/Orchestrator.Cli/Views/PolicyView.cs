@@ -89,6 +89,7 @@ internal sealed record PolicyView(
             .Add("Bandwidth", spec.Bandwidth > 0 ? $"{TextFormat.Bytes(spec.Bandwidth)}/s" : "unlimited")
             .Add("Budgets", spec.Concurrency.ToText())
             .Add("RPO", spec.RpoText())
+            .Add("Test restore", spec.TestRestore?.ToText())
             .Add("Created", TextFormat.Timestamp(policy.CreatedAt))
             .Add("Updated", TextFormat.Timestamp(policy.UpdatedAt))
             .Add("Last run", LastRunText(policy.LastRun))
@@ -115,7 +116,8 @@ internal sealed record PolicySpecView(
     bool Verify,
     long Bandwidth,
     ConcurrencyView Concurrency,
-    double Rpo)
+    double Rpo,
+    TestRestorePolicyView? TestRestore = null)
 {
     public static PolicySpecView From(PolicySpec spec) => new(
         spec.Name,
@@ -129,7 +131,8 @@ internal sealed record PolicySpecView(
         spec.Verify,
         spec.BandwidthBytesPerSecond,
         ConcurrencyView.From(spec.Concurrency),
-        spec.Rpo is { } rpo ? rpo.ToTimeSpan().TotalSeconds : 0);
+        spec.Rpo is { } rpo ? rpo.ToTimeSpan().TotalSeconds : 0,
+        TestRestorePolicyView.From(spec.TestRestore));
 
     /// <summary>"0 2 * * * (Europe/Berlin)", or "on demand" without a schedule.</summary>
     public string ScheduleText() => Schedule is { } s ? $"{s.Cron} ({s.TimeZone})" : "on demand";
@@ -179,4 +182,21 @@ internal sealed record PolicyDeletedView(string Name, bool Deleted)
         writer.WriteLine(view.Deleted
             ? $"Deleted policy {view.Name}; its backups and checkpoints stay."
             : $"There is no policy {view.Name}; nothing deleted.");
+}
+
+/// <summary>A policy's test_restore: every_runs or every (seconds), probe, rto and timeout in seconds (0: unset).</summary>
+internal sealed record TestRestorePolicyView(int EveryRuns, double Every, string Probe, double Rto, double Timeout)
+{
+    public static TestRestorePolicyView? From(PolicyTestRestore? test) => test is null ? null : new(
+        test.EveryRuns,
+        test.Every is { } every ? every.ToTimeSpan().TotalSeconds : 0,
+        test.Probe.Length == 0 ? "agent" : test.Probe,
+        test.Rto is { } rto ? rto.ToTimeSpan().TotalSeconds : 0,
+        test.Timeout is { } timeout ? timeout.ToTimeSpan().TotalSeconds : 0);
+
+    /// <summary>"every 7 runs, probe agent, rto 2m".</summary>
+    public string ToText() =>
+        (EveryRuns > 0 ? $"every {EveryRuns} runs" : $"every {DurationText.Format(TimeSpan.FromSeconds(Every))}")
+        + $", probe {Probe}"
+        + (Rto > 0 ? $", rto {DurationText.Format(TimeSpan.FromSeconds(Rto))}" : "");
 }

@@ -16,7 +16,9 @@ internal sealed record VmView(
     long MemoryKib,
     IReadOnlyDictionary<string, string> Labels,
     IReadOnlyList<DiskView> Disks,
-    DateTime? LastSync)
+    DateTime? LastSync,
+    TestRestoreView? LastProvenRestore = null,
+    TestRestoreView? LastTestRestore = null)
 {
     public static VmView From(Vm vm) => new(
         vm.Key,
@@ -29,7 +31,9 @@ internal sealed record VmView(
         vm.MemoryKib,
         new SortedDictionary<string, string>(vm.Labels, StringComparer.Ordinal),
         [.. vm.Disks.Select(DiskView.From)],
-        Timestamps.ToUtc(vm.LastSync));
+        Timestamps.ToUtc(vm.LastSync),
+        TestRestoreView.From(vm.LastProvenRestore),
+        TestRestoreView.From(vm.LastTestRestore));
 
     /// <summary>VMs sorted by host, then name, so output is stable whatever order the server answers in.</summary>
     public static IReadOnlyList<VmView> FromList(IEnumerable<Vm> vms) =>
@@ -78,6 +82,10 @@ internal sealed record VmView(
             .Add("Memory", TextFormat.Kib(vm.MemoryKib))
             .Add("Labels", FormatLabels(vm.Labels))
             .Add("Last sync", TextFormat.Timestamp(vm.LastSync))
+            .Add("Last proven restore", vm.LastProvenRestore is { } proven
+                ? $"{proven.Key} at {TextFormat.Timestamp(proven.EndedAt)}, booted in {proven.BootSeconds.ToString("0.0", CultureInfo.InvariantCulture)} s ({proven.Probe})"
+                : "none")
+            .Add("Last test restore", vm.LastTestRestore is { } last ? $"{last.Outcome}: {last.Reason}" : "none")
             .WriteTo(writer, color);
         writer.WriteLine();
         if (vm.Disks.Count == 0)

@@ -54,6 +54,9 @@ public sealed class BackupOptions
     /// </summary>
     public int MaxConcurrentPerSilo { get; set; } = 64;
 
+    /// <summary>Test restores this silo restores and boots at once (each boots a throwaway VM); more wait their turn.</summary>
+    public int MaxConcurrentTestRestores { get; set; } = 1;
+
     /// <summary>How long a run waits at step Queued for a slot before it ends Failed (it touched nothing).</summary>
     public TimeSpan QueueTimeout { get; set; } = TimeSpan.FromHours(1);
 

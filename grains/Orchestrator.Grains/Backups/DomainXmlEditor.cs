@@ -128,6 +128,42 @@ public static class DomainXmlEditor
         return (string?)nvram.Element("source")?.Attribute("file") ?? (nvram.Value.Trim() is { Length: > 0 } text ? text : null);
     }
 
+    /// <summary>
+    /// A test restore's throwaway VM from a restored definition: no network (every interface removed), its serial
+    /// console written to <paramref name="consoleFile"/> (a new file of its own, for console probes; the restored
+    /// definition's serial and console devices are replaced), destroyed rather than rebooted. Everything else, disks
+    /// included, stays as ForRestore made it.
+    /// </summary>
+    public static RestoredDefinition ForTestRestore(RestoredDefinition restored, string consoleFile)
+    {
+        ArgumentNullException.ThrowIfNull(restored);
+        var root = XElement.Parse(restored.Xml);
+        var changes = restored.Changes.ToList();
+        var devices = root.Element("devices") ?? new XElement("devices");
+        if (devices.Parent is null)
+        {
+            root.Add(devices);
+        }
+
+        var interfaces = devices.Elements("interface").ToList();
+        interfaces.ForEach(i => i.Remove());
+        changes.Add($"test restore: {interfaces.Count} network interface(s) removed (the throwaway VM has no network)");
+        var consoles = devices.Elements().Where(e => e.Name.LocalName is "serial" or "console").ToList();
+        consoles.ForEach(c => c.Remove());
+        devices.Add(
+            new XElement("serial", new XAttribute("type", "file"), new XElement("source", new XAttribute("path", consoleFile)), new XElement("target", new XAttribute("port", "0"))),
+            new XElement("console", new XAttribute("type", "file"), new XElement("source", new XAttribute("path", consoleFile)), new XElement("target", new XAttribute("type", "serial"), new XAttribute("port", "0"))));
+        changes.Add($"test restore: serial console written to '{consoleFile}'");
+        foreach (var name in new[] { "on_reboot", "on_poweroff", "on_crash" })
+        {
+            root.Element(name)?.Remove();
+        }
+
+        // Where libvirt expects them: after <clock>/<features>, before <devices>; a guest that reboots or powers off is done.
+        devices.AddBeforeSelf(new XElement("on_poweroff", "destroy"), new XElement("on_reboot", "destroy"), new XElement("on_crash", "destroy"));
+        return restored with { Xml = root.ToString(), Changes = changes, NewFiles = [.. restored.NewFiles, consoleFile] };
+    }
+
     private static void RewriteNvram(XElement root, RestoreEdit edit, Func<string, bool> fileExists, string? nvramFromSet)
     {
         if (root.Element("os")?.Element("nvram") is not { } nvram)

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orchestrator.Grains.Placement;
@@ -8,11 +7,8 @@ using Orchestrator.Hypervisor;
 namespace Orchestrator.Grains.Backups;
 
 /// <summary>
-/// The one restore of the cluster, on the target host's silo (key: that host). A completed backup set becomes new disk
-/// images and, on request, a new defined (and started) VM: new name, new uuid and MACs, its own files, nothing shared
-/// with the original. Everything comes from the set: located by the backup layout under this host's roots, manifest
-/// checked, every image copied with its format named and verified against the manifest's checksum before anything is
-/// defined. Never overwrites. Restores on one host run one at a time (the grain is not reentrant).
+/// Restores on this grain's host (key: that host; placed on its silo): the <see cref="RestoreEngine"/> run there, with
+/// a trace span and a log line. Restores on one host run one at a time (the grain is not reentrant).
 /// </summary>
 [HostAffinePlacement]
 internal sealed partial class HostRestoreGrain(
@@ -25,226 +21,26 @@ internal sealed partial class HostRestoreGrain(
     public async Task<RestoreResult> RestoreAsync(RestoreRequest request, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(request);
-        var (source, vm, runId) = Validate(request, Host);
-        var sameHost = source == Host;
+        var (source, vm, runId) = RestoreEngine.Validate(request, Host);
         var started = Stopwatch.GetTimestamp();
         using var activity = Telemetry.Source.StartActivity("backup.restore");
         activity?.SetTag("host", Host);
         activity?.SetTag("source_host", source);
         activity?.SetTag("vm", vm);
         activity?.SetTag("run", runId);
-        var set = BackupSetManifest.Locate(backupOptions.Value, request.RunKey);
-
-        if (request.Define && (await hypervisor.ListDomainsAsync(cancellationToken)).Any(d => d.Name == request.NewName))
-        {
-            throw new OrchestratorException(ErrorCode.AlreadyExists, $"a VM named '{request.NewName}' already exists on host '{Host}'", field: "new_name");
-        }
-
-        var directory = request.ImageDirectory is { } asked ? RestoreDirectory(asked, set, sameHost) : sameHost ? null : OtherHostDirectory(source);
-        var images = new Dictionary<string, (string Path, string Format)>(StringComparer.Ordinal);
-        foreach (var disk in set.Disks)
-        {
-            if (!await hypervisor.Images.ExistsAsync(disk.File, cancellationToken) || new FileInfo(disk.File).LinkTarget is not null)
-            {
-                throw new OrchestratorException(ErrorCode.FailedPrecondition, $"the backup set of run '{request.RunKey}' is incomplete: the copy of '{disk.Target}' ({disk.File}) is missing or a symbolic link", field: "key");
-            }
-
-            // Same host: beside the original disk (its real directory) unless a confined directory was asked for.
-            var into = directory ?? SafeFiles.ResolveExistingPrefix(Path.GetDirectoryName(disk.Source)!);
-            var path = Path.Combine(into, $"{request.NewName}-{disk.Target}.{disk.Format}");
-            if (await hypervisor.Images.ExistsAsync(path, cancellationToken) || new FileInfo(path).LinkTarget is not null)
-            {
-                throw new OrchestratorException(ErrorCode.AlreadyExists, $"'{path}' already exists; restore never overwrites", field: "new_name");
-            }
-
-            images[disk.Target] = (path, disk.Format);
-        }
-
-        // The new definition first: what it cannot make the new VM's own is refused before anything is written. The
-        // NVRAM comes from the set; only a set made before sets held it falls back to the original's file (same host).
-        var definition = request.Define
-            ? DomainXmlEditor.ForRestore(
-                DomainXmlOf(set, request.RunKey),
-                request.NewName,
-                images,
-                sameHost ? File.Exists : _ => false,
-                set.Nvram is { } nvram ? CheckedNvram(nvram, request.RunKey) : null,
-                directory is not null && !sameHost ? directory : null)
-            : null;
-        foreach (var file in definition?.NewFiles.Concat(definition.FilesToCopy.Select(c => c.To)) ?? [])
-        {
-            if (SafeFiles.Occupied(file))
-            {
-                throw new OrchestratorException(ErrorCode.AlreadyExists, $"'{file}' (the restored VM's own file) already exists; restore never writes into a file that is not its own", field: "new_name");
-            }
-        }
-
-        var privacy = backupOptions.Value.Privacy();
-        var created = new List<string>();
-        var createdFiles = new List<string>();
-        string? defined = null;
+        var engine = new RestoreEngine(Host, hypervisor, backupOptions.Value);
         try
         {
-            foreach (var disk in set.Disks)
-            {
-                var (path, format) = images[disk.Target];
-                var copy = await hypervisor.Images.CopyAsync(disk.File, format, path, new CopyOptions { ComputeSha256 = true, Privacy = privacy }, null, cancellationToken);
-                created.Add(path);
-                if (!string.Equals(copy.Sha256, disk.Sha256, StringComparison.OrdinalIgnoreCase))
-                {
-                    throw new OrchestratorException(ErrorCode.FailedPrecondition, $"the copy of '{disk.Target}' in the backup set ({disk.File}) does not match its manifest checksum: {copy.Sha256} read, {disk.Sha256} recorded", field: "key");
-                }
-            }
-
-            Guid? uuid = null;
-            var running = false;
-            if (definition is not null)
-            {
-                foreach (var (from, to) in definition.FilesToCopy)
-                {
-                    await CopyPrivateAsync(from, to, privacy, cancellationToken);
-                    createdFiles.Add(to);
-                }
-
-                defined = await hypervisor.DefineDomainAsync(definition.Xml, cancellationToken);
-                uuid = (await hypervisor.GetDomainAsync(defined, cancellationToken)).Uuid;
-                if (request.Start)
-                {
-                    await hypervisor.StartDomainAsync(defined, cancellationToken: cancellationToken);
-                    running = true;
-                }
-            }
-
+            var result = await engine.ExecuteAsync(await engine.PlanAsync(request, null, cancellationToken), cancellationToken);
             var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
             activity?.SetTag("seconds", seconds);
-            LogRestored(logger, request.RunKey, Host, request.NewName, created.Count, request.Define, running, seconds);
-            return new RestoreResult(request.NewName, created, request.Define, uuid, definition?.Changes ?? [], Host, running);
+            LogRestored(logger, request.RunKey, Host, request.NewName, result.Images.Count, result.Defined, result.Started, seconds);
+            return result;
         }
         catch (Exception e)
         {
             LogRestoreFailed(logger, request.RunKey, Host, request.NewName, e.Message);
-
-            // All or nothing: a VM defined by this restore (its start failed) goes with its images and files.
-            if (defined is not null)
-            {
-                try
-                {
-                    await hypervisor.UndefineDomainAsync(defined, CancellationToken.None);
-                }
-                catch (HypervisorException)
-                {
-                    // Left defined (over its images, which then stay); the original error is thrown.
-                }
-            }
-
-            foreach (var path in created)
-            {
-                try
-                {
-                    await hypervisor.Images.DeleteAsync(path, CancellationToken.None);
-                }
-                catch (HypervisorException ex) when (ex.Kind == HypervisorErrorKind.ImageInUse)
-                {
-                    // The domain is still defined over it: its images stay with it; the original error is thrown.
-                }
-            }
-
-            foreach (var path in createdFiles)
-            {
-                File.Delete(path);
-            }
-
             throw;
         }
-    }
-
-    /// <summary>The request's fields, checked here too (the server validates every field, whoever calls).</summary>
-    internal static (string Source, string Vm, string RunId) Validate(RestoreRequest request, string targetHost)
-    {
-        var (source, vm, runId) = BackupRunKeys.Parse(request.RunKey, "key");
-        GrainKeys.ValidateVmName(request.NewName, "new_name");
-        if (!string.IsNullOrEmpty(request.Host))
-        {
-            GrainKeys.ValidateHost(request.Host, "host");
-            if (request.Host != targetHost)
-            {
-                throw OrchestratorException.InvalidArgument("host", $"{OrchestratorException.Quote(request.Host)} is not the host this restore runs on ('{targetHost}')");
-            }
-        }
-
-        if (request.Start && !request.Define)
-        {
-            throw OrchestratorException.InvalidArgument("start", "starting needs define: only a VM defined by the restore can be started (add --define)");
-        }
-
-        return (source, vm, runId);
-    }
-
-    private static string DomainXmlOf(BackupSetManifest set, string runKey) =>
-        string.IsNullOrWhiteSpace(set.DomainXml)
-            ? throw new OrchestratorException(ErrorCode.FailedPrecondition, $"the manifest of run '{runKey}' ({Path.Combine(set.SetPath, "manifest.json")}) holds no domain XML: the VM cannot be defined from it (restore the images without defining)", field: "key")
-            : set.DomainXml;
-
-    /// <summary>The set's NVRAM copy, checked against its manifest checksum before it is used.</summary>
-    private static string CheckedNvram(ManifestNvram nvram, string runKey)
-    {
-        var file = new FileInfo(nvram.File);
-        if (!file.Exists || file.LinkTarget is not null || file.Length > BackupSet.MaxNvramBytes)
-        {
-            throw new OrchestratorException(ErrorCode.FailedPrecondition, $"the backup set of run '{runKey}' records an NVRAM copy, but '{nvram.File}' is missing, a symbolic link or larger than {BackupSet.MaxNvramBytes} bytes", field: "key");
-        }
-
-        var sha256 = Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(nvram.File)));
-        return sha256 == nvram.Sha256
-            ? nvram.File
-            : throw new OrchestratorException(ErrorCode.FailedPrecondition, $"the NVRAM copy of run '{runKey}' ({nvram.File}) does not match its manifest checksum: {sha256} read, {nvram.Sha256} recorded", field: "key");
-    }
-
-    /// <summary>
-    /// Where a set from another host restores to: the first restore root of this host (Orchestrator:Backup:RestoreRoots),
-    /// the new VM's images and its own files together. The original's directories belong to the other host.
-    /// </summary>
-    private string OtherHostDirectory(string source)
-    {
-        var root = backupOptions.Value.RestoreRoots.FirstOrDefault()
-            ?? throw new OrchestratorException(ErrorCode.FailedPrecondition, $"host '{Host}' has no restore root (Orchestrator:Backup:RestoreRoots): a set made on '{source}' needs one for the new VM's images and files", field: "host");
-        var real = SafeFiles.ResolveExistingPrefix(root);
-        return Directory.Exists(real)
-            ? real
-            : throw new OrchestratorException(ErrorCode.FailedPrecondition, $"the restore root '{root}' of host '{Host}' does not exist", field: "host");
-    }
-
-    /// <summary>
-    /// A requested image directory, confined like backup targets: its real path (symbolic links resolved) must be one
-    /// of the original disks' directories (a restore on their own host) or lie under a configured restore root
-    /// (Orchestrator:Backup:RestoreRoots).
-    /// </summary>
-    private string RestoreDirectory(string requested, BackupSetManifest set, bool sameHost)
-    {
-        const string Field = "image_directory";
-        if (!Path.IsPathFullyQualified(requested) || requested.Contains('\0', StringComparison.Ordinal))
-        {
-            throw OrchestratorException.InvalidArgument(Field, "must be an absolute path without NUL characters");
-        }
-
-        var real = SafeFiles.ResolveExistingPrefix(requested);
-        var own = sameHost ? set.Disks.Select(d => SafeFiles.ResolveExistingPrefix(Path.GetDirectoryName(d.Source)!)) : [];
-        if (own.Contains(real, StringComparer.Ordinal)
-            || backupOptions.Value.RestoreRoots.Any(root => SafeFiles.IsUnder(real, SafeFiles.ResolveExistingPrefix(root))))
-        {
-            return real;
-        }
-
-        throw OrchestratorException.InvalidArgument(
-            Field,
-            $"'{(requested.Length > 200 ? requested[..200] + "..." : requested)}' resolves to '{real}', which is neither a directory of the original disks on their own host nor under a restore root (Orchestrator:Backup:RestoreRoots)");
-    }
-
-    /// <summary>A small file (NVRAM) copied to a new file of ours: created exclusively, never through a link, private.</summary>
-    private static async Task CopyPrivateAsync(string from, string to, FilePrivacy privacy, CancellationToken cancellationToken)
-    {
-        var content = await File.ReadAllBytesAsync(from, cancellationToken);
-        using var handle = SafeFiles.CreateNew(to, privacy);
-        await RandomAccess.WriteAsync(handle, content, 0, cancellationToken);
     }
 }

@@ -74,6 +74,16 @@ public sealed record class VmIndexRecord
     [Id(6)]
     [Key(6)]
     public DateTimeOffset? LastCheckpointAt { get; set; }
+
+    /// <summary>When the VM's newest passed test restore ended (its last proven restore); null when none passed.</summary>
+    [Id(7)]
+    [Key(7)]
+    public DateTimeOffset? ProvenRestoreAt { get; set; }
+
+    /// <summary>That test's boot time (start of the throwaway VM to the probe's answer), in seconds.</summary>
+    [Id(8)]
+    [Key(8)]
+    public double? ProvenBootSeconds { get; set; }
 }
 
 [GenerateSerializer]

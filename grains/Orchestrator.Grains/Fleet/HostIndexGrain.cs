@@ -99,6 +99,18 @@ internal sealed partial class HostIndexGrain(
         return Task.CompletedTask;
     }
 
+    public Task RecordProvenRestoreAsync(string vm, DateTimeOffset at, double bootSeconds, CancellationToken cancellationToken = default)
+    {
+        if (state.State.Vms.TryGetValue(vm, out var record) && (record.ProvenRestoreAt is null || record.ProvenRestoreAt < at))
+        {
+            record.ProvenRestoreAt = at;
+            record.ProvenBootSeconds = bootSeconds;
+            MarkDirty();
+        }
+
+        return Task.CompletedTask;
+    }
+
     public async Task MergeAsync(IReadOnlyList<VmIndexEntry> vms, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(vms);

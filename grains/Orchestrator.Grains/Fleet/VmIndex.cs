@@ -82,7 +82,7 @@ internal static class VmIndex
             1 => ComplianceStatus.OutOfRpo,
             _ => ComplianceStatus.Ok,
         };
-        return new VmCompliance(host, vm.Name, vm.Present, covered, overall, vm.LastBackupAt, vm.LastCheckpointAt);
+        return new VmCompliance(host, vm.Name, vm.Present, covered, overall, vm.LastBackupAt, vm.LastCheckpointAt, vm.ProvenRestoreAt, vm.ProvenBootSeconds, covered.Any(c => c.RtoMissed));
     }
 
     /// <summary>One policy's view of one VM: its newest good backup (or checkpoint) against the RPO.</summary>
@@ -92,7 +92,8 @@ internal static class VmIndex
         var status = last is null ? ComplianceStatus.Never
             : policy.Rpo > TimeSpan.Zero && now - last.Value > policy.Rpo ? ComplianceStatus.OutOfRpo
             : ComplianceStatus.Ok;
-        return new PolicyCompliance(policy.Name, policy.Kind, version, last, policy.Rpo, status);
+        var rto = policy.TestRestore?.Rto;
+        return new PolicyCompliance(policy.Name, policy.Kind, version, last, policy.Rpo, status, rto, Backups.TestRestoreSchedule.RtoMissed(rto, vm.ProvenBootSeconds));
     }
 
     private static int Severity(ComplianceStatus status) => status switch

@@ -32,7 +32,8 @@ internal sealed partial class HostGrain(
             // that VM only: it is skipped with the reason logged, and every other VM is still synced.
             // At most Orchestrator:FleetIndex:InventoryFanOut VM grains at a time: a host of thousands of VMs (and a
             // silo's first sync, which activates them all) must not put thousands of calls in flight at once.
-            var valid = domains.Where(d => IsValidName(d.Name)).ToList();
+            // A test restore's throwaway VM (orch-test-*) lives for one test: it is not inventory, nor any policy's.
+            var valid = domains.Where(d => IsValidName(d.Name) && !d.Name.StartsWith(TestRestoreRequest.ThrowawayPrefix, StringComparison.Ordinal)).ToList();
             var applied = await BoundedFanOut.RunAsync(valid, FanOut, d => ForOneVmAsync(d.Name, async vm => (VmView?)await vm.ApplyInventoryAsync(Inventory.From(d, now), cancellationToken)));
 
             var present = valid.Select(d => d.Name).ToHashSet(StringComparer.Ordinal);

@@ -155,6 +155,31 @@ public sealed record class PolicySpecRecord
     [Key(15)]
     public TimeSpan Rpo { get; set; }
 
+    /// <summary>test_restore's probe (text form); null: the policy has no test_restore.</summary>
+    [Id(16)]
+    [Key(16)]
+    public string? TestProbe { get; set; }
+
+    [Id(17)]
+    [Key(17)]
+    public int TestEveryRuns { get; set; }
+
+    [Id(18)]
+    [Key(18)]
+    public TimeSpan? TestEvery { get; set; }
+
+    [Id(19)]
+    [Key(19)]
+    public TimeSpan? TestRto { get; set; }
+
+    [Id(20)]
+    [Key(20)]
+    public TimeSpan? TestTimeout { get; set; }
+
+    /// <summary>The policy's test_restore, or null.</summary>
+    public TestRestoreSpec? TestRestoreContract() =>
+        TestProbe is null ? null : new TestRestoreSpec(TestEveryRuns, TestEvery, Orchestrator.TestProbe.Parse(TestProbe, "test_restore.probe"), TestRto, TestTimeout);
+
     public static PolicySpecRecord From(PolicySpec spec) => new()
     {
         Name = spec.Name,
@@ -173,6 +198,11 @@ public sealed record class PolicySpecRecord
         PerHost = spec.Concurrency.PerHost,
         Fleet = spec.Concurrency.Fleet,
         Rpo = spec.Rpo,
+        TestProbe = spec.TestRestore?.Probe.ToString(),
+        TestEveryRuns = spec.TestRestore?.EveryRuns ?? 0,
+        TestEvery = spec.TestRestore?.Every,
+        TestRto = spec.TestRestore?.Rto,
+        TestTimeout = spec.TestRestore?.Timeout,
     };
 
     public PolicySpec ToContract() => new()
@@ -194,6 +224,7 @@ public sealed record class PolicySpecRecord
         BandwidthBytesPerSecond = BandwidthBytesPerSecond,
         Concurrency = new PolicyConcurrency(PerHost, Fleet),
         Rpo = Rpo,
+        TestRestore = TestRestoreContract(),
     };
 
     /// <summary>The retention counts (keep_last, hourly, daily, weekly, monthly) as the contract has them.</summary>
@@ -216,7 +247,12 @@ public sealed record class PolicySpecRecord
         && BandwidthBytesPerSecond == other.BandwidthBytesPerSecond
         && PerHost == other.PerHost
         && Fleet == other.Fleet
-        && Rpo == other.Rpo;
+        && Rpo == other.Rpo
+        && TestProbe == other.TestProbe
+        && TestEveryRuns == other.TestEveryRuns
+        && TestEvery == other.TestEvery
+        && TestRto == other.TestRto
+        && TestTimeout == other.TestTimeout;
 }
 
 [GenerateSerializer]

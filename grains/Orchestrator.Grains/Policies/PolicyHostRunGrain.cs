@@ -540,6 +540,26 @@ internal sealed partial class PolicyHostRunGrain(
         Pump(run);
     }
 
+    /// <summary>
+    /// The policy's test_restore after a completed backup: the VM grain starts a test when it is due and runs it in the
+    /// background (one per VM; the host's test slots bound how many boot at once). A test that cannot start is noted,
+    /// never a failure of the backup.
+    /// </summary>
+    private async Task<string?> StartTestRestoreIfDueAsync(IVirtualMachineGrain vm, string backupRun, TestRestoreSpec test, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var started = await vm.TestRestoreIfDueAsync(backupRun, test, Policy, cancellationToken);
+            return started is null ? null : $"test restore {started.Id} started";
+        }
+        catch (OrchestratorException e)
+        {
+            return $"test restore not started: {e.Message}";
+        }
+    }
+
+    private static string? JoinNotes(string? a, string? b) => a is null ? b : b is null ? a : $"{a}; {b}";
+
     /// <summary>Runs one admitted VM's workflow on its host and records the outcome; true when the VM was busy (to retry).</summary>
     private async Task<bool> DispatchAsync(PolicyHostRunRecord run, PolicyTargetRecord target, bool resumed, CancellationToken cancellationToken)
     {
@@ -566,7 +586,13 @@ internal sealed partial class PolicyHostRunGrain(
 
             var outcome = await BackUpAsync(run, target, vm, resumed, cancellationToken);
             activity?.SetTag("backup_run", target.BackupRun);
-            EndTarget(run, target, outcome.Step == BackupStep.Completed ? PolicyTargetStatus.Succeeded : PolicyTargetStatus.Failed, outcome.Note);
+            var note = outcome.Note;
+            if (outcome.Step == BackupStep.Completed && target.BackupRun is { Length: > 0 } backupRun && run.Spec.TestRestoreContract() is { } test)
+            {
+                note = JoinNotes(note, await StartTestRestoreIfDueAsync(vm, backupRun, test, cancellationToken));
+            }
+
+            EndTarget(run, target, outcome.Step == BackupStep.Completed ? PolicyTargetStatus.Succeeded : PolicyTargetStatus.Failed, note);
             return false;
         }
         catch (Exception) when (cancellationToken.IsCancellationRequested)

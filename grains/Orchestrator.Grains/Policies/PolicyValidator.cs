@@ -17,6 +17,50 @@ public static partial class PolicyValidator
     public const int MaxPerHost = 100_000;
     public const int MaxFleet = 1_000_000;
     public static readonly TimeSpan MaxRpo = TimeSpan.FromDays(366);
+    public const int MaxTestEveryRuns = 1000;
+    public static readonly TimeSpan MinTestEvery = TimeSpan.FromMinutes(1);
+    public static readonly TimeSpan MaxTestRto = TimeSpan.FromDays(1);
+
+    /// <summary>test_restore: live backups only; exactly one of every runs / every duration; a valid probe; bounded RTO and timeout.</summary>
+    public static void ValidateTestRestore(PolicyKind kind, TestRestoreSpec test)
+    {
+        ArgumentNullException.ThrowIfNull(test);
+        if (kind != PolicyKind.LiveBackup)
+        {
+            throw OrchestratorException.InvalidArgument("test_restore", "only live-backup policies make backup sets to test-restore");
+        }
+
+        if ((test.EveryRuns > 0) == (test.Every is not null))
+        {
+            throw OrchestratorException.InvalidArgument("test_restore.every", "give exactly one: a number of runs (e.g. '7 runs') or a duration (e.g. '7d')");
+        }
+
+        if (test.EveryRuns is < 0 or > MaxTestEveryRuns)
+        {
+            throw OrchestratorException.InvalidArgument("test_restore.every", $"must be between 1 and {MaxTestEveryRuns} runs, not {test.EveryRuns}");
+        }
+
+        if (test.Every is { } every && (every < MinTestEvery || every > MaxRpo))
+        {
+            throw OrchestratorException.InvalidArgument("test_restore.every", $"must be between {MinTestEvery.TotalMinutes:0} minute and {MaxRpo.TotalDays:0} days, not {every}");
+        }
+
+        if (test.Probe is null)
+        {
+            throw OrchestratorException.InvalidArgument("test_restore.probe", "is required (agent, console:REGEX or command:CMD)");
+        }
+
+        test.Probe.Validate("test_restore.probe");
+        if (test.Rto is { } rto && (rto <= TimeSpan.Zero || rto > MaxTestRto))
+        {
+            throw OrchestratorException.InvalidArgument("test_restore.rto", $"must be above 0 and at most {MaxTestRto.TotalHours:0} hours, not {rto}");
+        }
+
+        if (test.Timeout is { } timeout && (timeout < TestRestoreRequest.MinTimeout || timeout > TestRestoreRequest.MaxTimeout))
+        {
+            throw OrchestratorException.InvalidArgument("test_restore.timeout", $"must be between {TestRestoreRequest.MinTimeout.TotalSeconds:0} s and {TestRestoreRequest.MaxTimeout.TotalHours:0} h, not {timeout}");
+        }
+    }
 
     /// <summary>Most host patterns, VM patterns or labels one selector holds.</summary>
     public const int MaxSelectorEntries = 256;
@@ -101,6 +145,11 @@ public static partial class PolicyValidator
         if (spec.Rpo < TimeSpan.Zero || spec.Rpo > MaxRpo)
         {
             throw OrchestratorException.InvalidArgument("rpo", $"must be between 0 (not tracked) and {MaxRpo.TotalDays:0} days, not {spec.Rpo}");
+        }
+
+        if (spec.TestRestore is { } test)
+        {
+            ValidateTestRestore(spec.Kind, test);
         }
 
         var normalized = spec with

@@ -115,15 +115,14 @@ internal sealed partial class VirtualMachineGrain
         }
     }
 
-    public Task ReconcileBackupsAsync(CancellationToken cancellationToken = default)
+    public async Task ReconcileBackupsAsync(CancellationToken cancellationToken = default)
     {
+        await CleanUpLeftoverTestAsync();
         if (state.State.ActiveBackup is { IsTerminal: false } && _backupTask is null or { IsCompleted: true })
         {
             LogBackupResumed(logger, VmKey, state.State.ActiveBackup.RunId, state.State.ActiveBackup.Step);
             StartBackupTask();
         }
-
-        return Task.CompletedTask;
     }
 
     private void StartBackupTask()
@@ -471,7 +470,8 @@ internal sealed partial class VirtualMachineGrain
         VersionOf(run),
         run.Policy,
         run.PolicyVersion,
-        run.PolicyRun);
+        run.PolicyRun,
+        LastTestOf(run.RunId));
 
     private void Tag(Activity? activity, string runId)
     {

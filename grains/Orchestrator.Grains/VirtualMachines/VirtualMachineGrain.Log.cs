@@ -84,4 +84,13 @@ internal sealed partial class VirtualMachineGrain
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: repair committed the overlay {Overlay} of {Disk} left by a backup that gave up back into {Base} and deleted it")]
     private static partial void LogOverlayRepaired(ILogger logger, string key, string disk, string overlay, string @base);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "VM {Key}: test restore {Test} of run {Run} ended {Outcome} (boot {BootSeconds:0.0} s): {Reason}")]
+    private static partial void LogTestRestoreEnded(ILogger logger, string key, string test, string run, TestRestoreOutcome outcome, double bootSeconds, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: test restore {Test} was cut short by a stopped silo; its throwaway VM {Domain} and files are removed now")]
+    private static partial void LogTestRestoreInterrupted(ILogger logger, string key, string test, string domain);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "VM {Key}: clean-up of test restore {Test} failed (retried with the next reconcile): {Error}")]
+    private static partial void LogTestCleanupFailed(ILogger logger, string key, string test, string error);
 }

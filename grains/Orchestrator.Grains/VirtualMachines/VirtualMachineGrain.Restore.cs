@@ -1,3 +1,5 @@
+using Orchestrator.Grains.Backups;
+
 namespace Orchestrator.Grains.VirtualMachines;
 
 internal sealed partial class VirtualMachineGrain
@@ -9,18 +11,25 @@ internal sealed partial class VirtualMachineGrain
     public async Task<RestoreResult> RestoreAsync(RestoreRequest request, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(request);
-        var (host, vm, runId) = BackupRunKeys.Parse(request.RunKey);
+        _ = await RestorableRunAsync(request.RunKey, cancellationToken);
+        return await GrainFactory.GetGrain<IHostRestoreGrain>(request.TargetHost).RestoreAsync(request, cancellationToken);
+    }
+
+    /// <summary>The run, when it is this VM's and completed with its set still there.</summary>
+    private async Task<(BackupRunState Run, string RunId)> RestorableRunAsync(string runKey, CancellationToken cancellationToken)
+    {
+        var (host, vm, runId) = BackupRunKeys.Parse(runKey);
         if (host != Key.Host || vm != Key.Vm)
         {
-            throw OrchestratorException.InvalidArgument("run", $"run '{request.RunKey}' does not belong to VM '{VmKey}'");
+            throw OrchestratorException.InvalidArgument("run", $"run '{runKey}' does not belong to VM '{VmKey}'");
         }
 
         var run = await FindRunAsync(runId, cancellationToken);
-        if (run.Step != BackupStep.Completed)
+        if (run.Step != BackupStep.Completed || !new BackupSet(run.BackupSetPath, backupOptions.Value).Exists)
         {
-            throw new OrchestratorException(ErrorCode.FailedPrecondition, $"run '{request.RunKey}' is {run.Step} and has no complete backup set to restore");
+            throw new OrchestratorException(ErrorCode.FailedPrecondition, $"run '{runKey}' is {run.Step} and has no complete backup set to restore");
         }
 
-        return await GrainFactory.GetGrain<IHostRestoreGrain>(request.TargetHost).RestoreAsync(request, cancellationToken);
+        return (run, runId);
     }
 }

@@ -54,6 +54,9 @@ internal sealed partial class VirtualMachineGrain(
 
         // A checkpoint operation cut short is recovered, and a schedule due while the grain was away runs once.
         await ActivateCheckpointsAsync(cancellationToken);
+
+        // A test restore cut short by a dead silo: its throwaway VM and images are removed (also retried by reconcile).
+        await CleanUpLeftoverTestAsync();
     }
 
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
@@ -75,6 +78,16 @@ internal sealed partial class VirtualMachineGrain(
             }
 
             cts.Dispose();
+        }
+
+        if (_testCancellation is { } tests)
+        {
+            // The test's own finally destroys its VM and records it; bounded by the deactivation's token.
+            await tests.CancelAsync();
+            if (_testTask is { } test)
+            {
+                await test.WaitAsync(cancellationToken).ContinueWith(_ => { }, TaskScheduler.Current);
+            }
         }
 
         // A write still queued behind the backup task's last one is stored before the activation goes.
@@ -165,6 +178,7 @@ internal sealed partial class VirtualMachineGrain(
         var (host, vm) = Key;
         var s = state.State;
         var (lastBackup, lastCheckpoint) = LastProtection();
+        var (proven, lastTest) = TestSummary();
         return new VmView(
             host,
             vm,
@@ -179,6 +193,8 @@ internal sealed partial class VirtualMachineGrain(
             s.Present,
             s.FirstSeen,
             lastBackup,
-            lastCheckpoint);
+            lastCheckpoint,
+            proven,
+            lastTest);
     }
 }

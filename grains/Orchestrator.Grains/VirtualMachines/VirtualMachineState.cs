@@ -85,6 +85,100 @@ public sealed record class VirtualMachineState
     [Id(42)]
     [Key(42)]
     public DateTimeOffset? LastCompletedBackupAt { get; set; }
+
+    // Keys 60-69: test restores.
+
+    /// <summary>
+    /// The test restore in progress, persisted before its first side effect with the throwaway domain's name and every
+    /// file it may create: a silo that dies mid-test destroys and deletes them on the next activation.
+    /// </summary>
+    [Id(60)]
+    [Key(60)]
+    public TestRestoreRecord? ActiveTest { get; set; }
+
+    /// <summary>Finished test restores, the newest per backup run, newest last (at most <see cref="MaxTestResults"/>).</summary>
+    [Id(61)]
+    [Key(61)]
+    public List<TestRestoreRecord> TestResults { get; set; } = [];
+
+    /// <summary>The newest test restore that passed: the VM's last proven restore.</summary>
+    [Id(62)]
+    [Key(62)]
+    public TestRestoreRecord? LastProvenRestore { get; set; }
+
+    public const int MaxTestResults = 20;
+}
+
+/// <summary>A test restore: its throwaway resources while it runs, its result once it ended.</summary>
+[GenerateSerializer]
+[Alias("orchestrator.TestRestoreRecord")]
+[MessagePackObject]
+public sealed record class TestRestoreRecord
+{
+    [Id(0)]
+    [Key(0)]
+    public string Id { get; set; } = "";
+
+    [Id(1)]
+    [Key(1)]
+    public string RunId { get; set; } = "";
+
+    /// <summary>The throwaway domain (orch-test-VM-RUN).</summary>
+    [Id(2)]
+    [Key(2)]
+    public string Domain { get; set; } = "";
+
+    /// <summary>Every image and file the test may create (all deleted at the end, also after a crash).</summary>
+    [Id(3)]
+    [Key(3)]
+    public List<string> Files { get; set; } = [];
+
+    /// <summary>The probe in its text form (agent, console:REGEX, command:CMD).</summary>
+    [Id(4)]
+    [Key(4)]
+    public string Probe { get; set; } = "agent";
+
+    [Id(5)]
+    [Key(5)]
+    public double TimeoutSeconds { get; set; }
+
+    [Id(6)]
+    [Key(6)]
+    public DateTimeOffset StartedAt { get; set; }
+
+    [Id(7)]
+    [Key(7)]
+    public DateTimeOffset? EndedAt { get; set; }
+
+    [Id(8)]
+    [Key(8)]
+    public TestRestoreOutcome Outcome { get; set; }
+
+    [Id(9)]
+    [Key(9)]
+    public string Reason { get; set; } = "";
+
+    [Id(10)]
+    [Key(10)]
+    public double RestoreSeconds { get; set; }
+
+    /// <summary>From the start of the domain to the probe's answer.</summary>
+    [Id(11)]
+    [Key(11)]
+    public double BootSeconds { get; set; }
+
+    /// <summary>True once the domain is gone and every file deleted.</summary>
+    [Id(12)]
+    [Key(12)]
+    public bool CleanedUp { get; set; }
+
+    [Id(13)]
+    [Key(13)]
+    public string? Policy { get; set; }
+
+    [Id(14)]
+    [Key(14)]
+    public string? TraceId { get; set; }
 }
 
 /// <summary>What holds a VM's one-operation-at-a-time lock.</summary>

@@ -32,6 +32,15 @@ public sealed partial class SimulatedHypervisor : IHypervisor
     private int _copies;
     private int _maxCopies;
 
+    /// <summary>Bit rot in a stored image: its bytes change, so a checksum taken from it now differs from one recorded before.</summary>
+    public void CorruptImage(string path)
+    {
+        lock (_lock)
+        {
+            (_files.TryGetValue(path, out var image) ? image : throw new HypervisorException(HypervisorErrorKind.FileNotFound, $"no image '{path}'")).Touch();
+        }
+    }
+
     public void ResetCopyStats() => Volatile.Write(ref _maxCopies, Volatile.Read(ref _copies));
 
     private int _corruptCopies;
@@ -703,6 +712,44 @@ public sealed partial class SimulatedHypervisor : IHypervisor
             var was = d.Frozen;
             d.Frozen = false;
             return was ? d.Disks.Count : 0;
+        }
+    }
+
+    /// <summary>
+    /// A running simulated guest's agent answers (a domain defined by a restore boots an ideal guest); faults come from
+    /// <see cref="SimulatedOperation.GuestAgent"/>.
+    /// </summary>
+    public async Task PingGuestAgentAsync(string domain, TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        lock (_lock)
+        {
+            ThrowIfFaulted(SimulatedOperation.GuestAgent);
+            RequireActive(Find(domain), "guest agent ping");
+        }
+    }
+
+    /// <summary>Simulated guest-exec: exit code 0, or the number after "exit " in the last argument (e.g. "exit 3").</summary>
+    public async Task<GuestCommandResult> RunGuestCommandAsync(string domain, string path, IReadOnlyList<string> arguments, TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        lock (_lock)
+        {
+            ThrowIfFaulted(SimulatedOperation.GuestAgent);
+            RequireActive(Find(domain), "guest command");
+        }
+
+        var last = arguments.Count > 0 ? arguments[^1] : path;
+        return new GuestCommandResult(last.StartsWith("exit ", StringComparison.Ordinal) && int.TryParse(last[5..], out var code) ? code : 0, string.Empty);
+    }
+
+    public async Task<string?> ReadConsoleAsync(string domain, int maxBytes, CancellationToken cancellationToken = default)
+    {
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        lock (_lock)
+        {
+            return Find(domain).IsActive ? Options.ConsoleText : string.Empty;
         }
     }
 

@@ -36,6 +36,9 @@ public sealed class SimulatedOptions
 
     /// <summary>Free bytes reported for any path.</summary>
     public long FreeSpaceBytes { get; set; } = 1L << 40;
+
+    /// <summary>What a running domain's serial console shows (console probes of test restores).</summary>
+    public string ConsoleText { get; set; } = "simulated guest: booted\n";
 }
 
 /// <summary>Operations of the simulated hypervisor that a fault can be injected into.</summary>
@@ -59,4 +62,7 @@ public enum SimulatedOperation
     CreateImage,
     DeleteImage,
     BackupJob,
+
+    /// <summary>Guest agent calls: ping and commands (a fault is what the agent or libvirt answered).</summary>
+    GuestAgent,
 }

@@ -178,6 +178,11 @@ public static class OrchestratorSettingsValidator
             errors.Add($"{P}:ParallelCopies must be between 1 and 64");
         }
 
+        if (backup.MaxConcurrentTestRestores is < 1 or > 64)
+        {
+            errors.Add($"{P}:MaxConcurrentTestRestores must be between 1 and 64");
+        }
+
         if (backup.MaxConcurrentPerSilo is < 1 or > 100_000)
         {
             errors.Add($"{P}:MaxConcurrentPerSilo must be between 1 and 100000");

@@ -24,6 +24,7 @@ internal static class RpcRoles
         ["/orchestrator.v1.BackupService/WatchBackup"] = Role.Viewer,
         ["/orchestrator.v1.BackupService/Restore"] = Role.Admin,
         ["/orchestrator.v1.BackupService/RepairOverlays"] = Role.Admin,
+        ["/orchestrator.v1.BackupService/TestBackup"] = Role.Admin,
 
         // Checkpoints: creating one adds; reverting throws away the VM's present state; deleting and schedules change.
         ["/orchestrator.v1.CheckpointService/CreateCheckpoint"] = Role.Operator,

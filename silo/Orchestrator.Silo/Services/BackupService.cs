@@ -97,7 +97,7 @@ internal sealed class BackupService(IGrainFactory grains, IHostDirectory directo
         var restore = new Orchestrator.RestoreRequest(request.Key, request.NewName, request.Define, Host: request.Host.Length == 0 ? null : request.Host, Start: request.Start);
         var (source, _, _) = BackupRunKeys.Parse(request.Key, "key");
         var target = restore.Host ?? source;
-        HostRestoreGrain.Validate(restore, target);
+        RestoreEngine.Validate(restore, target);
 
         // On the target host's silo, from the backup set alone: the source host's silo may be down.
         var result = await grains.GetGrain<IHostRestoreGrain>(target).RestoreAsync(restore, context.CancellationToken);
@@ -168,6 +168,74 @@ internal sealed class BackupService(IGrainFactory grains, IHostDirectory directo
             Verified = d.Verified,
         }));
         run.Steps.AddRange(view.Steps.Select(s => new Api.V1.BackupStepRecord { Step = (Api.V1.BackupStep)((int)s.Step + 1), At = Timestamp.FromDateTimeOffset(s.At), Note = s.Note ?? "" }));
+        run.LastTest = ToProto(view.LastTest);
         return run;
+    }
+
+    public override async Task<TestBackupResponse> TestBackup(TestBackupRequest request, ServerCallContext context)
+    {
+        var (host, vm, _) = BackupRunKeys.Parse(request.Key, "key");
+        var timeout = request.Timeout is null ? TestRestoreRequest.DefaultTimeout : ToTimeSpan(request.Timeout, "timeout");
+        var test = new TestRestoreRequest(request.Key, TestProbe.Parse(request.Probe, "probe"), timeout, request.Host.Length == 0 ? null : request.Host);
+
+        // Refused here, before any grain is called, and again by the grain (which any caller reaches).
+        test.Validate();
+        var grain = grains.GetGrain<IVirtualMachineGrain>(GrainKeys.Vm(host, vm));
+        var view = await grain.StartTestRestoreAsync(test, context.CancellationToken);
+
+        // The test runs in the VM grain; this call only waits for it (its timeout, then clean-up, bound the wait).
+        var giveUp = DateTimeOffset.UtcNow + timeout + TimeSpan.FromMinutes(3);
+        while (!request.NoWait && !view.IsTerminal && DateTimeOffset.UtcNow < giveUp)
+        {
+            await Task.Delay(TimeSpan.FromMilliseconds(250), context.CancellationToken);
+            view = await grain.GetTestRestoreAsync(view.Id, context.CancellationToken);
+        }
+
+        return new TestBackupResponse { Test = ToProto(view) };
+    }
+
+    private static TimeSpan ToTimeSpan(Duration duration, string field)
+    {
+        if (duration.Seconds < 0 || duration.Nanos < 0 || duration.Seconds > (long)TestRestoreRequest.MaxTimeout.TotalSeconds)
+        {
+            throw OrchestratorException.InvalidArgument(field, $"{duration.Seconds}.{duration.Nanos:D9} s is out of range ({TestRestoreRequest.MinTimeout.TotalSeconds:0} s to {TestRestoreRequest.MaxTimeout.TotalHours:0} h)");
+        }
+
+        return duration.ToTimeSpan();
+    }
+
+    internal static TestRestore? ToProto(TestRestoreView? view)
+    {
+        if (view is null)
+        {
+            return null;
+        }
+
+        var test = new TestRestore
+        {
+            Id = view.Id,
+            Key = view.RunKey,
+            Host = view.Host,
+            Domain = view.Domain,
+            Probe = view.Probe,
+            Outcome = view.Outcome switch
+            {
+                TestRestoreOutcome.Passed => Api.V1.TestRestoreOutcome.Passed,
+                TestRestoreOutcome.Failed => Api.V1.TestRestoreOutcome.Failed,
+                _ => Api.V1.TestRestoreOutcome.Running,
+            },
+            StartedAt = Timestamp.FromDateTimeOffset(view.StartedAt),
+            RestoreSeconds = view.RestoreSeconds,
+            BootSeconds = view.BootSeconds,
+            Reason = view.Reason,
+            CleanedUp = view.CleanedUp,
+            Policy = view.Policy ?? "",
+        };
+        if (view.EndedAt is { } ended)
+        {
+            test.EndedAt = Timestamp.FromDateTimeOffset(ended);
+        }
+
+        return test;
     }
 }

@@ -146,6 +146,8 @@ internal sealed class FleetService(IGrainFactory grains, IHostDirectory director
             LastSync = Timestamp.FromDateTimeOffset(view.LastSync),
             Present = view.Present,
             FirstSeen = Timestamp.FromDateTimeOffset(view.FirstSeen),
+            LastProvenRestore = BackupService.ToProto(view.LastProvenRestore),
+            LastTestRestore = BackupService.ToProto(view.LastTestRestore),
         };
         vm.Disks.AddRange(view.Disks.Select(d => new Disk { Target = d.Target, SourcePath = d.SourcePath, Format = d.Format, ChainDepth = d.ChainDepth }));
         foreach (var (key, value) in view.Labels)

@@ -61,6 +61,14 @@ internal static class PolicyMapper
                     concurrency.HasFleet ? concurrency.Fleet : Defaults.Concurrency.Fleet)
                 : Defaults.Concurrency,
             Rpo = ToTimeSpan(spec.Rpo, "rpo"),
+            TestRestore = spec.TestRestore is { } test
+                ? new Contract.TestRestoreSpec(
+                    test.EveryRuns,
+                    test.Every is null ? null : ToTimeSpan(test.Every, "test_restore.every"),
+                    Contract.TestProbe.Parse(test.Probe, "test_restore.probe"),
+                    test.Rto is null ? null : ToTimeSpan(test.Rto, "test_restore.rto"),
+                    test.Timeout is null ? null : ToTimeSpan(test.Timeout, "test_restore.timeout"))
+                : null,
         };
     }
 
@@ -92,6 +100,18 @@ internal static class PolicyMapper
             Concurrency = ToProto(spec.Concurrency),
             Rpo = Duration.FromTimeSpan(spec.Rpo),
         };
+        if (spec.TestRestore is { } test)
+        {
+            proto.TestRestore = new V1.PolicyTestRestore
+            {
+                EveryRuns = test.EveryRuns,
+                Every = test.Every is { } every ? Duration.FromTimeSpan(every) : null,
+                Probe = test.Probe.ToString(),
+                Rto = test.Rto is { } rto ? Duration.FromTimeSpan(rto) : null,
+                Timeout = test.Timeout is { } timeout ? Duration.FromTimeSpan(timeout) : null,
+            };
+        }
+
         foreach (var (key, value) in spec.Selector.Labels)
         {
             proto.Selector.Labels[key] = value;
@@ -200,7 +220,14 @@ internal static class PolicyMapper
             Status = ToProto(vm.Status),
             LastBackupAt = ToTimestamp(vm.LastBackupAt),
             LastCheckpointAt = ToTimestamp(vm.LastCheckpointAt),
+            LastProvenRestoreAt = ToTimestamp(vm.LastProvenRestoreAt),
+            RtoMissed = vm.RtoMissed,
         };
+        if (vm.LastProvenBootSeconds is { } boot)
+        {
+            proto.LastProvenBootSeconds = boot;
+        }
+
         proto.Policies.AddRange(vm.Policies.Select(p => new V1.PolicyCompliance
         {
             Policy = p.Policy,
@@ -209,6 +236,8 @@ internal static class PolicyMapper
             LastGoodAt = ToTimestamp(p.LastGoodAt),
             Rpo = Duration.FromTimeSpan(p.Rpo),
             Status = ToProto(p.Status),
+            Rto = p.Rto is { } rto ? Duration.FromTimeSpan(rto) : null,
+            RtoMissed = p.RtoMissed,
         }));
         return proto;
     }

@@ -227,3 +227,16 @@ internal struct VirDomainBlockJobInfo
     public ulong Cur;
     public ulong End;
 }
+
+/// <summary>P/Invoke declarations for libvirt-qemu.so.0 (libvirt-qemu.h): the QEMU guest agent pass-through.</summary>
+internal static partial class LibvirtQemuNative
+{
+    private const string Lib = "libvirt-qemu.so.0";
+
+    /// <summary>
+    /// char *virDomainQemuAgentCommand(virDomainPtr domain, const char *cmd, int timeout, unsigned int flags):
+    /// timeout in seconds (-2 libvirt's default, -1 blocks, 0 does not wait); the reply is freed with free().
+    /// </summary>
+    [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial IntPtr virDomainQemuAgentCommand(DomainHandle domain, string cmd, int timeout, uint flags);
+}
