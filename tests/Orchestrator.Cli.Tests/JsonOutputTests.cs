@@ -65,7 +65,7 @@ public sealed class JsonOutputTests
 
         Assert.Equal(JsonValueKind.Object, vm.ValueKind);
         Assert.Equal(
-            ["key", "host", "name", "uuid", "power_state", "present", "vcpus", "memory_kib", "labels", "disks", "last_sync"],
+            ["key", "host", "name", "uuid", "power_state", "present", "vcpus", "memory_kib", "labels", "disks", "last_sync", "last_proven_restore", "last_test_restore"],
             PropertyNames(vm));
         Assert.Equal("kvm-01/web-1", vm.GetProperty("key").GetString());
         Assert.Equal("kvm-01", vm.GetProperty("host").GetString());

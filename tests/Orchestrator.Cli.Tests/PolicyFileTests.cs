@@ -166,7 +166,7 @@ public sealed class PolicyFileTests
         string[] errors = Errors("name: p", "Kind: checkpoint");
 
         Assert.Equal(
-            ["nightly.yaml:2: Kind: unknown field (expected name, kind, description, selector, schedule, retention, target, quiesce, verify, bandwidth, concurrency, rpo)"],
+            ["nightly.yaml:2: Kind: unknown field (expected name, kind, description, selector, schedule, retention, target, quiesce, verify, bandwidth, concurrency, rpo, test_restore)"],
             errors);
     }
 

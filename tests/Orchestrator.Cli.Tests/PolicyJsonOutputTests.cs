@@ -113,7 +113,7 @@ public sealed class PolicyJsonOutputTests
         Assert.Equal(["kvm-03/web-3"], policy.GetProperty("pending_retries").EnumerateArray().Select(e => e.GetString()));
         JsonElement spec = policy.GetProperty("spec");
         Assert.Equal(
-            ["name", "kind", "description", "selector", "schedule", "retention", "target", "quiesce", "verify", "bandwidth", "concurrency", "rpo"],
+            ["name", "kind", "description", "selector", "schedule", "retention", "target", "quiesce", "verify", "bandwidth", "concurrency", "rpo", "test_restore"],
             PropertyNames(spec));
         Assert.Equal("{\"hosts\":[\"kvm-*\"],\"vms\":[\"web-*\",\"db-1\"],\"labels\":{\"backup\":\"*\",\"tier\":\"web\"}}", JsonSerializer.Serialize(spec.GetProperty("selector")));
         Assert.Equal("{\"cron\":\"0 2 * * *\",\"time_zone\":\"Europe/Berlin\"}", JsonSerializer.Serialize(spec.GetProperty("schedule")));
@@ -147,7 +147,7 @@ public sealed class PolicyJsonOutputTests
         JsonElement compliance = Serialize(ComplianceView.From(PolicySamples.Compliance()), CliJsonContext.Output.ComplianceView);
 
         JsonElement vm = compliance.GetProperty("vms")[1];
-        Assert.Equal(["host", "vm", "present", "status", "last_backup_at", "last_checkpoint_at", "policies"], PropertyNames(vm));
+        Assert.Equal(["host", "vm", "present", "status", "last_backup_at", "last_checkpoint_at", "policies", "last_proven_restore_at", "last_proven_boot_seconds", "rto_missed"], PropertyNames(vm));
         Assert.Equal("kvm-01", vm.GetProperty("host").GetString());
         Assert.Equal("web-1", vm.GetProperty("vm").GetString());
         Assert.True(vm.GetProperty("present").GetBoolean());
@@ -155,7 +155,7 @@ public sealed class PolicyJsonOutputTests
         Assert.Equal("2026-11-23T02:00:00Z", vm.GetProperty("last_backup_at").GetString());
         Assert.Equal(JsonValueKind.Null, vm.GetProperty("last_checkpoint_at").ValueKind);
         JsonElement policy = Assert.Single(vm.GetProperty("policies").EnumerateArray());
-        Assert.Equal(["policy", "kind", "version", "last_good_at", "rpo", "status"], PropertyNames(policy));
+        Assert.Equal(["policy", "kind", "version", "last_good_at", "rpo", "status", "rto", "rto_missed"], PropertyNames(policy));
         Assert.Equal("nightly-web", policy.GetProperty("policy").GetString());
         Assert.Equal("live-backup", policy.GetProperty("kind").GetString());
         Assert.Equal(3, policy.GetProperty("version").GetInt32());

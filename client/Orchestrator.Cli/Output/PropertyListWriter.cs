@@ -5,6 +5,9 @@ internal sealed class PropertyListWriter
 {
     private readonly List<(string Label, string Value)> _properties = [];
 
+    /// <summary>Adds the property only when it has a value (an optional line that older output did not have).</summary>
+    public PropertyListWriter AddIf(string label, string? value) => value is null ? this : Add(label, value);
+
     public PropertyListWriter Add(string label, string? value)
     {
         _properties.Add((label, string.IsNullOrEmpty(value) ? TableWriter.Empty : value));

@@ -92,7 +92,7 @@ internal sealed record BackupRunView(
             .Add("Freeze", run.FreezeMs > 0 ? $"{run.FreezeMs.ToString("0.#", CultureInfo.InvariantCulture)} ms" : null)
             .Add("Policy", run.Policy is null ? null : PolicyText(run))
             .Add("Trace ID", run.TraceId)
-            .Add("Last test restore", run.LastTest is { } test
+            .AddIf("Last test", run.LastTest is { } test
                 ? $"{test.Outcome} at {TextFormat.Timestamp(test.EndedAt ?? test.StartedAt)}: {test.Reason}"
                 : null)
             .WriteTo(writer, color);

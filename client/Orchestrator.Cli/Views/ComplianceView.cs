@@ -24,24 +24,28 @@ internal sealed record ComplianceView(IReadOnlyList<VmComplianceView> Vms, IRead
             return;
         }
 
-        var table = new TableWriter(
-            new TableColumn("HOST"),
-            new TableColumn("VM"),
-            new TableColumn("STATUS"),
-            new TableColumn("LAST BACKUP"),
-            new TableColumn("LAST CHECKPOINT"),
-            new TableColumn("LAST PROVEN RESTORE"),
-            new TableColumn("POLICIES"));
+        // The proven-restore column only when some VM has one (test restores are optional).
+        bool proven = view.Vms.Any(v => v.LastProvenRestoreAt is not null);
+        TableColumn[] columns =
+        [
+            new("HOST"), new("VM"), new("STATUS"), new("LAST BACKUP"), new("LAST CHECKPOINT"),
+            .. proven ? new TableColumn[] { new("LAST PROVEN RESTORE") } : [],
+            new("POLICIES"),
+        ];
+        var table = new TableWriter(columns);
         foreach (VmComplianceView vm in view.Vms)
         {
-            table.AddRow(
+            string?[] cells =
+            [
                 vm.Host,
                 vm.Present ? vm.Vm : $"{vm.Vm} (absent)",
                 vm.RtoMissed ? $"{vm.Status}, rto missed" : vm.Status,
                 TextFormat.Timestamp(vm.LastBackupAt),
                 TextFormat.Timestamp(vm.LastCheckpointAt),
-                vm.LastProvenRestoreAt is null ? null : $"{TextFormat.Timestamp(vm.LastProvenRestoreAt)} (boot {vm.LastProvenBootSeconds?.ToString("0.0", CultureInfo.InvariantCulture)} s)",
-                string.Join(", ", vm.Policies.Select(p => p.ToText())));
+                .. proven ? new[] { vm.LastProvenRestoreAt is null ? null : $"{TextFormat.Timestamp(vm.LastProvenRestoreAt)} (boot {vm.LastProvenBootSeconds?.ToString("0.0", CultureInfo.InvariantCulture)} s)" } : [],
+                string.Join(", ", vm.Policies.Select(p => p.ToText())),
+            ];
+            table.AddRow(cells);
         }
 
         table.WriteTo(writer, color);

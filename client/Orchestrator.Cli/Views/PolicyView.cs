@@ -89,7 +89,7 @@ internal sealed record PolicyView(
             .Add("Bandwidth", spec.Bandwidth > 0 ? $"{TextFormat.Bytes(spec.Bandwidth)}/s" : "unlimited")
             .Add("Budgets", spec.Concurrency.ToText())
             .Add("RPO", spec.RpoText())
-            .Add("Test restore", spec.TestRestore?.ToText())
+            .AddIf("Test restore", spec.TestRestore?.ToText())
             .Add("Created", TextFormat.Timestamp(policy.CreatedAt))
             .Add("Updated", TextFormat.Timestamp(policy.UpdatedAt))
             .Add("Last run", LastRunText(policy.LastRun))

@@ -82,10 +82,10 @@ internal sealed record VmView(
             .Add("Memory", TextFormat.Kib(vm.MemoryKib))
             .Add("Labels", FormatLabels(vm.Labels))
             .Add("Last sync", TextFormat.Timestamp(vm.LastSync))
-            .Add("Last proven restore", vm.LastProvenRestore is { } proven
-                ? $"{proven.Key} at {TextFormat.Timestamp(proven.EndedAt)}, booted in {proven.BootSeconds.ToString("0.0", CultureInfo.InvariantCulture)} s ({proven.Probe})"
-                : "none")
-            .Add("Last test restore", vm.LastTestRestore is { } last ? $"{last.Outcome}: {last.Reason}" : "none")
+            .AddIf("Proven", vm.LastProvenRestore is { } proven
+                ? $"restore of {proven.Key} at {TextFormat.Timestamp(proven.EndedAt)}, booted in {proven.BootSeconds.ToString("0.0", CultureInfo.InvariantCulture)} s ({proven.Probe})"
+                : null)
+            .AddIf("Last test", vm.LastTestRestore is { } last ? $"{last.Outcome}: {last.Reason}" : null)
             .WriteTo(writer, color);
         writer.WriteLine();
         if (vm.Disks.Count == 0)
