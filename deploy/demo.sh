@@ -196,9 +196,8 @@ if [ "$mode" = real ]; then
   check="$("$root/tests/lab/counter-check" "${backup_images[@]}")" || die "the backup is not point-in-time consistent: $check"
   at_backup="$(python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["max"])' <<<"$check")"
   echo "   consistent, highest record in the backup: $at_backup"
-  run restore "$key" --as "$restored" --define
-  say "booting the restored VM $restored (started with the lab's vm.sh: virsh start); it resumes at the backup point + 1"
-  "${vmsh[@]}" start "$host" "$restored" 2>>"$data/lab.log" || die "the restored VM did not start"
+  run restore "$key" --as "$restored" --define --start
+  say "the restored VM $restored was started by the restore; it resumes at the backup point + 1"
   want=$((at_backup + 5))
   seen="$("${vmsh[@]}" wait "$host" "$restored" --seq "$want" --timeout "$boot_timeout" 2>>"$data/lab.log")" \
     || die "$restored did not count to $want within ${boot_timeout}s (console: $("${vmsh[@]}" console "$host" "$restored"))"
