@@ -42,7 +42,7 @@ public sealed record TestProbe(
         {
             "console" => new TestProbe(TestProbeKind.Console, argument),
             "command" => new TestProbe(TestProbeKind.Command, argument),
-            _ => throw OrchestratorException.InvalidArgument(field, $"{OrchestratorException.Quote(text.Length > 100 ? text[..100] + "..." : text)} is not a probe (agent, console:REGEX or command:CMD)"),
+            _ => throw OrchestratorException.InvalidArgument(field, $"{OrchestratorException.Quote(text)} is not a probe (agent, console:REGEX or command:CMD)"),
         };
         probe.Validate(field);
         return probe;

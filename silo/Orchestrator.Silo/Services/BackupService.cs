@@ -196,7 +196,7 @@ internal sealed class BackupService(IGrainFactory grains, IHostDirectory directo
 
     private static TimeSpan ToTimeSpan(Duration duration, string field)
     {
-        if (duration.Seconds < 0 || duration.Nanos < 0 || duration.Seconds > (long)TestRestoreRequest.MaxTimeout.TotalSeconds)
+        if (duration.Seconds < 0 || duration.Nanos is < 0 or > 999_999_999 || duration.Seconds > (long)TestRestoreRequest.MaxTimeout.TotalSeconds)
         {
             throw OrchestratorException.InvalidArgument(field, $"{duration.Seconds}.{duration.Nanos:D9} s is out of range ({TestRestoreRequest.MinTimeout.TotalSeconds:0} s to {TestRestoreRequest.MaxTimeout.TotalHours:0} h)");
         }

@@ -80,7 +80,7 @@ public sealed class HostileInputTests(HostileSiloFixture fixture) : IClassFixtur
         "ListVms.host", "GetCompliance.host", "GetCompliance.policy", "ListOverlays.host", "CreateCheckpoint.name",
         "ListCheckpointSchedules.host", "StartBackup.target", "ListBackups.vm", "ListBackups.host",
         "ApplyPolicy.spec.description", "ApplyPolicy.spec.target", "ApplyPolicy.spec.schedule.time_zone",
-        "SetCheckpointSchedule.schedule.time_zone",
+        "SetCheckpointSchedule.schedule.time_zone", "TestBackup.host", "TestBackup.probe", "ApplyPolicy.spec.test_restore.probe",
     };
 
     /// <summary>Free text: a path in it is just text (line breaks allowed in a description).</summary>
@@ -93,6 +93,7 @@ public sealed class HostileInputTests(HostileSiloFixture fixture) : IClassFixtur
     private static readonly Dictionary<string, string> FieldNames = new(StringComparer.Ordinal)
     {
         ["ApplyPolicy.spec.bandwidth_bytes_per_second"] = "bandwidth",
+        ["ApplyPolicy.spec.test_restore.every_runs"] = "test_restore.every",
     };
 
     private const string Vm = "demo-01/web-1";
@@ -133,6 +134,7 @@ public sealed class HostileInputTests(HostileSiloFixture fixture) : IClassFixtur
         "WatchBackup" => new WatchBackupRequest { Key = RunKey },
         "Restore" => new RestoreRequest { Key = RunKey, NewName = "web-1-restored" },
         "RepairOverlays" => new RepairOverlaysRequest { Vm = Vm, DryRun = true },
+        "TestBackup" => new TestBackupRequest { Key = RunKey, Probe = "agent", Timeout = Duration.FromTimeSpan(TimeSpan.FromMinutes(1)), NoWait = true },
         "ApplyPolicy" => new ApplyPolicyRequest
         {
             Spec = new PolicySpec
@@ -148,6 +150,13 @@ public sealed class HostileInputTests(HostileSiloFixture fixture) : IClassFixtur
                 BandwidthBytesPerSecond = 1 << 20,
                 Concurrency = new PolicyConcurrency { PerHost = 1, Fleet = 2 },
                 Rpo = Duration.FromTimeSpan(TimeSpan.FromDays(1)),
+                TestRestore = new PolicyTestRestore
+                {
+                    EveryRuns = 3,
+                    Probe = "agent",
+                    Rto = Duration.FromTimeSpan(TimeSpan.FromMinutes(5)),
+                    Timeout = Duration.FromTimeSpan(TimeSpan.FromMinutes(10)),
+                },
             },
         },
         "GetPolicy" => new GetPolicyRequest { Name = "nightly" },
