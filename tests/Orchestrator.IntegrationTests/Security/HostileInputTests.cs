@@ -80,7 +80,7 @@ public sealed class HostileInputTests(HostileSiloFixture fixture) : IClassFixtur
         "ListVms.host", "GetCompliance.host", "GetCompliance.policy", "ListOverlays.host", "CreateCheckpoint.name",
         "ListCheckpointSchedules.host", "StartBackup.target", "ListBackups.vm", "ListBackups.host",
         "ApplyPolicy.spec.description", "ApplyPolicy.spec.target", "ApplyPolicy.spec.schedule.time_zone",
-        "SetCheckpointSchedule.schedule.time_zone", "TestBackup.host", "TestBackup.probe", "ApplyPolicy.spec.test_restore.probe",
+        "SetCheckpointSchedule.schedule.time_zone", "TestBackup.host", "TestBackup.probe", "ApplyPolicy.spec.test_restore.probe", "Restore.host",
     };
 
     /// <summary>Free text: a path in it is just text (line breaks allowed in a description).</summary>
