@@ -15,7 +15,7 @@ public sealed partial class LibvirtHypervisor
                 var sw = Stopwatch.StartNew();
                 using var dom = Lookup(domain);
                 var info = ReadDomain(dom);
-                BackupJobXml.Validate(info, spec, CheckpointNames(dom, domain), Occupied);
+                BackupJobXml.Validate(info, spec, CheckpointNames(dom, domain), SafeFiles.Occupied);
                 var (current, currentValues) = JobStats(dom, domain, 0);
                 if (current is JobBounded or JobUnbounded)
                 {
@@ -198,10 +198,6 @@ public sealed partial class LibvirtHypervisor
 
     private static long Long(Dictionary<string, object> values, string name) =>
         values.TryGetValue(name, out var value) && value is long l ? l : 0;
-
-    /// <summary>Anything at the path, a dangling symbolic link included: a backup job never writes over it.</summary>
-    private static bool Occupied(string path) =>
-        File.Exists(path) || Directory.Exists(path) || new FileInfo(path).LinkTarget is not null;
 
     private static partial class Log
     {

@@ -213,9 +213,9 @@ public static class OrchestratorSettingsValidator
             errors.Add($"{P}:FinishRetryDelay must be between 00:00:00.01 and 00:01:00");
         }
 
-        if (backup.KillAt is { Length: > 0 } kill && kill is not ("Preflight" or "OverlayActive" or "Copying" or "Committing"))
+        if (backup.KillAt is { Length: > 0 } kill && !Orchestrator.Grains.Backups.CrashTestObserver.Points.Contains(kill))
         {
-            errors.Add($"{P}:KillAt: '{kill}' is not a crash-test point (Preflight, OverlayActive, Copying, Committing)");
+            errors.Add($"{P}:KillAt: '{kill}' is not a crash-test point ({string.Join(", ", Orchestrator.Grains.Backups.CrashTestObserver.Points)})");
         }
 
         return errors;
