@@ -286,7 +286,10 @@ internal sealed partial class OfflineBackupWorkflow : IStepObserver
         var domain = await Hypervisor.GetDomainAsync(DomainName, cancellationToken);
         if (!IsOff(domain.State))
         {
+            // Started before this attempt began (e.g. while the silo was down after a crash mid-copy).
             _disturbance = $"the VM was {domain.State} when the copy was to begin";
+            run.Error = _disturbance;
+            await DeleteCopiesAsync(cancellationToken);
             return;
         }
 
