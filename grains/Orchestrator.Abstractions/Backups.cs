@@ -38,6 +38,16 @@ public enum BackupStep
     Queued = 10,
 }
 
+/// <summary>
+/// How a run copies the VM's disks: live (external-snapshot overlays, then commit; a running or paused VM, which keeps
+/// its state) or offline (a shut-off VM: its images copied as they are, while it is watched to stay off).
+/// </summary>
+public enum BackupMethod
+{
+    Live = 0,
+    Offline = 1,
+}
+
 [GenerateSerializer]
 [Alias("orchestrator.BackupRetention")]
 public sealed record BackupRetention(
@@ -127,7 +137,8 @@ public sealed record BackupRunView(
     [property: Id(15)] string? Policy,
     [property: Id(16)] int PolicyVersion,
     [property: Id(17)] string? PolicyRun = null,
-    [property: Id(18)] TestRestoreView? LastTest = null)
+    [property: Id(18)] TestRestoreView? LastTest = null,
+    [property: Id(30)] BackupMethod Method = BackupMethod.Live)
 {
     public bool IsTerminal => Step is BackupStep.Completed or BackupStep.Failed;
 }

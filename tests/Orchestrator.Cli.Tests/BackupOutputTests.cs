@@ -30,7 +30,7 @@ public sealed class BackupOutputTests
         Assert.Equal(
             [
                 "key", "host", "vm", "step", "rolling_back", "error", "started_at", "ended_at", "backup_set_path",
-                "quiesce_outcome", "freeze_ms", "trace_id", "policy", "policy_version", "policy_run", "disks", "steps", "last_test",
+                "quiesce_outcome", "freeze_ms", "trace_id", "policy", "policy_version", "policy_run", "disks", "steps", "last_test", "method",
             ],
             PropertyNames(run));
         Assert.Equal(Samples.RunKey, run.GetProperty("key").GetString());
@@ -48,6 +48,12 @@ public sealed class BackupOutputTests
         Assert.Equal("nightly", run.GetProperty("policy").GetString());
         Assert.Equal(3, run.GetProperty("policy_version").GetInt32());
         Assert.Equal("p-20261126-210000-abc123", run.GetProperty("policy_run").GetString());
+
+        // A server that does not say (older than the offline method) ran it live.
+        Assert.Equal("live", run.GetProperty("method").GetString());
+        var offline = Samples.CompletedRun();
+        offline.Method = "offline";
+        Assert.Equal("offline", Serialize(BackupRunView.From(offline), CliJsonContext.Output.BackupRunView).GetProperty("method").GetString());
     }
 
     [Fact]
@@ -211,6 +217,7 @@ public sealed class BackupOutputTests
         Assert.Contains("Ended:       2026-11-26T21:01:23Z", lines);
         Assert.Contains("Duration:    0:01:23", lines);
         Assert.Contains("Bytes:       12 GiB", lines);
+        Assert.Contains("Method:      live", lines);
         Assert.Contains("Quiesce:     frozen (2 file systems)", lines);
         Assert.Contains("Freeze:      12.5 ms", lines);
         Assert.Contains("Policy:      nightly (version 3, run p-20261126-210000-abc123)", lines);

@@ -51,7 +51,7 @@ internal static class BackupGauges
     /// </summary>
     internal static int OverlaysOf(BackupRunState run)
     {
-        if (run.Step is not (BackupStep.OverlayActive or BackupStep.Copying or BackupStep.Committing or BackupStep.Cleaning))
+        if (run.Method == BackupMethod.Offline || run.Step is not (BackupStep.OverlayActive or BackupStep.Copying or BackupStep.Committing or BackupStep.Cleaning))
         {
             return 0;
         }

@@ -118,6 +118,16 @@ public sealed record class BackupRunState
     [Key(24)]
     public string? PolicyRun { get; set; }
 
+    /// <summary>Live (overlays) or offline (a shut-off VM's images copied as they are); an offline run whose VM started during the copy goes on live.</summary>
+    [Id(30)]
+    [Key(30)]
+    public BackupMethod Method { get; set; }
+
+    /// <summary>Offline copies begun (a copy the VM's start interrupted is discarded and begun again, a bounded number of times).</summary>
+    [Id(31)]
+    [Key(31)]
+    public int OfflineAttempts { get; set; }
+
     /// <summary>Failed tries of a commit or clean-up step (counted across restarts against the retry budget).</summary>
     [Id(40)]
     [Key(40)]

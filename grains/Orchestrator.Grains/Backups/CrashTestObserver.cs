@@ -9,11 +9,14 @@ namespace Orchestrator.Grains.Backups;
 /// power cut would, so a test can prove that the restarted silo finishes or rolls back. The points, as the workflow
 /// reaches them: Preflight (before the preflight step, the lock taken in memory only), OverlayActive (after the
 /// overlay step, its result not persisted), Copying (a disk copied: with several disks, while the others are copying or
-/// not started; with one, before its result is persisted), Committing (a commit READY, before its pivot).
+/// not started; with one, before its result is persisted), Committing (a commit READY, before its pivot). The offline
+/// copy of a shut-off VM (<see cref="OfflineBackupWorkflow"/>): OfflineCopying (a disk copied, as Copying).
+/// <paramref name="kill"/> replaces the process kill in unit tests (it must stop the workflow as a crash would: no
+/// compensation, nothing more persisted).
 /// </summary>
-internal sealed partial class CrashTestObserver(string? killAt, ILogger logger) : IStepObserver
+internal sealed partial class CrashTestObserver(string? killAt, ILogger logger, Action<string>? kill = null) : IStepObserver
 {
-    public static readonly IReadOnlyList<string> Points = ["Preflight", "OverlayActive", "Copying", "Committing"];
+    public static readonly IReadOnlyList<string> Points = ["Preflight", "OverlayActive", "Copying", "Committing", "OfflineCopying"];
 
     public void BeforeStep(string step)
     {
@@ -41,6 +44,10 @@ internal sealed partial class CrashTestObserver(string? killAt, ILogger logger) 
         {
             KillIfAsked("Committing");
         }
+        else if (point == OfflineBackupWorkflow.DiskCopied && (done < total || total == 1))
+        {
+            KillIfAsked("OfflineCopying");
+        }
     }
 
     private void KillIfAsked(string point)
@@ -48,6 +55,12 @@ internal sealed partial class CrashTestObserver(string? killAt, ILogger logger) 
         if (string.Equals(killAt, point, StringComparison.Ordinal))
         {
             LogKilling(logger, point);
+            if (kill is not null)
+            {
+                kill(point);
+                return;
+            }
+
             Process.GetCurrentProcess().Kill();
         }
     }

@@ -320,11 +320,11 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
         var hypervisor = context.Hypervisor;
         var vmKey = context.VmKey;
         var domain = await hypervisor.GetDomainAsync(context.DomainName, cancellationToken);
-        if (domain.State != DomainPowerState.Running)
+        if (!CanRunLive(domain.State))
         {
             throw new OrchestratorException(
                 ErrorCode.FailedPrecondition,
-                $"VM '{vmKey}' is {domain.State}: a live backup needs a running VM; for a VM that is not running, an offline copy of its disks is safe instead");
+                $"VM '{vmKey}' is {domain.State}: a live backup needs a running or paused VM; for a shut-off VM, an offline copy of its disks is safe instead");
         }
 
         if (domain.Disks.Count == 0)
@@ -455,14 +455,14 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
             return; // a crash after the snapshot but before its result was persisted
         }
 
-        if (domain.State != DomainPowerState.Running)
+        if (!CanRunLive(domain.State))
         {
             throw new OrchestratorException(ErrorCode.FailedPrecondition, $"VM '{_context.VmKey}' is {domain.State}; no overlays were created");
         }
 
         run.OverlayAttempts++;
         await DeleteStrayOverlaysAsync(cancellationToken);
-        var frozen = await FreezeAsync(cancellationToken);
+        var frozen = await FreezeAsync(domain.State == DomainPowerState.Paused, cancellationToken);
         var freezeStart = Stopwatch.GetTimestamp();
         var thawed = false;
         try
@@ -514,12 +514,27 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
         await Hypervisor.CreateExternalSnapshotAsync(DomainName, [.. _run.Disks.Select(d => new OverlaySpec(d.Target, d.OverlayPath))], cancellationToken);
     }
 
-    private async Task<bool> FreezeAsync(CancellationToken cancellationToken)
+    private async Task<bool> FreezeAsync(bool paused, CancellationToken cancellationToken)
     {
         var run = _run;
         if (run.Quiesce == QuiesceMode.Off)
         {
-            run.QuiesceOutcome = "off";
+            run.QuiesceOutcome = paused ? "off; the VM is paused" : "off";
+            return false;
+        }
+
+        if (paused)
+        {
+            // A paused guest's agent cannot answer (its vCPUs are stopped); its disks do not change while it is paused,
+            // but what it had not written yet is not on them: crash-consistent, as at a power cut at the pause.
+            const string Why = "the VM is paused: its guest agent cannot freeze while its vCPUs are stopped";
+            if (run.Quiesce == QuiesceMode.Required)
+            {
+                run.QuiesceOutcome = $"not frozen: {Why}";
+                throw new OrchestratorException(ErrorCode.FailedPrecondition, $"quiesce is required but {Why}; resume it or back it up with quiesce off or try");
+            }
+
+            run.QuiesceOutcome = $"not frozen, crash-consistent: {Why}";
             return false;
         }
 
@@ -743,15 +758,18 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
     /// while copying; with verification on, also runs qemu-img check beside it. All disks at once. This runs after the
     /// commit: hashing a large, mostly empty disk no longer keeps the VM on its overlays.
     /// </summary>
-    private Task VerifyDisksAsync(CancellationToken cancellationToken) =>
-        Task.WhenAll(_run.Disks.Where(d => !d.Verified).Select(d => VerifyDiskAsync(d, _run.Verify, cancellationToken)));
+    private Task VerifyDisksAsync(CancellationToken cancellationToken) => VerifyDisksAsync(Hypervisor, _run, cancellationToken);
 
-    private async Task VerifyDiskAsync(BackupDiskState disk, bool check, CancellationToken cancellationToken)
+    /// <summary>The verify step of both methods (<see cref="OfflineBackupWorkflow"/> too): every copy read back.</summary>
+    internal static Task VerifyDisksAsync(IHypervisor hypervisor, BackupRunState run, CancellationToken cancellationToken) =>
+        Task.WhenAll(run.Disks.Where(d => !d.Verified).Select(d => VerifyDiskAsync(hypervisor, d, run.Verify, cancellationToken)));
+
+    private static async Task VerifyDiskAsync(IHypervisor hypervisor, BackupDiskState disk, bool check, CancellationToken cancellationToken)
     {
         using var activity = Telemetry.Source.StartActivity("backup.verify-disk");
         activity?.SetTag("disk", disk.Target);
-        var checking = check ? Hypervisor.Images.CheckAsync(disk.BackupPath, disk.BackupFormat, cancellationToken) : null;
-        var digests = await Hypervisor.Images.ComputeDigestsAsync(disk.BackupPath, cancellationToken);
+        var checking = check ? hypervisor.Images.CheckAsync(disk.BackupPath, disk.BackupFormat, cancellationToken) : null;
+        var digests = await hypervisor.Images.ComputeDigestsAsync(disk.BackupPath, cancellationToken);
         if (checking is not null && await checking is { Clean: false } result)
         {
             throw new OrchestratorException(ErrorCode.Internal, $"copy of '{disk.Target}' failed qemu-img check: {result.Errors} errors, {result.Leaks} leaks");
@@ -774,21 +792,24 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
 
     // ---- 6. Manifest ---------------------------------------------------------------------------------------------
 
-    private async Task WriteManifestAsync(CancellationToken cancellationToken)
+    private Task WriteManifestAsync(CancellationToken cancellationToken) => WriteManifestAsync(_context, _run, cancellationToken);
+
+    /// <summary>The manifest step of both methods (<see cref="OfflineBackupWorkflow"/> too): one format, so restore reads either.</summary>
+    internal static async Task WriteManifestAsync(LiveBackupContext context, BackupRunState run, CancellationToken cancellationToken)
     {
-        var run = _run;
-        var set = new BackupSet(run.BackupSetPath, _context.Options);
+        var set = new BackupSet(run.BackupSetPath, context.Options);
         var nvram = await set.CopyNvramAsync(run.DomainXml, cancellationToken);
         var manifest = new
         {
             format = "orchestrator-backup/1",
             orchestrator_version = typeof(LiveBackupWorkflow).Assembly.GetName().Version?.ToString(),
-            run = BackupRunKeys.Of(_context.Host, _context.Vm, run.RunId),
-            host = _context.Host,
-            vm = _context.Vm,
+            run = BackupRunKeys.Of(context.Host, context.Vm, run.RunId),
+            method = run.Method == BackupMethod.Offline ? "offline" : "live",
+            host = context.Host,
+            vm = context.Vm,
             vm_uuid = run.VmUuid,
             started_at = run.StartedAt,
-            finished_at = _context.Time.GetUtcNow(),
+            finished_at = context.Time.GetUtcNow(),
             quiesce = run.QuiesceOutcome,
             freeze_ms = run.FreezeMilliseconds,
             guest_paused_ms = run.PausedMilliseconds,
@@ -815,6 +836,12 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
     }
 
     // ---- Shared checks -------------------------------------------------------------------------------------------
+
+    /// <summary>
+    /// The live method works on a running VM and on a paused one (proven on the lab: the snapshot and the active commit
+    /// run while the vCPUs are stopped, and the VM stays paused); a shut-off VM has no QEMU to run them.
+    /// </summary>
+    internal static bool CanRunLive(DomainPowerState state) => state is DomainPowerState.Running or DomainPowerState.Blocked or DomainPowerState.Paused;
 
     private async Task<bool> AnyOverlayActiveAsync(CancellationToken cancellationToken)
     {

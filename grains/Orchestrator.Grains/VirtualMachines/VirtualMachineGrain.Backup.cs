@@ -46,7 +46,11 @@ internal sealed partial class VirtualMachineGrain
         BackupRunState run;
         try
         {
-            run = await LiveBackupWorkflow.PreflightAsync(BackupContext, [CrashTest], runId, target, request, now, state.State.Disks, cancellationToken);
+            // The method follows the VM's state: a running or paused VM live (it keeps its state), a shut-off one offline.
+            var offline = OfflineBackupWorkflow.IsOff((await hypervisor.GetDomainAsync(Key.Vm, cancellationToken)).State);
+            run = offline
+                ? await OfflineBackupWorkflow.PreflightAsync(BackupContext, [CrashTest], runId, target, request, now, state.State.Disks, cancellationToken)
+                : await LiveBackupWorkflow.PreflightAsync(BackupContext, [CrashTest], runId, target, request, now, state.State.Disks, cancellationToken);
         }
         catch
         {
@@ -55,8 +59,18 @@ internal sealed partial class VirtualMachineGrain
         }
 
         run.TraceParent = activity?.Id ?? Activity.Current?.Id;
+        activity?.SetTag("method", run.Method == BackupMethod.Offline ? "offline" : "live");
         state.State.ActiveBackup = run;
-        await PersistBackupAsync(run, BackupStep.Quiesce, "preflight passed; creating overlays", cancellationToken);
+        if (run.Method == BackupMethod.Offline)
+        {
+            // Nothing of the VM is touched: the copy's intent is persisted by the workflow once it holds a backup slot.
+            await PersistBackupAsync(run, BackupStep.Preflight, "preflight passed; the VM is shut off: offline copy", cancellationToken);
+        }
+        else
+        {
+            await PersistBackupAsync(run, BackupStep.Quiesce, "preflight passed; creating overlays", cancellationToken);
+        }
+
         StartBackupTask();
         return View(run);
     }
@@ -147,7 +161,16 @@ internal sealed partial class VirtualMachineGrain
 
         try
         {
-            await new LiveBackupWorkflow(BackupContext, run, new RunRecords(this, run), [CrashTest]).RunAsync(cancellationToken);
+            if (run.Method == BackupMethod.Offline)
+            {
+                await new OfflineBackupWorkflow(BackupContext, run, new RunRecords(this, run), [CrashTest]).RunAsync(cancellationToken);
+            }
+
+            // A live run, or an offline one whose VM started during the copy (handed over: its method is Live now).
+            if (!run.IsTerminal && run.Method == BackupMethod.Live)
+            {
+                await new LiveBackupWorkflow(BackupContext, run, new RunRecords(this, run), [CrashTest]).RunAsync(cancellationToken);
+            }
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
@@ -471,7 +494,8 @@ internal sealed partial class VirtualMachineGrain
         run.Policy,
         run.PolicyVersion,
         run.PolicyRun,
-        LastTestOf(run.RunId));
+        LastTestOf(run.RunId),
+        run.Method);
 
     private void Tag(Activity? activity, string runId)
     {

@@ -148,6 +148,7 @@ internal sealed class BackupService(IGrainFactory grains, IHostDirectory directo
             Policy = view.Policy ?? "",
             PolicyVersion = view.PolicyVersion,
             PolicyRun = view.PolicyRun ?? "",
+            Method = view.Method == BackupMethod.Offline ? "offline" : "live",
         };
         if (view.EndedAt is { } ended)
         {

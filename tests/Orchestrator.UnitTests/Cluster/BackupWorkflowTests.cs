@@ -193,18 +193,6 @@ public sealed class BackupWorkflowTests(ThreeHostClusterFixture fixture)
         }
     }
 
-    [Fact]
-    public async Task StartBackup_ShutOffVm_RefusedBeforeTouchingIt()
-    {
-        var vm = fixture.Grains.GetGrain<IVirtualMachineGrain>("kvm-02/db-2");
-        var e = await Assert.ThrowsAsync<OrchestratorException>(() => vm.StartBackupAsync(new BackupRequest()));
-        Assert.Equal(ErrorCode.FailedPrecondition, e.Code);
-        Assert.Contains("offline copy", e.Message, StringComparison.Ordinal);
-        Assert.Empty(await vm.ListBackupsAsync());
-        // The lock was released: nothing is left running.
-        await Assert.ThrowsAsync<OrchestratorException>(() => vm.StartBackupAsync(new BackupRequest()));
-    }
-
     [Theory]
     [InlineData("/etc/backups")]
     [InlineData("relative/dir")]
