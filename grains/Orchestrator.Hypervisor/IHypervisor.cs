@@ -18,6 +18,9 @@ public interface IHypervisor : IAsyncDisposable
 
     Task<HypervisorFacts> GetFactsAsync(CancellationToken cancellationToken = default);
 
+    /// <summary>The host machine's memory, free memory and CPUs now.</summary>
+    Task<NodeCapacity> GetCapacityAsync(CancellationToken cancellationToken = default);
+
     Task<IReadOnlyList<DomainInfo>> ListDomainsAsync(CancellationToken cancellationToken = default);
 
     /// <summary>The domain by name; <see cref="HypervisorErrorKind.DomainNotFound"/> when it does not exist.</summary>

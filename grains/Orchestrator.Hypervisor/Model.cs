@@ -43,6 +43,12 @@ public sealed record DomainInfo(
 
 public sealed record HypervisorFacts(string HostName, string Uri, string DriverName, string LibvirtVersion, string HypervisorVersion);
 
+/// <summary>
+/// What the host machine has: its memory and free memory (KiB, libvirt's virNodeGetInfo and virNodeGetFreeMemory) and
+/// its logical CPUs.
+/// </summary>
+public sealed record NodeCapacity(long MemoryKiB, long FreeMemoryKiB, int Cpus);
+
 /// <summary>Where the overlay of one disk goes in a disk-only external snapshot.</summary>
 public sealed record OverlaySpec(string Target, string OverlayPath);
 

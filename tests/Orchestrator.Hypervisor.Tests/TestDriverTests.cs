@@ -28,6 +28,15 @@ public sealed class TestDriverTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task GetCapacityAsync_TestDriver_ReadsNodeInfoAndFreeMemory()
+    {
+        var capacity = await _hv.GetCapacityAsync();
+
+        // What `virsh -c test:///default nodeinfo` / `freecell` say: 16 CPUs, 3145728 KiB, 3072 KiB free.
+        Assert.Equal(new NodeCapacity(3145728, 3072, 16), capacity);
+    }
+
+    [Fact]
     public async Task ListDomainsAsync_TestDriver_ListsTheRunningTestDomain()
     {
         var domains = await _hv.ListDomainsAsync();

@@ -269,7 +269,8 @@ internal static class BackupCommands
         Argument<RunKey> key = ResourceKeys.RunKeyArgument($"The completed run to test, as host/vm/run (e.g. {ResourceKeys.RunKeyExample})");
         var host = new Option<string?>("--host")
         {
-            Description = "Host to restore and boot on (for now only the run's own host, the default)",
+            Description = "Host to restore and boot on (any host of the cluster whose backup roots hold the set); default: "
+                + "one chosen by capacity (free memory and CPU, test restores running), the run's own host on a tie",
             HelpName = "HOST",
         };
         var probe = new Option<string>("--probe")
@@ -292,7 +293,7 @@ internal static class BackupCommands
             Description = "Print the admitted test and return; the result appears in backup show and vm show",
         };
         var test = new Command("test", "Test restore: verify a completed backup set (manifest checksums), restore it into a "
-            + "throwaway VM with no network on the run's host, boot it, run the probe, and always destroy the VM and delete "
+            + "throwaway VM with no network on --host or a host with capacity, boot it, run the probe, and always destroy the VM and delete "
             + $"its images. --timeout bounds restore, boot and probe together (default {DefaultTestTimeoutSeconds} s here). "
             + $"Exit {ExitCodes.RunFailed} when the test failed.")
         {

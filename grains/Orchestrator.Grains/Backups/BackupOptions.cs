@@ -57,6 +57,18 @@ public sealed class BackupOptions
     /// <summary>Test restores this silo restores and boots at once (each boots a throwaway VM); more wait their turn.</summary>
     public int MaxConcurrentTestRestores { get; set; } = 1;
 
+    /// <summary>
+    /// A host takes a test restore chosen by capacity only if its free memory (libvirt's, of the machine) minus the
+    /// throwaway VM's memory leaves at least this much (MiB).
+    /// </summary>
+    public int TestRestoreMemoryReserveMiB { get; set; } = 512;
+
+    /// <summary>
+    /// A host takes a test restore chosen by capacity only if the vCPUs of its running domains plus the throwaway's stay
+    /// within its CPUs times this.
+    /// </summary>
+    public double TestRestoreCpuOvercommit { get; set; } = 4;
+
     /// <summary>How long a run waits at step Queued for a slot before it ends Failed (it touched nothing).</summary>
     public TimeSpan QueueTimeout { get; set; } = TimeSpan.FromHours(1);
 

@@ -1,65 +1,45 @@
 using System.Diagnostics;
-using System.Text.RegularExpressions;
 using Microsoft.Extensions.DependencyInjection;
 using Orchestrator.Grains.Backups;
-using Orchestrator.Hypervisor;
+using Orchestrator.Grains.Placement;
 
 namespace Orchestrator.Grains.VirtualMachines;
 
 /// <summary>
-/// Test restores: a completed backup set is restored (the restore code, checksums checked while copying) into a
-/// throwaway VM with no network, booted, probed, and then always destroyed, undefined and deleted. The throwaway names
-/// are persisted before anything is written, so a silo that dies mid-test cleans up on the next activation.
+/// Test restores of this VM's backup sets: the throwaway VM's lifecycle runs in the test host's
+/// <see cref="ITestRestoreHostGrain"/> (any host of the cluster: the one asked for, or one chosen by capacity); this
+/// grain admits the test (one at a time), persists which host runs it before asking that host, and keeps the results
+/// (last test per run, last proven restore, metrics, the host index's proven-restore time).
 /// </summary>
 internal sealed partial class VirtualMachineGrain
 {
-    /// <summary>How much of the console's tail a console probe reads per look.</summary>
-    private const int ConsoleTailBytes = 64 * 1024;
+    /// <summary>Bound of each question to a test host (offer, state of a test).</summary>
+    private static readonly TimeSpan TestHostCallTimeout = TimeSpan.FromSeconds(15);
 
-    /// <summary>Bound of each clean-up call (destroy, undefine, delete): clean-up runs after the test's own timeout.</summary>
-    private static readonly TimeSpan CleanupCallTimeout = TimeSpan.FromSeconds(60);
-
-    private Task? _testTask;
-    private CancellationTokenSource? _testCancellation;
+    /// <summary>Set while a test is being handed to its host: the host does not know it yet, so it is not asked.</summary>
+    private bool _startingTest;
 
     public async Task<TestRestoreView> StartTestRestoreAsync(TestRestoreRequest request, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(request);
         request.Validate();
-        if (request.Host is { Length: > 0 } host && host != Key.Host)
-        {
-            // The set is restored by this VM's host for now; restores on other hosts come with host-side restore.
-            throw OrchestratorException.InvalidArgument("host", $"test restores of '{VmKey}' run on its own host '{Key.Host}' for now, not on '{host}'");
-        }
-
         if (state.State.ActiveTest is { } running)
         {
             throw new OrchestratorException(
                 ErrorCode.Conflict,
-                $"a test restore of '{VmKey}' ({running.Id}, VM '{running.Domain}') is {(running.Outcome == TestRestoreOutcome.Running ? "running" : "still cleaning up")}; one at a time",
+                $"a test restore of '{VmKey}' ({running.Id}, VM '{running.Domain}' on host '{HostOf(running)}') is {(running.Outcome == TestRestoreOutcome.Running ? "running" : "still cleaning up")}; one at a time",
                 reason: "TEST_RUNNING");
         }
 
-        var (run, runId) = await RestorableRunAsync(request.RunKey, cancellationToken);
-        var domain = TestDomainName(Key.Vm, runId);
-        if ((await hypervisor.ListDomainsAsync(cancellationToken)).Any(d => d.Name == domain))
-        {
-            throw new OrchestratorException(ErrorCode.AlreadyExists, $"a VM named '{domain}' already exists on host '{Key.Host}' and is not a test restore of this grain's; it is left alone", field: "key");
-        }
-
-        var directory = SafeFiles.ResolveExistingPrefix(Path.GetDirectoryName(run.Disks[0].BasePath)!);
-        var consoleFile = Path.Combine(directory, $"{domain}-console.log");
-        var plan = await new RestoreEngine(Key.Host, hypervisor, backupOptions.Value).PlanAsync(
-            new RestoreRequest(request.RunKey, domain, Define: true),
-            d => DomainXmlEditor.ForTestRestore(d, consoleFile),
-            cancellationToken);
+        var (_, runId) = await RestorableRunAsync(request.RunKey, cancellationToken);
+        var host = request.Host is { Length: > 0 } asked ? asked : await ChooseTestHostAsync(request.RunKey, cancellationToken);
         var now = time.GetUtcNow();
         var record = new TestRestoreRecord
         {
             Id = $"test-{now:yyyyMMdd'T'HHmmssfff'Z'}",
             RunId = runId,
-            Domain = domain,
-            Files = [.. plan.Files],
+            Domain = TestDomainName(Key.Vm, runId),
+            Host = host,
             Probe = request.Probe.ToString(),
             TimeoutSeconds = request.Timeout.TotalSeconds,
             StartedAt = now,
@@ -68,20 +48,52 @@ internal sealed partial class VirtualMachineGrain
             TraceId = Activity.Current?.TraceId.ToString(),
         };
 
-        // The intent: every name the test may create, before any of it exists.
+        // Which host runs it, before that host writes anything: a test this grain loses track of is asked for there.
         state.State.ActiveTest = record;
-        await _writes.WriteAsync(cancellationToken);
-        _testCancellation ??= new CancellationTokenSource();
-        _testTask = RunTestRestoreAsync(run, plan, record, request.Probe, request.Timeout, Activity.Current?.Context ?? default, _testCancellation.Token);
-        this.DelayDeactivation(request.Timeout + TimeSpan.FromMinutes(5));
-        return TestView(record);
+        _startingTest = true;
+        TestRestoreRecord started;
+        try
+        {
+            await _writes.WriteAsync(cancellationToken);
+            started = await GrainFactory.GetGrain<ITestRestoreHostGrain>(host).StartAsync(
+                new TestRestoreOrder(VmKey, request.RunKey, record.Id, record.Domain, request.Probe, request.Timeout, now, request.Policy, record.TraceId),
+                cancellationToken);
+        }
+        catch
+        {
+            // Refused before anything was written there (or the host is unavailable): no test.
+            state.State.ActiveTest = null;
+            await _writes.WriteAsync(CancellationToken.None);
+            throw;
+        }
+        finally
+        {
+            _startingTest = false;
+        }
+
+        state.State.ActiveTest = started with { Files = [] };
+        if (started.Outcome == TestRestoreOutcome.Running)
+        {
+            await _writes.WriteAsync(cancellationToken);
+        }
+        else
+        {
+            // Ended before the host answered (a fast failure): recorded now.
+            await FollowActiveTestAsync(cancellationToken);
+        }
+
+        return TestView(state.State.TestResults.LastOrDefault(r => r.Id == started.Id) ?? state.State.ActiveTest ?? started);
     }
 
     public async Task<TestRestoreView> GetTestRestoreAsync(string testId, CancellationToken cancellationToken = default)
     {
-        await Task.CompletedTask;
-        var record = state.State.ActiveTest is { } active && active.Id == testId
-            ? active
+        if (state.State.ActiveTest is { } active && active.Id == testId)
+        {
+            await FollowActiveTestAsync(cancellationToken);
+        }
+
+        var record = state.State.ActiveTest is { } now && now.Id == testId
+            ? now
             : state.State.TestResults.LastOrDefault(r => r.Id == testId)
               ?? throw OrchestratorException.NotFound($"VM '{VmKey}' has no test restore '{testId}' (the newest {VirtualMachineState.MaxTestResults} are kept)");
         return TestView(record);
@@ -115,157 +127,109 @@ internal sealed partial class VirtualMachineGrain
         return name.Length <= GrainKeys.MaxVmNameLength ? name : $"{Prefix}{vm[..(GrainKeys.MaxVmNameLength - Prefix.Length - 1 - runId.Length)]}-{runId}";
     }
 
-    private async Task RunTestRestoreAsync(BackupRunState run, RestoreEngine.Plan plan, TestRestoreRecord record, TestProbe probe, TimeSpan timeout, ActivityContext parent, CancellationToken stop)
+    /// <summary>
+    /// The host for a test restore when none was asked for: every host with a live silo is asked (in parallel, each
+    /// bounded) what it offers; of those that qualify (set under its roots, free memory and CPU for the throwaway, under
+    /// its limit of test restores) the one with the fewest test restores running wins, this VM's own host on a tie,
+    /// then the most free memory. None qualifies: FailedPrecondition naming each host and why.
+    /// </summary>
+    private async Task<string> ChooseTestHostAsync(string runKey, CancellationToken cancellationToken)
     {
-        using var activity = Telemetry.Source.StartActivity("backup.test", ActivityKind.Internal, parent);
-        Tag(activity, run.RunId);
-        activity?.SetTag("test", record.Id);
-        activity?.SetTag("probe", probe.Name);
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(stop);
-        deadline.CancelAfter(timeout);
-        var ct = deadline.Token;
-        var step = "admission";
-
-        // Published on the record only after clean-up: a caller polling the record sees it Running until all is gone.
-        var outcome = TestRestoreOutcome.Failed;
-        var reason = "";
-        string? lastProbeError = null;
-        var clock = Stopwatch.StartNew();
-        try
+        var hosts = ServiceProvider.GetRequiredService<IHostDirectory>().ServedHosts().Keys.Order(StringComparer.Ordinal).ToList();
+        if (!hosts.Contains(Key.Host))
         {
-            step = "waiting for a test slot";
-            using var slot = await ServiceProvider.GetRequiredService<TestRestoreSlots>().AcquireAsync(ct);
-            step = "restore";
-            clock.Restart();
-            using (Telemetry.Source.StartActivity("backup.test.restore"))
-            {
-                await new RestoreEngine(Key.Host, hypervisor, backupOptions.Value).ExecuteAsync(plan, ct);
-            }
-
-            record.RestoreSeconds = clock.Elapsed.TotalSeconds;
-            step = "boot";
-            var boot = Stopwatch.StartNew();
-            using (Telemetry.Source.StartActivity("backup.test.boot"))
-            {
-                await hypervisor.StartDomainAsync(record.Domain, cancellationToken: ct);
-            }
-
-            step = "probe";
-            using (var probing = Telemetry.Source.StartActivity("backup.test.probe"))
-            {
-                probing?.SetTag("probe", probe.Name);
-                await ProbeAsync(record.Domain, probe, timeout, e => lastProbeError = e, ct);
-            }
-
-            record.BootSeconds = boot.Elapsed.TotalSeconds;
-            outcome = TestRestoreOutcome.Passed;
-            reason = $"{probe.Name} probe answered {record.BootSeconds:0.0} s after the start";
+            hosts.Insert(0, Key.Host);
         }
-        catch (OperationCanceledException) when (!stop.IsCancellationRequested)
-        {
-            reason = $"timed out after {timeout.TotalSeconds:0} s in {step}" + (lastProbeError is null ? "" : $" (last probe answer: {lastProbeError})");
-        }
-        catch (OperationCanceledException)
-        {
-            reason = $"cut short in {step}: the VM grain was deactivated";
-        }
-        catch (Exception e) when (e is OrchestratorException or HypervisorException or IOException or UnauthorizedAccessException or TestProbeFailedException)
-        {
-            reason = $"{step}: {e.Message}";
-        }
-        finally
-        {
-            using (Telemetry.Source.StartActivity("backup.test.cleanup"))
-            {
-                await FinishTestAsync(record, outcome, reason);
-            }
 
-            activity?.SetTag("outcome", record.Outcome == TestRestoreOutcome.Passed ? "passed" : "failed");
-            if (record.Outcome != TestRestoreOutcome.Passed)
-            {
-                activity?.SetStatus(ActivityStatusCode.Error, record.Reason);
-            }
-        }
-    }
-
-    /// <summary>Waits until the probe answers (each look bounded; the caller's token carries the test's timeout).</summary>
-    private async Task ProbeAsync(string domain, TestProbe probe, TimeSpan commandTimeout, Action<string> lastError, CancellationToken cancellationToken)
-    {
-        var pattern = probe.Kind == TestProbeKind.Console ? new Regex(probe.Argument, RegexOptions.CultureInvariant, TimeSpan.FromSeconds(1)) : null;
-        var pause = TimeSpan.FromMilliseconds(250);
-        while (true)
+        var offers = await Task.WhenAll(hosts.Select(async h =>
         {
-            cancellationToken.ThrowIfCancellationRequested();
             try
             {
-                if (pattern is not null)
-                {
-                    var console = await hypervisor.ReadConsoleAsync(domain, ConsoleTailBytes, cancellationToken)
-                        ?? throw new TestProbeFailedException("the throwaway VM has no serial console written to a file");
-                    if (pattern.IsMatch(console))
-                    {
-                        return;
-                    }
-
-                    lastError("no console line matches yet");
-                }
-                else
-                {
-                    await hypervisor.PingGuestAgentAsync(domain, TimeSpan.FromSeconds(5), cancellationToken);
-                    if (probe.Kind == TestProbeKind.Agent)
-                    {
-                        return;
-                    }
-
-                    // The agent answered: the command runs once, bounded by what is left of the test's timeout.
-                    var result = await hypervisor.RunGuestCommandAsync(domain, "/bin/sh", ["-c", probe.Argument], commandTimeout, cancellationToken);
-                    if (result.ExitCode != 0)
-                    {
-                        throw new TestProbeFailedException($"the command exited {result.ExitCode}: {Head(result.Output)}");
-                    }
-
-                    return;
-                }
+                return await GrainFactory.GetGrain<ITestRestoreHostGrain>(h).OfferAsync(runKey, cancellationToken).WaitAsync(TestHostCallTimeout, cancellationToken);
             }
-            catch (HypervisorException e) when (e.Kind is HypervisorErrorKind.AgentUnavailable or HypervisorErrorKind.Timeout)
+            catch (Exception e) when (e is OrchestratorException or TimeoutException or OrleansException or Hypervisor.HypervisorException)
             {
-                // Not up yet: the guest is still booting or its agent not started.
-                lastError(e.Message);
+                return new TestHostOffer(h, 0, 0, 0, 0, 0, 0, 0, $"did not answer: {e.Message}");
             }
-
-            var info = await hypervisor.GetDomainAsync(domain, cancellationToken);
-            if (info.State is not (DomainPowerState.Running or DomainPowerState.Blocked))
-            {
-                throw new TestProbeFailedException($"the guest is {info.State} before the {probe.Name} probe answered (it did not boot)");
-            }
-
-            await Task.Delay(pause, time, cancellationToken);
-            pause = TimeSpan.FromMilliseconds(Math.Min(pause.TotalMilliseconds * 2, 1000));
-        }
-    }
-
-    private static string Head(string text)
-    {
-        var line = text.ReplaceLineEndings(" ").Trim();
-        return line.Length == 0 ? "(no output)" : line.Length > 300 ? line[..300] + "..." : line;
+        }));
+        var best = TestHostChoice.Best(offers, Key.Host);
+        return best?.Host ?? throw new OrchestratorException(
+            ErrorCode.FailedPrecondition,
+            $"no host can take a test restore of '{runKey}' now: {string.Join("; ", offers.Select(o => $"{o.Host}: {o.Refusal}"))}",
+            field: "host",
+            reason: "NO_TEST_HOST");
     }
 
     /// <summary>
-    /// Records the test's end, then destroys, undefines and deletes what it created (each call bounded). The result
-    /// is stored with the VM either way; the intent is dropped only once everything is gone, so clean-up that failed is
-    /// tried again by the reconcile timer and on the next activation.
+    /// Asks the test's host how it stands and records its end once it ended (then the host forgets it). A host that
+    /// does not answer leaves the test as it is (asked again later); a host that never had it means the test never
+    /// started there (this grain stopped between its own write and the host's).
     /// </summary>
-    private async Task FinishTestAsync(TestRestoreRecord record, TestRestoreOutcome outcome, string reason)
+    private async Task FollowActiveTestAsync(CancellationToken cancellationToken)
     {
-        var cleanupError = await CleanUpTestAsync(record);
-        record.EndedAt = time.GetUtcNow();
-        record.CleanedUp = cleanupError is null;
-        record.Reason = cleanupError is null ? reason : $"{reason}; clean-up incomplete (retried): {cleanupError}";
-        record.Outcome = outcome;
+        if (state.State.ActiveTest is not { } active || _startingTest)
+        {
+            return;
+        }
 
+        var host = GrainFactory.GetGrain<ITestRestoreHostGrain>(HostOf(active));
+        TestRestoreRecord? there;
+        try
+        {
+            if (string.IsNullOrEmpty(active.Host))
+            {
+                // Left by this grain when it ran tests itself: its host's test-restore grain cleans it up now.
+                there = await host.AdoptAsync(VmKey, active, cancellationToken).WaitAsync(CleanupBound, cancellationToken);
+                state.State.ActiveTest = there with { Files = [] };
+            }
+            else
+            {
+                there = await host.GetAsync(active.Id, cancellationToken).WaitAsync(TestHostCallTimeout, cancellationToken);
+            }
+        }
+        catch (Exception e) when (e is OrchestratorException or TimeoutException or OrleansException)
+        {
+            LogTestCleanupFailed(logger, VmKey, active.Id, $"host '{HostOf(active)}' did not say how the test stands (asked again later): {e.Message}");
+            return;
+        }
+
+        if (there is null)
+        {
+            active.Reason = $"interrupted: host '{HostOf(active)}' never started it (this VM's silo stopped while asking)";
+            active.CleanedUp = true;
+            await RecordTestEndAsync(active with { Outcome = TestRestoreOutcome.Failed, EndedAt = time.GetUtcNow() });
+            return;
+        }
+
+        if (there.Outcome == TestRestoreOutcome.Running)
+        {
+            return;
+        }
+
+        await RecordTestEndAsync(there with { Files = [] });
+        if (there.CleanedUp)
+        {
+            try
+            {
+                await host.ForgetAsync(there.Id, cancellationToken).WaitAsync(TestHostCallTimeout, cancellationToken);
+            }
+            catch (Exception e) when (e is OrchestratorException or TimeoutException or OrleansException)
+            {
+                LogTestCleanupFailed(logger, VmKey, there.Id, $"host '{there.Host}' did not drop the ended test (asked again later): {e.Message}");
+            }
+        }
+    }
+
+    private static readonly TimeSpan CleanupBound = TimeSpan.FromMinutes(3);
+
+    /// <summary>Stores an ended test with the VM (once), its proven restore, metrics and the host index's record.</summary>
+    private async Task RecordTestEndAsync(TestRestoreRecord record)
+    {
         var s = state.State;
+        var already = s.TestResults.FirstOrDefault(r => r.Id == record.Id);
+        var firstTime = already is null || already.Outcome != record.Outcome;
         s.TestResults.RemoveAll(r => r.RunId == record.RunId || r.Id == record.Id);
-        s.TestResults.Add(record with { Files = [] });
+        s.TestResults.Add(record);
         if (s.TestResults.Count > VirtualMachineState.MaxTestResults)
         {
             s.TestResults.RemoveRange(0, s.TestResults.Count - VirtualMachineState.MaxTestResults);
@@ -273,11 +237,16 @@ internal sealed partial class VirtualMachineGrain
 
         if (record.Outcome == TestRestoreOutcome.Passed)
         {
-            s.LastProvenRestore = record with { Files = [] };
+            s.LastProvenRestore = record;
         }
 
         s.ActiveTest = record.CleanedUp ? null : record;
         await _writes.WriteAsync(CancellationToken.None);
+        if (!firstTime)
+        {
+            return;
+        }
+
         if (record.Outcome == TestRestoreOutcome.Passed)
         {
             try
@@ -292,97 +261,38 @@ internal sealed partial class VirtualMachineGrain
         }
 
         TestRestoreMetrics.Record(Key.Host, Key.Vm, record);
+        if (record.Reason.StartsWith("interrupted", StringComparison.Ordinal))
+        {
+            LogTestRestoreInterrupted(logger, VmKey, record.Id, record.Domain);
+        }
+
         LogTestRestoreEnded(logger, VmKey, record.Id, record.RunId, record.Outcome, record.BootSeconds, record.Reason);
     }
 
-    /// <summary>Destroys and undefines the throwaway domain and deletes every file the test named; null when all is gone.</summary>
-    private async Task<string?> CleanUpTestAsync(TestRestoreRecord record)
-    {
-        var errors = new List<string>();
-        using var bound = new CancellationTokenSource(CleanupCallTimeout);
-        try
-        {
-            var domain = await hypervisor.GetDomainAsync(record.Domain, bound.Token);
-            if (domain.State is not (DomainPowerState.ShutOff or DomainPowerState.Crashed))
-            {
-                await FencedAsync(h => h.DestroyDomainAsync(record.Domain, bound.Token), bound.Token);
-            }
-
-            await FencedAsync(h => h.UndefineDomainAsync(record.Domain, bound.Token), bound.Token);
-        }
-        catch (HypervisorException e) when (e.Kind == HypervisorErrorKind.DomainNotFound)
-        {
-            // Never defined, or gone already.
-        }
-        catch (Exception e) when (e is HypervisorException or OperationCanceledException)
-        {
-            errors.Add($"domain '{record.Domain}': {e.Message}");
-        }
-
-        foreach (var path in record.Files)
-        {
-            try
-            {
-                if (await hypervisor.Images.ExistsAsync(path, bound.Token))
-                {
-                    await hypervisor.Images.DeleteAsync(path, bound.Token);
-                }
-                else if (File.Exists(path) || new FileInfo(path).LinkTarget is not null)
-                {
-                    File.Delete(path);
-                }
-            }
-            catch (Exception e) when (e is HypervisorException or IOException or UnauthorizedAccessException or OperationCanceledException)
-            {
-                errors.Add($"'{path}': {e.Message}");
-            }
-        }
-
-        return errors.Count == 0 ? null : string.Join("; ", errors);
-    }
-
-    /// <summary>
-    /// A test left by an earlier activation (the silo died, or its clean-up failed): its throwaway VM and files are
-    /// removed and, when it never ended, it is recorded as failed. Runs on activation and with each reconcile.
-    /// </summary>
+    /// <summary>A test in flight (or whose clean-up is unfinished) is followed on its host: on activation and with each reconcile.</summary>
     private async Task CleanUpLeftoverTestAsync()
     {
-        if (state.State.ActiveTest is not { } left || _testTask is { IsCompleted: false })
+        if (state.State.ActiveTest is null)
         {
             return;
         }
 
         try
         {
-            if (left.Outcome == TestRestoreOutcome.Running)
-            {
-                LogTestRestoreInterrupted(logger, VmKey, left.Id, left.Domain);
-                await FinishTestAsync(left, TestRestoreOutcome.Failed, "interrupted: the silo running the test stopped before it ended");
-                return;
-            }
-
-            if (await CleanUpTestAsync(left) is null)
-            {
-                state.State.ActiveTest = null;
-                var recorded = state.State.TestResults.FirstOrDefault(r => r.Id == left.Id);
-                if (recorded is not null)
-                {
-                    recorded.CleanedUp = true;
-                }
-
-                await _writes.WriteAsync(CancellationToken.None);
-            }
+            await FollowActiveTestAsync(CancellationToken.None);
         }
-        catch (Exception e) when (e is HypervisorException or OrchestratorException or IOException)
+        catch (Exception e) when (e is OrchestratorException or IOException)
         {
-            LogTestCleanupFailed(logger, VmKey, left.Id, e.Message);
+            LogTestCleanupFailed(logger, VmKey, state.State.ActiveTest?.Id ?? "", e.Message);
         }
     }
+
+    private string HostOf(TestRestoreRecord r) => string.IsNullOrEmpty(r.Host) ? Key.Host : r.Host;
 
     private TestRestoreView TestView(TestRestoreRecord r) => new(
         r.Id,
         BackupRunKeys.Of(Key.Host, Key.Vm, r.RunId),
-        Key.Host,
+        HostOf(r),
         r.Domain,
         r.Probe,
         r.Outcome,
@@ -406,3 +316,19 @@ internal sealed partial class VirtualMachineGrain
 
 /// <summary>The probe answered that the guest does not work (or cannot answer at all): no retry.</summary>
 internal sealed class TestProbeFailedException(string message) : Exception(message);
+
+/// <summary>Which host takes a test restore chosen by capacity.</summary>
+internal static class TestHostChoice
+{
+    /// <summary>
+    /// Of the offers that qualify: the fewest test restores running, then <paramref name="ownHost"/> (the VM's host)
+    /// when equal, then the most free memory, then the name. Null when none qualifies.
+    /// </summary>
+    public static TestHostOffer? Best(IEnumerable<TestHostOffer> offers, string ownHost) =>
+        offers.Where(o => o.Qualifies)
+            .OrderBy(o => o.ActiveTests)
+            .ThenBy(o => o.Host == ownHost ? 0 : 1)
+            .ThenByDescending(o => o.FreeMemoryKiB - o.NeedMemoryKiB)
+            .ThenBy(o => o.Host, StringComparer.Ordinal)
+            .FirstOrDefault();
+}

@@ -55,7 +55,7 @@ internal sealed partial class VirtualMachineGrain(
         // A checkpoint operation cut short is recovered, and a schedule due while the grain was away runs once.
         await ActivateCheckpointsAsync(cancellationToken);
 
-        // A test restore cut short by a dead silo: its throwaway VM and images are removed (also retried by reconcile).
+        // A test restore in flight is followed on its host (also with each reconcile): its end is recorded here.
         await CleanUpLeftoverTestAsync();
     }
 
@@ -78,16 +78,6 @@ internal sealed partial class VirtualMachineGrain(
             }
 
             cts.Dispose();
-        }
-
-        if (_testCancellation is { } tests)
-        {
-            // The test's own finally destroys its VM and records it; bounded by the deactivation's token.
-            await tests.CancelAsync();
-            if (_testTask is { } test)
-            {
-                await test.WaitAsync(cancellationToken).ContinueWith(_ => { }, TaskScheduler.Current);
-            }
         }
 
         // A write still queued behind the backup task's last one is stored before the activation goes.

@@ -179,6 +179,11 @@ public sealed record class TestRestoreRecord
     [Id(14)]
     [Key(14)]
     public string? TraceId { get; set; }
+
+    /// <summary>The host the test runs on (its restore grain owns the throwaway VM); empty in records from before.</summary>
+    [Id(15)]
+    [Key(15)]
+    public string Host { get; set; } = "";
 }
 
 /// <summary>What holds a VM's one-operation-at-a-time lock.</summary>

@@ -140,6 +140,35 @@ public sealed partial class LibvirtHypervisor : IHypervisor
             },
             cancellationToken);
 
+    public Task<NodeCapacity> GetCapacityAsync(CancellationToken cancellationToken = default) =>
+        RunAsync(
+            () =>
+            {
+                const int NodeInfoBytes = 64;
+                Span<byte> info = stackalloc byte[NodeInfoBytes];
+                unsafe
+                {
+                    fixed (byte* p = info)
+                    {
+                        if (LibvirtNative.virNodeGetInfo(_conn, p) < 0)
+                        {
+                            throw LibvirtErrors.Last("virNodeGetInfo");
+                        }
+                    }
+                }
+
+                var memoryKiB = (long)BitConverter.ToUInt64(info[32..40]);
+                var cpus = (int)BitConverter.ToUInt32(info[40..44]);
+                var free = LibvirtNative.virNodeGetFreeMemory(_conn);
+                if (free == 0)
+                {
+                    throw LibvirtErrors.Last("virNodeGetFreeMemory");
+                }
+
+                return new NodeCapacity(memoryKiB, (long)(free / 1024), cpus);
+            },
+            cancellationToken);
+
     public async Task<IReadOnlyList<DomainInfo>> ListDomainsAsync(CancellationToken cancellationToken = default)
     {
         var domains = await ListDomainsAsLibvirtSeesThemAsync(cancellationToken).ConfigureAwait(false);

@@ -11,6 +11,8 @@ namespace Orchestrator.Hypervisor.Simulated;
 public sealed partial class SimulatedHypervisor : IHypervisor
 {
     private readonly Lock _lock = new();
+    private long _memoryKiB;
+    private int _cpus;
     private readonly Dictionary<string, SimDomain> _domains = new(StringComparer.Ordinal);
     private readonly Dictionary<string, SimImage> _files = new(StringComparer.Ordinal);
     private readonly Dictionary<SimulatedOperation, Queue<Exception>> _faults = [];
@@ -22,6 +24,8 @@ public sealed partial class SimulatedHypervisor : IHypervisor
         _time = timeProvider ?? TimeProvider.System;
         Uri = $"simulated://{Options.HostName}";
         Images = new SimulatedDiskImages(this);
+        _memoryKiB = Options.MemoryKiB;
+        _cpus = Options.Cpus;
     }
 
     public SimulatedOptions Options { get; }
@@ -273,6 +277,30 @@ public sealed partial class SimulatedHypervisor : IHypervisor
     {
         await DelayAsync(Options.CallLatency, cancellationToken);
         return new HypervisorFacts(Options.HostName, Uri, "simulated", "9.0.0", "7.2.0");
+    }
+
+    /// <summary>
+    /// The machine's memory and CPUs (<see cref="SimulatedOptions.MemoryKiB"/>, <see cref="SimulatedOptions.Cpus"/>,
+    /// changed by <see cref="SetCapacity"/>); free memory is the memory minus that of every running domain.
+    /// </summary>
+    public async Task<NodeCapacity> GetCapacityAsync(CancellationToken cancellationToken = default)
+    {
+        await DelayAsync(Options.CallLatency, cancellationToken);
+        lock (_lock)
+        {
+            var used = _domains.Values.Where(d => d.State is DomainPowerState.Running or DomainPowerState.Paused or DomainPowerState.Blocked).Sum(d => d.MemoryKiB);
+            return new NodeCapacity(_memoryKiB, Math.Max(0, _memoryKiB - used), _cpus);
+        }
+    }
+
+    /// <summary>Test aid: the machine's memory and CPUs from now on.</summary>
+    public void SetCapacity(long memoryKiB, int cpus)
+    {
+        lock (_lock)
+        {
+            _memoryKiB = memoryKiB;
+            _cpus = cpus;
+        }
     }
 
     public async Task<IReadOnlyList<DomainInfo>> ListDomainsAsync(CancellationToken cancellationToken = default)

@@ -6,6 +6,12 @@ public sealed class SimulatedOptions
     /// <summary>Host name reported by the simulated hypervisor.</summary>
     public string HostName { get; set; } = "sim-01";
 
+    /// <summary>The simulated machine's memory (KiB; free memory is this minus the running domains').</summary>
+    public long MemoryKiB { get; set; } = 256L * 1024 * 1024;
+
+    /// <summary>The simulated machine's logical CPUs.</summary>
+    public int Cpus { get; set; } = 64;
+
     /// <summary>Latency of every control call (list, get, define...).</summary>
     public TimeSpan CallLatency { get; set; } = TimeSpan.Zero;
 

@@ -183,6 +183,16 @@ public static class OrchestratorSettingsValidator
             errors.Add($"{P}:MaxConcurrentTestRestores must be between 1 and 64");
         }
 
+        if (backup.TestRestoreMemoryReserveMiB is < 0 or > 1_048_576)
+        {
+            errors.Add($"{P}:TestRestoreMemoryReserveMiB must be between 0 and 1048576");
+        }
+
+        if (!double.IsFinite(backup.TestRestoreCpuOvercommit) || backup.TestRestoreCpuOvercommit is < 0.1 or > 64)
+        {
+            errors.Add($"{P}:TestRestoreCpuOvercommit must be between 0.1 and 64");
+        }
+
         if (backup.MaxConcurrentPerSilo is < 1 or > 100_000)
         {
             errors.Add($"{P}:MaxConcurrentPerSilo must be between 1 and 100000");

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Options;
+using Orchestrator.Grains.Backups;
 using Orchestrator.Hypervisor;
 using Orchestrator.Silo.Configuration;
 
@@ -24,6 +25,7 @@ internal sealed partial class HostAgent(
         {
             var host = grains.GetGrain<IHostGrain>(settings.Value.Host.Name);
             var retry = TimeSpan.FromMilliseconds(200);
+            var testRestoresWoken = false;
             while (!stoppingToken.IsCancellationRequested)
             {
                 TimeSpan wait;
@@ -31,6 +33,13 @@ internal sealed partial class HostAgent(
                 {
                     var view = await host.SyncInventoryAsync(stoppingToken);
                     LogSynced(logger, view.Name, view.VmCount);
+                    if (!testRestoresWoken)
+                    {
+                        // Wakes this host's test restores: a test cut short when this silo last stopped is cleaned up now.
+                        await grains.GetGrain<ITestRestoreHostGrain>(settings.Value.Host.Name).GetAsync("", stoppingToken);
+                        testRestoresWoken = true;
+                    }
+
                     wait = settings.Value.InventorySyncInterval;
                     retry = TimeSpan.FromMilliseconds(200);
                 }

@@ -52,6 +52,9 @@ public sealed class RestoreAnyHostLabTests(PostgresFixture postgres, ITestOutput
             });
             siloA = Silo(a);
             siloB = Silo(b);
+
+            // ra keeps 1 TiB free for itself: it never qualifies for a test restore chosen by capacity, so rb is chosen.
+            siloA.Set("Orchestrator__Backup__TestRestoreMemoryReserveMiB", "1048576");
             siloA.Start();
             siloB.Start();
             await Task.WhenAll(siloA.WaitReadyAsync(TimeSpan.FromMinutes(3)), siloB.WaitReadyAsync(TimeSpan.FromMinutes(3)));
@@ -64,6 +67,9 @@ public sealed class RestoreAnyHostLabTests(PostgresFixture postgres, ITestOutput
             var atBackup = await a.CounterCheckAsync(run.Disks[0].BackupPath);
             Assert.True(atBackup.Consistent && atBackup.MaxSeq > 0, atBackup.Json);
             output.WriteLine($"{sw.Elapsed.TotalSeconds:0.0} s: backed up {run.Key} at seq {atBackup.MaxSeq}");
+
+            // Test restores of ra's set on rb: one that passes, one whose host's silo is killed while it boots.
+            siloB = await TestRestoresOnOtherHostAsync(a, b, siloA, siloB, run.Key, sw);
 
             // Host ra's silo is gone; its libvirt and the original guest stay (a silo crash, not a power cut).
             // The restore does not need ra's silo; it waits only until the cluster has declared it dead (its grain
@@ -141,6 +147,82 @@ public sealed class RestoreAnyHostLabTests(PostgresFixture postgres, ITestOutput
                 Directory.Delete(work, recursive: true);
             }
         }
+    }
+
+    /// <summary>
+    /// (a) `backup test` (no --host) of a set made on ra, whose silo keeps more memory free than the machine has: rb is
+    /// chosen by capacity, the set restored into rb's restore root, booted there (console probe on the counter's lines),
+    /// passed, and nothing of it left on either host. (b) The same with a probe that never
+    /// answers, rb's silo SIGKILLed once the throwaway runs: the restarted silo destroys, undefines and deletes it, and
+    /// the VM on ra records the test failed, "interrupted". Returns rb's silo (running again).
+    /// </summary>
+    private async Task<SiloProcess> TestRestoresOnOtherHostAsync(LabHost a, LabHost b, SiloProcess siloA, SiloProcess siloB, string runKey, Stopwatch sw)
+    {
+        var clock = Stopwatch.StartNew();
+        var good = await ProcessRunner.RunAsync(
+            "dotnet",
+            [Repo.CliDll, "backup", "test", runKey, "--probe", "console:orch: seq=[0-9]+ t=", "--timeout", "240", "--format", "json", "--endpoint", siloA.GrpcEndpoint],
+            timeout: TimeSpan.FromMinutes(6));
+        Assert.True(good.ExitCode == 0, ProcessRunner.Describe(good) + siloB.Log);
+        var test = JsonDocument.Parse(good.StandardOutput).RootElement;
+        Assert.Equal(("passed", b.Name), (test.GetProperty("outcome").GetString(), test.GetProperty("host").GetString()));
+        Assert.True(test.GetProperty("cleaned_up").GetBoolean(), good.StandardOutput);
+        await AssertNoThrowawayAsync(b);
+        await AssertNoThrowawayAsync(a);
+        output.WriteLine($"{sw.Elapsed.TotalSeconds:0.0} s: test restore of {runKey} chosen on {b.Name}, passed in {clock.Elapsed.TotalSeconds:0.0} s through the CLI (restore {test.GetProperty("restore_seconds").GetDouble():0.00} s, start to console line {test.GetProperty("boot_seconds").GetDouble():0.0} s); nothing left on either host");
+
+        // (b) --host rb, a probe that never answers: the throwaway boots until rb's silo is killed.
+        clock.Restart();
+        var started = await ProcessRunner.RunAsync(
+            "dotnet",
+            [Repo.CliDll, "backup", "test", runKey, "--host", b.Name, "--probe", "console:never printed", "--timeout", "600", "--no-wait", "--format", "json", "--endpoint", siloA.GrpcEndpoint],
+            timeout: TimeSpan.FromMinutes(2));
+        Assert.True(started.ExitCode is 0 or 7, ProcessRunner.Describe(started));
+        var running = JsonDocument.Parse(started.StandardOutput).RootElement;
+        var (id, domain) = (running.GetProperty("id").GetString()!, running.GetProperty("domain").GetString()!);
+        while (!(await b.VirshAsync("list", "--name")).Split('\n', StringSplitOptions.TrimEntries).Contains(domain))
+        {
+            Assert.True(clock.Elapsed < TimeSpan.FromMinutes(3), $"{domain} did not start on {b.Name}\n{siloB.Log}");
+            await Task.Delay(200);
+        }
+
+        await siloB.KillAsync();
+        output.WriteLine($"{sw.Elapsed.TotalSeconds:0.0} s: {b.Name}'s silo killed {clock.Elapsed.TotalSeconds:0.0} s after the start, {domain} running");
+        Assert.StartsWith("running", await b.DomainStateAsync(domain), StringComparison.Ordinal);
+        Assert.NotEmpty(Directory.EnumerateFiles(b.ImagesDir, "orch-test-*"));
+
+        var restarted = Stopwatch.StartNew();
+        siloB.Start();
+        await siloB.WaitReadyAsync(TimeSpan.FromMinutes(3));
+        JsonElement last;
+        while (true)
+        {
+            var show = await ProcessRunner.RunAsync("dotnet", [Repo.CliDll, "backup", "show", runKey, "--format", "json", "--endpoint", siloA.GrpcEndpoint], timeout: TimeSpan.FromMinutes(1));
+            Assert.True(show.ExitCode == 0, ProcessRunner.Describe(show));
+            last = JsonDocument.Parse(show.StandardOutput).RootElement.GetProperty("last_test").Clone();
+            if (last.GetProperty("id").GetString() == id && last.GetProperty("outcome").GetString() != "running")
+            {
+                break;
+            }
+
+            Assert.True(restarted.Elapsed < TimeSpan.FromMinutes(3), $"the interrupted test was not recorded in 3 min: {last}\n{siloB.Log}");
+            await Task.Delay(500);
+        }
+
+        Assert.Equal("failed", last.GetProperty("outcome").GetString());
+        Assert.StartsWith("interrupted", last.GetProperty("reason").GetString(), StringComparison.Ordinal);
+        Assert.True(last.GetProperty("cleaned_up").GetBoolean(), last.ToString());
+        await AssertNoThrowawayAsync(b);
+        output.WriteLine($"{sw.Elapsed.TotalSeconds:0.0} s: {b.Name}'s silo restarted; {restarted.Elapsed.TotalSeconds:0.0} s after its start the throwaway was gone and the test recorded: {last.GetProperty("reason").GetString()}");
+        return siloB;
+    }
+
+    /// <summary>No orch-test domain on the host (running or defined), no orch-test file in its images directory.</summary>
+    private static async Task AssertNoThrowawayAsync(LabHost host)
+    {
+        var all = await host.VirshAsync("list", "--all", "--name");
+        Assert.DoesNotContain(all.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries), n => n.StartsWith("orch-test-", StringComparison.Ordinal));
+        Assert.Empty(Directory.EnumerateFiles(host.ImagesDir, "orch-test-*"));
     }
 
     /// <summary>Whether the cluster still counts the host's silo as live (the fleet grain may be on the dead silo: still yes).</summary>

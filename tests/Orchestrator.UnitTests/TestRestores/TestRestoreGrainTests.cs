@@ -130,7 +130,10 @@ public sealed class TestRestoreGrainTests(ThreeHostClusterFixture fixture)
 
         Assert.Equal("timeout", (await Assert.ThrowsAsync<OrchestratorException>(() => vm.StartTestRestoreAsync(new TestRestoreRequest(run.RunKey, TestProbe.Agent, TimeSpan.FromSeconds(1))))).Field);
         Assert.Equal("probe", (await Assert.ThrowsAsync<OrchestratorException>(() => vm.StartTestRestoreAsync(new TestRestoreRequest(run.RunKey, new TestProbe(TestProbeKind.Console, "("), Timeout)))).Field);
-        Assert.Equal("host", (await Assert.ThrowsAsync<OrchestratorException>(() => vm.StartTestRestoreAsync(new TestRestoreRequest(run.RunKey, TestProbe.Agent, Timeout, Host: "kvm-01")))).Field);
+        Assert.Equal("host", (await Assert.ThrowsAsync<OrchestratorException>(() => vm.StartTestRestoreAsync(new TestRestoreRequest(run.RunKey, TestProbe.Agent, Timeout, Host: "kvm/01")))).Field);
+        var dead = await Assert.ThrowsAsync<OrchestratorException>(() => vm.StartTestRestoreAsync(new TestRestoreRequest(run.RunKey, TestProbe.Agent, Timeout, Host: "kvm-99")));
+        Assert.Equal((ErrorCode.HostUnavailable, "kvm-99"), (dead.Code, dead.Host));
+        Assert.Null((await vm.GetAsync()).LastTestRestore); // refused: no test is left behind
         Assert.Equal("run", (await Assert.ThrowsAsync<OrchestratorException>(() => vm.StartTestRestoreAsync(new TestRestoreRequest("kvm-03/other/20260101T000000Z", TestProbe.Agent, Timeout)))).Field);
     }
 

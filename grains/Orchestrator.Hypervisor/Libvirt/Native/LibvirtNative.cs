@@ -56,6 +56,14 @@ internal static unsafe partial class LibvirtNative
     [LibraryImport(Lib)]
     internal static partial IntPtr virConnectGetHostname(ConnectHandle conn);
 
+    /// <summary>info: struct virNodeInfo { char model[32]; unsigned long memory (KiB); unsigned int cpus, mhz, nodes, sockets, cores, threads; } (64 bytes on x86-64).</summary>
+    [LibraryImport(Lib)]
+    internal static partial int virNodeGetInfo(ConnectHandle conn, byte* info);
+
+    /// <summary>Free memory of the host in bytes; 0 on error.</summary>
+    [LibraryImport(Lib)]
+    internal static partial ulong virNodeGetFreeMemory(ConnectHandle conn);
+
     [LibraryImport(Lib)]
     internal static partial int virConnectGetLibVersion(ConnectHandle conn, out CULong libVer);
 
