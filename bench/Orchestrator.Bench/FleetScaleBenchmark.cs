@@ -22,16 +22,21 @@ internal static class FleetScaleBenchmark
 {
     private const string PolicyName = "bench-scale";
 
-    internal sealed record Options(int Vms, int Silos, int Rounds, long? CopyBytesPerSecond, int BasePort, int PgPort, int SiloPort, TimeSpan? RunTimeout, bool Build, bool Keep)
+    internal sealed record Options(int Vms, int Silos, int Rounds, long? CopyBytesPerSecond, int BasePort, int PgPort, int SiloPort, TimeSpan? RunTimeout, bool Build, bool Keep, bool PolicyOnly = false)
     {
         public static Options Parse(string[] args)
         {
             var o = new Options(Vms: 0, Silos: 3, Rounds: 1, CopyBytesPerSecond: null, BasePort: 7370, PgPort: 55532, SiloPort: 11410, RunTimeout: null, Build: true, Keep: false);
             for (var i = 0; i < args.Length; i++)
             {
-                if (args[i] is "--no-build" or "--keep")
+                if (args[i] is "--no-build" or "--keep" or "--policy-only")
                 {
-                    o = args[i] == "--no-build" ? o with { Build = false } : o with { Keep = true };
+                    o = args[i] switch
+                    {
+                        "--no-build" => o with { Build = false },
+                        "--keep" => o with { Keep = true },
+                        _ => o with { PolicyOnly = true },
+                    };
                     continue;
                 }
 
@@ -70,7 +75,7 @@ internal static class FleetScaleBenchmark
     }
 
     /// <summary>One contender's figures.</summary>
-    private sealed record Measured(string Name, double WallMs, long WalBytes, IReadOnlyDictionary<string, long> GrainWrites, long RssBeforeKiB, long RssAfterKiB)
+    private sealed record Measured(string Name, double WallMs, long WalBytes, IReadOnlyDictionary<string, long> GrainWrites, long RssBeforeKiB, long RssAfterKiB, CpuProbe.Sample Cpu)
     {
         public long RssDeltaKiB => RssAfterKiB - RssBeforeKiB;
     }
@@ -140,10 +145,10 @@ internal static class FleetScaleBenchmark
             {
                 // The order alternates: round 1 policy first, round 2 direct first, ...
                 var policyFirst = round % 2 == 1;
-                for (var k = 0; k < 2; k++)
+                for (var k = 0; k < (o.PolicyOnly ? 1 : 2); k++)
                 {
                     await SettleAsync(fleet, keys.Count, stop.Token);
-                    if ((k == 0) == policyFirst)
+                    if (o.PolicyOnly || (k == 0) == policyFirst)
                     {
                         var p = await PolicyRoundAsync(policies, backups, fleet, pg, cluster, keys.Count, o.Limit, stop.Token);
                         policyRuns.Add(p);
@@ -163,7 +168,7 @@ internal static class FleetScaleBenchmark
             }
 
             var runS = Stats.Median(policyRuns.Select(p => p.M.WallMs / 1000).ToList());
-            var directS = Stats.Median(directRuns.Select(d => d.WallMs / 1000).ToList());
+            var directS = directRuns.Count == 0 ? double.NaN : Stats.Median(directRuns.Select(d => d.WallMs / 1000).ToList());
             var perVmMs = runS * 1000 / vms;
             var pgPerVm = Stats.Median(policyRuns.Select(p => (double)p.M.WalBytes / vms).ToList());
             var kibPerVm = Stats.Median(policyRuns.Select(p => (double)p.M.RssDeltaKiB / vms).ToList());
@@ -171,10 +176,17 @@ internal static class FleetScaleBenchmark
             Console.WriteLine();
             Console.WriteLine($"median over {o.Rounds} round(s), {vms} VMs, {o.Silos} silos:");
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  policy run             {runS,9:F2} s   {perVmMs:F2} ms/VM   {pgPerVm:F0} WAL bytes/VM   {kibPerVm:F1} KiB/VM resident-memory delta"));
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  direct (same budgets)  {directS,9:F2} s   {directS * 1000 / vms:F2} ms/VM   {Stats.Median(directRuns.Select(d => (double)d.WalBytes / vms).ToList()):F0} WAL bytes/VM"));
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  ratio policy/direct    {Stats.Median(ratios),9:F2}x  [{ratios.Min():F2} .. {ratios.Max():F2}]"));
+            if (directRuns.Count > 0)
+            {
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  direct (same budgets)  {directS,9:F2} s   {directS * 1000 / vms:F2} ms/VM   {Stats.Median(directRuns.Select(d => (double)d.WalBytes / vms).ToList()):F0} WAL bytes/VM"));
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  ratio policy/direct    {Stats.Median(ratios),9:F2}x  [{ratios.Min():F2} .. {ratios.Max():F2}]"));
+            }
+
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  admission-to-start     p50 {Stats.Median(policyRuns.Select(p => Percentile(p.X.AdmitToStartMs, 50)).ToList()):F1} ms  p99 {Stats.Median(policyRuns.Select(p => Percentile(p.X.AdmitToStartMs, 99)).ToList()):F1} ms"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  fleet compliance       {Stats.Median(policyRuns.Select(p => p.X.ComplianceMs).ToList()):F0} ms (one GetCompliance over every VM)"));
+            var policyCpu = CpuMedians(policyRuns.Select(p => p.M.Cpu).ToList(), vms);
+            var directCpu = CpuMedians(directRuns.Select(d => d.Cpu).ToList(), vms);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  CPU ms per backup      policy {policyCpu.Total:F2} (silos {policyCpu.Silos:F2}, postgres {policyCpu.Postgres:F2}, client {policyCpu.Client:F2})   direct {directCpu.Total:F2} (silos {directCpu.Silos:F2}, postgres {directCpu.Postgres:F2}, client {directCpu.Client:F2})"));
             var end = await pg.SnapshotAsync(stop.Token);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  grain-state table      {end.StorageTableBytes / 1024.0 / 1024:F1} MiB = {(double)end.StorageTableBytes / vms:F0} B/VM after every round; rows and payload per VM by grain type:"));
             foreach (var (type, (rows, bytes)) in end.RowsByGrainType.OrderByDescending(r => r.Value.PayloadBytes))
@@ -183,6 +195,7 @@ internal static class FleetScaleBenchmark
             }
 
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  benchmark total        {Stopwatch.GetElapsedTime(t0).TotalSeconds:F0} s"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"fleet-scale-cpu: vms={vms} silos={o.Silos} policy_cpu_ms_per_backup={policyCpu.Total:F2} silos_ms={policyCpu.Silos:F2} postgres_ms={policyCpu.Postgres:F2} client_ms={policyCpu.Client:F2} direct_cpu_ms_per_backup={directCpu.Total:F2}"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"fleet-scale: vms={vms} silos={o.Silos} run_s={runS:F2} per_vm_ms={perVmMs:F2} pg_bytes_per_vm={pgPerVm:F0} grain_kib_per_vm={kibPerVm:F1}"));
             return 0;
         }
@@ -204,6 +217,18 @@ internal static class FleetScaleBenchmark
         }
     }
 
+    /// <summary>Medians over rounds of CPU milliseconds per backup: all of ours, the silos, PostgreSQL, the client.</summary>
+    private static (double Total, double Silos, double Postgres, double Client) CpuMedians(IReadOnlyList<CpuProbe.Sample> samples, int backups)
+    {
+        if (samples.Count == 0)
+        {
+            return (double.NaN, double.NaN, double.NaN, double.NaN);
+        }
+
+        double M(Func<CpuProbe.Sample, double> f) => Stats.Median(samples.Select(s => f(s) * 1000 / backups).ToList());
+        return (M(s => s.SilosTotal + s.Postgres + s.Client), M(s => s.SilosTotal), M(s => s.Postgres), M(s => s.Client));
+    }
+
     private static void Print(int round, Measured m, int vms)
     {
         var writes = string.Join(", ", m.GrainWrites.OrderByDescending(w => w.Value).Select(w => string.Create(CultureInfo.InvariantCulture, $"{w.Key} {(double)w.Value / vms:F2}")));
@@ -211,6 +236,7 @@ internal static class FleetScaleBenchmark
             $"  round {round} {m.Name,-6}: {m.WallMs / 1000,8:F2} s  {m.WallMs / vms,7:F2} ms/VM  WAL {m.WalBytes / 1024.0 / 1024:F1} MiB = {(double)m.WalBytes / vms:F0} B/VM  "
             + $"silos' RSS {m.RssBeforeKiB / 1024} -> {m.RssAfterKiB / 1024} MiB ({(double)m.RssDeltaKiB / vms:F1} KiB/VM)"));
         Console.WriteLine($"    grain-state writes per VM by grain type: {(writes.Length == 0 ? "none" : writes)}");
+        Console.WriteLine($"    {m.Cpu.PerBackup(vms)}");
     }
 
     private static async Task<(Measured M, PolicyExtras X)> PolicyRoundAsync(
@@ -219,6 +245,7 @@ internal static class FleetScaleBenchmark
     {
         var before = await pg.SnapshotAsync(ct);
         var rssBefore = cluster.ResidentKiB();
+        var cpuBefore = cluster.Cpu.Take();
         var sent = DateTime.UtcNow;
         var started = Stopwatch.GetTimestamp();
         var run = (await policies.RunPolicyAsync(new V1.RunPolicyRequest { Name = PolicyName }, cancellationToken: ct)).Run;
@@ -237,6 +264,7 @@ internal static class FleetScaleBenchmark
 
         // The run's own end time (same clock: every process runs on this machine), not when the poll saw it.
         var wallMs = run.EndedAt is { } end ? (end.ToDateTime() - sent).TotalMilliseconds : Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+        var cpu = cluster.Cpu.Take().Minus(cpuBefore);
         var rssAfter = cluster.ResidentKiB();
         var after = await pg.SnapshotAsync(ct);
         if (run.State != V1.PolicyRunState.Completed || run.Targets.Count != expected)
@@ -269,7 +297,7 @@ internal static class FleetScaleBenchmark
         var c0 = Stopwatch.GetTimestamp();
         var compliance = await fleet.GetComplianceAsync(new V1.GetComplianceRequest(), cancellationToken: ct);
         var complianceMs = Stopwatch.GetElapsedTime(c0).TotalMilliseconds;
-        return (new Measured("policy", wallMs, after.Lsn - before.Lsn, after.WritesSince(before), rssBefore, rssAfter),
+        return (new Measured("policy", wallMs, after.Lsn - before.Lsn, after.WritesSince(before), rssBefore, rssAfter, cpu),
             new PolicyExtras(queue, admitToStart, complianceMs, compliance.Vms.Count));
     }
 
@@ -336,6 +364,7 @@ internal static class FleetScaleBenchmark
     {
         var before = await pg.SnapshotAsync(ct);
         var rssBefore = cluster.ResidentKiB();
+        var cpuBefore = cluster.Cpu.Take();
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
         timeout.CancelAfter(limit);
         var fleetGate = new SemaphoreSlim(fleetBudget);
@@ -381,9 +410,10 @@ internal static class FleetScaleBenchmark
         }
 
         var wallMs = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+        var cpu = cluster.Cpu.Take().Minus(cpuBefore);
         var rssAfter = cluster.ResidentKiB();
         var after = await pg.SnapshotAsync(ct);
-        return new Measured("direct", wallMs, after.Lsn - before.Lsn, after.WritesSince(before), rssBefore, rssAfter);
+        return new Measured("direct", wallMs, after.Lsn - before.Lsn, after.WritesSince(before), rssBefore, rssAfter, cpu);
     }
 
     /// <summary>
@@ -498,6 +528,9 @@ internal static class FleetScaleBenchmark
 
         public int PgPort { get; private set; }
 
+        /// <summary>CPU time of the silo processes, PostgreSQL and this client (set by UpAsync).</summary>
+        public CpuProbe Cpu { get; private set; } = null!;
+
         public string BackupRoot => Path.Combine(clusterDir, "backups");
 
         private string Script => Path.Combine(repo, "deploy", "local", "cluster.sh");
@@ -534,6 +567,10 @@ internal static class FleetScaleBenchmark
             ConnectionString = env["CONN"];
             PgPort = int.Parse(env["PG_PORT"], CultureInfo.InvariantCulture);
             Endpoint = $"http://127.0.0.1:{env["BASE"]}";
+            var silos = Directory.GetDirectories(Path.Combine(clusterDir, "silos")).Order(StringComparer.Ordinal)
+                .Select(d => (Path.GetFileName(d), int.Parse(File.ReadAllText(Path.Combine(d, "silo.pid")).Trim(), CultureInfo.InvariantCulture))).ToList();
+            var postmaster = int.Parse(File.ReadLines(Path.Combine(env["PG_DIR"], "data", "postmaster.pid")).First().Trim(), CultureInfo.InvariantCulture);
+            Cpu = new CpuProbe(silos, postmaster);
         }
 
         /// <summary>The sum of every silo process's resident set (VmRSS), in KiB.</summary>

@@ -8,10 +8,10 @@ using Orchestrator.Bench;
 //   dotnet run -c Release --project bench/Orchestrator.Bench -- checkpoint [--rounds 5] [--host NAME] [--keep]   (starts a silo too)
 //   dotnet run -c Release --project bench/Orchestrator.Bench -- fleet [--rounds 3] [--hosts 4] [--vms-per-host 25] [--per-host 2] [--fleet 8]   (simulated hosts)
 //   dotnet bench/Orchestrator.Bench/bin/Release/net10.0/Orchestrator.Bench.dll fleet-scale --vms N [--silos 3] [--rounds 1] [--copy-bytes-per-second B]
-//       [--base-port 7370] [--pg-port 55532] [--silo-port 11410] [--run-timeout-s S] [--no-build] [--keep]   (PostgreSQL + silo processes, as root)
+//       [--base-port 7370] [--pg-port 55532] [--silo-port 11410] [--run-timeout-s S] [--policy-only] [--no-build] [--keep]   (PostgreSQL + silo processes, as root)
 if (args.Length == 0 || args[0] is "-h" or "--help")
 {
-    Console.WriteLine("usage: Orchestrator.Bench driver [--rounds N] [--host NAME] [--keep] [--uri URI --domain DOM] | copy [--rounds N] | backup [--rounds N] [--host NAME] [--keep] | checkpoint [--rounds N] [--host NAME] [--keep] | fleet [--rounds N] [--hosts N] [--vms-per-host N] [--per-host N] [--fleet N] | fleet-scale --vms N [--silos 3] [--rounds N] [--copy-bytes-per-second B] [--base-port P] [--pg-port P] [--silo-port P] [--run-timeout-s S] [--no-build] [--keep]");
+    Console.WriteLine("usage: Orchestrator.Bench driver [--rounds N] [--host NAME] [--keep] [--uri URI --domain DOM] | copy [--rounds N] | backup [--rounds N] [--host NAME] [--keep] | checkpoint [--rounds N] [--host NAME] [--keep] | fleet [--rounds N] [--hosts N] [--vms-per-host N] [--per-host N] [--fleet N] | fleet-scale --vms N [--silos 3] [--rounds N] [--copy-bytes-per-second B] [--base-port P] [--pg-port P] [--silo-port P] [--run-timeout-s S] [--policy-only] [--no-build] [--keep]");
     return 2;
 }
 

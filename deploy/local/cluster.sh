@@ -242,6 +242,8 @@ silo_env() { # i -> NAME=VALUE lines for silo i
         # private PostgreSQL's 200 connections, with room for the CLI and the benchmark's own connection.
         local pool=$(( 180 / (2 * HOSTS) )); [ "$pool" -le 50 ] || pool=50
         conn="$(echo "$CONN" | sed 's/;*Maximum Pool Size=[0-9]*//');Maximum Pool Size=$pool"
+        # PG_CONN_EXTRA: more Npgsql settings for the silos (e.g. 'Max Auto Prepare=0' for the benchmark's before/after).
+        [ -z "${PG_CONN_EXTRA:-}" ] || conn="$conn;$PG_CONN_EXTRA"
         echo "Orchestrator__Host__Uri=simulated://$h"
         echo "Orchestrator__Host__Simulated__Vms=$VMS"
         [ -z "${COPY_BPS:-}" ] || echo "Orchestrator__Host__Simulated__CopyBytesPerSecond=$COPY_BPS"

@@ -22,7 +22,7 @@ internal static class PersistenceExtensions
         var serializer = new MessagePackGrainStorageSerializer();
         if (settings.Persistence.Mode == PersistenceMode.Cluster)
         {
-            var cs = settings.Persistence.PostgresConnectionString!;
+            var cs = WithStatementCache(settings.Persistence.PostgresConnectionString!);
             silo.UseAdoNetClustering(o =>
             {
                 o.Invariant = PostgresInvariant;
@@ -107,11 +107,34 @@ internal static class PersistenceExtensions
         await SchemaInstaller.ApplyAsync(source.DataSource, source.Mode == PersistenceMode.Cluster ? "postgresql" : "sqlite", cancellationToken);
     }
 
+    /// <summary>Server-side prepared statements kept per connection when the connection string does not say.</summary>
+    internal const int DefaultMaxAutoPrepare = 32;
+
+    /// <summary>
+    /// The connection string with Npgsql's automatic preparation on (<c>Max Auto Prepare</c>), unless it sets that
+    /// itself (0 turns it off). Grain storage runs the same three statements thousands of times; prepared once per
+    /// connection, PostgreSQL no longer parses and plans each write (measured: see README, Fleet scale, CPU per
+    /// backup). Results and durability are the same: only how the statement reaches the server changes.
+    /// </summary>
+    internal static string WithStatementCache(string connectionString)
+    {
+        var given = new DbConnectionStringBuilder { ConnectionString = connectionString };
+        foreach (string key in given.Keys)
+        {
+            if (key.Replace(" ", "", StringComparison.Ordinal).Equals("maxautoprepare", StringComparison.OrdinalIgnoreCase))
+            {
+                return connectionString;
+            }
+        }
+
+        return new NpgsqlConnectionStringBuilder(connectionString) { MaxAutoPrepare = DefaultMaxAutoPrepare }.ConnectionString;
+    }
+
     private static DbDataSource CreateDataSource(PersistenceSettings settings)
     {
         if (settings.Mode == PersistenceMode.Cluster)
         {
-            return NpgsqlDataSource.Create(settings.PostgresConnectionString!);
+            return NpgsqlDataSource.Create(WithStatementCache(settings.PostgresConnectionString!));
         }
 
         var path = Path.GetFullPath(settings.SqlitePath);
