@@ -82,6 +82,23 @@ public sealed record BackupRequest
     /// <summary>The policy run that dispatched this backup, when one did (lets a resumed policy run find it).</summary>
     [Id(8)]
     public string? PolicyRun { get; init; }
+
+    /// <summary>
+    /// Back up with a libvirt backup job and checkpoints (dirty bitmaps) instead of overlays: an incremental when a
+    /// valid chain exists, otherwise a full with the reason recorded. False: the overlay method, unchanged.
+    /// </summary>
+    [Id(9)]
+    public bool Incremental { get; init; }
+
+    /// <summary>
+    /// With <see cref="Incremental"/>: take a full when the chain already holds this many runs (the full counted); 0 = no limit.
+    /// </summary>
+    [Id(10)]
+    public int FullEveryRuns { get; init; }
+
+    /// <summary>With <see cref="Incremental"/>: take a full when the chain's full is older than this; null = no limit.</summary>
+    [Id(11)]
+    public TimeSpan? FullEveryAge { get; init; }
 }
 
 [GenerateSerializer]
@@ -127,7 +144,11 @@ public sealed record BackupRunView(
     [property: Id(15)] string? Policy,
     [property: Id(16)] int PolicyVersion,
     [property: Id(17)] string? PolicyRun = null,
-    [property: Id(18)] TestRestoreView? LastTest = null)
+    [property: Id(18)] TestRestoreView? LastTest = null,
+    [property: Id(19)] string? Level = null,
+    [property: Id(20)] string? Parent = null,
+    [property: Id(21)] string? LevelReason = null,
+    [property: Id(22)] string? Method = null)
 {
     public bool IsTerminal => Step is BackupStep.Completed or BackupStep.Failed;
 }

@@ -25,7 +25,11 @@ internal sealed record BackupRunView(
     string? PolicyRun,
     IReadOnlyList<BackupDiskView> Disks,
     IReadOnlyList<BackupStepView> Steps,
-    TestRestoreView? LastTest = null)
+    TestRestoreView? LastTest = null,
+    string? Method = null,
+    string? Level = null,
+    string? Parent = null,
+    string? LevelReason = null)
 {
     /// <summary>Disks and steps keep the server's order (the domain's disks; steps as they happened).</summary>
     public static BackupRunView From(BackupRun run) => new(
@@ -46,7 +50,11 @@ internal sealed record BackupRunView(
         NullIfEmpty(run.PolicyRun),
         [.. run.Disks.Select(BackupDiskView.From)],
         [.. run.Steps.Select(BackupStepView.From)],
-        TestRestoreView.From(run.LastTest));
+        TestRestoreView.From(run.LastTest),
+        NullIfEmpty(run.Method),
+        NullIfEmpty(run.Level),
+        NullIfEmpty(run.Parent),
+        NullIfEmpty(run.LevelReason));
 
     /// <summary>Runs newest first, then by key, so output is stable whatever order the server answers in.</summary>
     public static IReadOnlyList<BackupRunView> FromList(IEnumerable<BackupRun> runs) =>
@@ -88,6 +96,9 @@ internal sealed record BackupRunView(
             .Add("Duration", DurationText(run))
             .Add("Bytes", BytesText(run))
             .Add("Backup set", run.BackupSetPath)
+            .AddIf("Level", run.Level is null ? null : $"{run.Level} (backup job)")
+            .AddIf("Parent", run.Parent)
+            .AddIf("Reason", run.LevelReason)
             .Add("Quiesce", run.QuiesceOutcome)
             .Add("Freeze", run.FreezeMs > 0 ? $"{run.FreezeMs.ToString("0.#", CultureInfo.InvariantCulture)} ms" : null)
             .Add("Policy", run.Policy is null ? null : PolicyText(run))

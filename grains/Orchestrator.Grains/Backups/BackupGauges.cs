@@ -51,9 +51,9 @@ internal static class BackupGauges
     /// </summary>
     internal static int OverlaysOf(BackupRunState run)
     {
-        if (run.Step is not (BackupStep.OverlayActive or BackupStep.Copying or BackupStep.Committing or BackupStep.Cleaning))
+        if (run.IsBackupJob || run.Step is not (BackupStep.OverlayActive or BackupStep.Copying or BackupStep.Committing or BackupStep.Cleaning))
         {
-            return 0;
+            return 0; // a backup job never puts an overlay in the chain
         }
 
         var alive = 0;

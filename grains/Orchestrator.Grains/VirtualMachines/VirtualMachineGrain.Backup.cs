@@ -46,7 +46,15 @@ internal sealed partial class VirtualMachineGrain
         BackupRunState run;
         try
         {
-            run = await LiveBackupWorkflow.PreflightAsync(BackupContext, [CrashTest], runId, target, request, now, state.State.Disks, cancellationToken);
+            if (request.Incremental)
+            {
+                run = await PreflightBackupJobAsync(runId, target, request, now, cancellationToken);
+            }
+            else
+            {
+                run = await LiveBackupWorkflow.PreflightAsync(BackupContext, [CrashTest], runId, target, request, now, state.State.Disks, cancellationToken);
+                InvalidateIncrementalChain($"overlay backup {runId}"); // persisted with the run below
+            }
         }
         catch
         {
@@ -147,7 +155,14 @@ internal sealed partial class VirtualMachineGrain
 
         try
         {
-            await new LiveBackupWorkflow(BackupContext, run, new RunRecords(this, run), [CrashTest]).RunAsync(cancellationToken);
+            if (run.IsBackupJob)
+            {
+                await RunBackupJobAsync(run, cancellationToken);
+            }
+            else
+            {
+                await new LiveBackupWorkflow(BackupContext, run, new RunRecords(this, run), [CrashTest]).RunAsync(cancellationToken);
+            }
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
@@ -471,7 +486,11 @@ internal sealed partial class VirtualMachineGrain
         run.Policy,
         run.PolicyVersion,
         run.PolicyRun,
-        LastTestOf(run.RunId));
+        LastTestOf(run.RunId),
+        run.Level,
+        run.ParentRunId is { } parent ? BackupRunKeys.Of(Key.Host, Key.Vm, parent) : null,
+        run.LevelReason,
+        run.Method ?? BackupMethods.Overlay);
 
     private void Tag(Activity? activity, string runId)
     {
@@ -505,6 +524,16 @@ internal sealed partial class VirtualMachineGrain
                 TimeZoneInfo.Utc)
             .Select(c => c.Name)
             .ToHashSet(StringComparer.Ordinal);
+
+        // An incremental set needs every set up its chain (its images are backed by them): none of those is pruned.
+        var byId = history.GroupBy(r => r.RunId, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Last(), StringComparer.Ordinal);
+        foreach (var kept in history.Where(r => !prune.Contains(r.RunId)))
+        {
+            for (var parent = kept.ParentRunId; parent is not null && prune.Remove(parent); parent = byId.GetValueOrDefault(parent)?.ParentRunId)
+            {
+            }
+        }
+
         foreach (var run in candidates.Where(r => prune.Contains(r.RunId)))
         {
             DeleteBackupSet(run);
