@@ -46,6 +46,20 @@ public enum BackupMethod
 {
     Live = 0,
     Offline = 1,
+
+    /// <summary>A libvirt push-mode backup job with a checkpoint: a full, or an incremental (dirty bitmaps).</summary>
+    BackupJob = 2,
+}
+
+public static class BackupMethodNames
+{
+    /// <summary>The method's name in the API, JSON and manifests: <c>live</c>, <c>offline</c> or <c>backup-job</c>.</summary>
+    public static string Name(this BackupMethod method) => method switch
+    {
+        BackupMethod.Offline => "offline",
+        BackupMethod.BackupJob => "backup-job",
+        _ => "live",
+    };
 }
 
 [GenerateSerializer]
@@ -92,6 +106,23 @@ public sealed record BackupRequest
     /// <summary>The policy run that dispatched this backup, when one did (lets a resumed policy run find it).</summary>
     [Id(8)]
     public string? PolicyRun { get; init; }
+
+    /// <summary>
+    /// Back up with a libvirt backup job and checkpoints (dirty bitmaps) instead of overlays: an incremental when a
+    /// valid chain exists, otherwise a full with the reason recorded. False: the overlay method, unchanged.
+    /// </summary>
+    [Id(9)]
+    public bool Incremental { get; init; }
+
+    /// <summary>
+    /// With <see cref="Incremental"/>: take a full when the chain already holds this many runs (the full counted); 0 = no limit.
+    /// </summary>
+    [Id(10)]
+    public int FullEveryRuns { get; init; }
+
+    /// <summary>With <see cref="Incremental"/>: take a full when the chain's full is older than this; null = no limit.</summary>
+    [Id(11)]
+    public TimeSpan? FullEveryAge { get; init; }
 }
 
 [GenerateSerializer]
@@ -138,6 +169,9 @@ public sealed record BackupRunView(
     [property: Id(16)] int PolicyVersion,
     [property: Id(17)] string? PolicyRun = null,
     [property: Id(18)] TestRestoreView? LastTest = null,
+    [property: Id(19)] string? Level = null,
+    [property: Id(20)] string? Parent = null,
+    [property: Id(21)] string? LevelReason = null,
     [property: Id(30)] BackupMethod Method = BackupMethod.Live)
 {
     public bool IsTerminal => Step is BackupStep.Completed or BackupStep.Failed;

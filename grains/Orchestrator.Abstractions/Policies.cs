@@ -103,6 +103,28 @@ public sealed record PolicySpec
     /// <summary>Live backups only: test restores after runs (every N runs or a duration), their probe and an optional RTO; null = none.</summary>
     [Id(12)]
     public TestRestoreSpec? TestRestore { get; init; }
+
+    /// <summary>Live backups only: full (the overlay method, a full copy every run) or auto (incremental, full when the chain cannot be used).</summary>
+    [Id(13)]
+    public BackupLevel Level { get; init; } = BackupLevel.Full;
+
+    /// <summary>Level auto only: a full when the chain holds this many runs (the full counted); 0 = no count.</summary>
+    [Id(14)]
+    public int FullEveryRuns { get; init; }
+
+    /// <summary>Level auto only: a full when the chain's full is this old; null = no age.</summary>
+    [Id(15)]
+    public TimeSpan? FullEvery { get; init; }
+}
+
+/// <summary>A live-backup policy's level.</summary>
+public enum BackupLevel
+{
+    /// <summary>A full copy every run (the overlay method).</summary>
+    Full = 0,
+
+    /// <summary>Incremental (backup job with checkpoints) when a valid chain exists, else a full with the reason.</summary>
+    Auto = 1,
 }
 
 /// <summary>A stored policy: its spec, version (bumped by every change) and schedule state.</summary>

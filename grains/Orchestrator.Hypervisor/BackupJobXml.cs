@@ -51,7 +51,7 @@ internal static partial class BackupJobXml
                 throw new HypervisorException(HypervisorErrorKind.InvalidArgument, $"backup target of {disk.Target}: format '{disk.TargetFormat}' (raw or qcow2)");
             }
 
-            if (spec.Incremental is not null && disk.TargetFormat != "qcow2")
+            if (spec.Incremental is not null && !disk.Full && disk.TargetFormat != "qcow2")
             {
                 throw new HypervisorException(HypervisorErrorKind.InvalidArgument, $"backup target of {disk.Target}: an incremental copy goes into a qcow2 file (only the changed clusters are allocated)");
             }
@@ -123,6 +123,7 @@ internal static partial class BackupJobXml
                     new XAttribute("name", target),
                     new XAttribute("backup", "yes"),
                     new XAttribute("type", "file"),
+                    spec.Incremental is not null && disk.Full ? new XAttribute("backupmode", "full") : null,
                     new XElement("target", new XAttribute("file", disk.TargetPath)),
                     new XElement("driver", new XAttribute("type", disk.TargetFormat)))
                 : new XElement("disk", new XAttribute("name", target), new XAttribute("backup", "no")));

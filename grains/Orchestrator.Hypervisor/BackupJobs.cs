@@ -1,7 +1,11 @@
 namespace Orchestrator.Hypervisor;
 
-/// <summary>Where one disk's copy goes in a backup job: a new file the job creates, in the format named.</summary>
-public sealed record BackupJobDisk(string Target, string TargetPath, string TargetFormat);
+/// <summary>
+/// Where one disk's copy goes in a backup job: a new file the job creates, in the format named. <paramref name="Full"/>:
+/// this disk is copied whole even in an incremental job (libvirt's per-disk backupmode='full'), as a raw disk, which
+/// cannot hold a dirty bitmap, must be.
+/// </summary>
+public sealed record BackupJobDisk(string Target, string TargetPath, string TargetFormat, bool Full = false);
 
 /// <summary>
 /// A push-mode backup job (libvirt's virDomainBackupBegin): QEMU itself copies the disks of the running domain, as they

@@ -30,7 +30,8 @@ public sealed class BackupOutputTests
         Assert.Equal(
             [
                 "key", "host", "vm", "step", "rolling_back", "error", "started_at", "ended_at", "backup_set_path",
-                "quiesce_outcome", "freeze_ms", "trace_id", "policy", "policy_version", "policy_run", "disks", "steps", "last_test", "method",
+                "quiesce_outcome", "freeze_ms", "trace_id", "policy", "policy_version", "policy_run", "disks", "steps", "last_test",
+                "method", "level", "parent", "level_reason",
             ],
             PropertyNames(run));
         Assert.Equal(Samples.RunKey, run.GetProperty("key").GetString());

@@ -55,6 +55,11 @@ internal static class BackupCommands
         Option<int> keepDaily = KeepOption("--keep-daily", "Retention: keep the newest backup of each of the last N days");
         Option<int> keepWeekly = KeepOption("--keep-weekly", "Retention: keep the newest backup of each of the last N weeks");
         Option<int> keepMonthly = KeepOption("--keep-monthly", "Retention: keep the newest backup of each of the last N months");
+        var incremental = new Option<bool>("--incremental")
+        {
+            Description = "Back up with a libvirt backup job and checkpoints: only what changed since the last such backup "
+                + "when a valid chain exists, otherwise a full (the run's level_reason says why)",
+        };
         var wait = new Option<bool>("--wait")
         {
             Description = $"Follow the run until it ends and print the ended run; exit {ExitCodes.RunFailed} if it failed",
@@ -63,7 +68,7 @@ internal static class BackupCommands
         var start = new Command("start", "Start a live backup of a running VM and print the admitted run. "
             + "Retention options apply once the run completes.")
         {
-            vm, target, quiesce, noVerify, bandwidth, keepLast, keepDaily, keepWeekly, keepMonthly, wait,
+            vm, target, quiesce, noVerify, bandwidth, keepLast, keepDaily, keepWeekly, keepMonthly, incremental, wait,
         };
         Option<int>[] keeps = [keepLast, keepDaily, keepWeekly, keepMonthly];
         start.Validators.Add(result =>
@@ -95,6 +100,7 @@ internal static class BackupCommands
                 },
                 SkipVerify = parseResult.GetValue(noVerify),
                 BandwidthBytesPerSecond = parseResult.GetValue(bandwidth),
+                Incremental = parseResult.GetValue(incremental),
             };
             if (keeps.Any(option => parseResult.GetResult(option) is { Implicit: false }))
             {

@@ -17,7 +17,7 @@ namespace Orchestrator.Cli.Policies;
 internal static class PolicyFile
 {
     public static readonly string[] TopLevelFields =
-        ["name", "kind", "description", "selector", "schedule", "retention", "target", "quiesce", "verify", "bandwidth", "concurrency", "rpo", "test_restore"];
+        ["name", "kind", "description", "selector", "schedule", "retention", "target", "quiesce", "verify", "bandwidth", "concurrency", "rpo", "test_restore", "level", "full_every"];
 
     private static readonly string[] SelectorFields = ["hosts", "vms", "labels"];
     private static readonly string[] ScheduleFields = ["cron", "time_zone"];
@@ -145,6 +145,25 @@ internal static class PolicyFile
                     case "test_restore":
                         spec.TestRestore = TestRestore(path, value);
                         break;
+                    case "level":
+                        spec.Level = Choice(path, value, "a level", Levels) switch
+                        {
+                            true => "auto",
+                            false => "full",
+                            null => "",
+                        };
+                        break;
+                    case "full_every":
+                        if (value is YamlScalarNode { Value: { } fullText } && System.Text.RegularExpressions.Regex.Match(fullText.Trim(), @"^([0-9]{1,9})(\s*runs?)?$") is { Success: true } fullRuns)
+                        {
+                            spec.FullEveryRuns = int.Parse(fullRuns.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+                        }
+                        else if (Period(path, value) is { } fullEvery)
+                        {
+                            spec.FullEvery = Duration.FromTimeSpan(fullEvery);
+                        }
+
+                        break;
                 }
             });
             return spec;
@@ -152,6 +171,8 @@ internal static class PolicyFile
 
         private static readonly (string Name, PolicyKind Value)[] PolicyKinds =
             [("live-backup", PolicyKind.LiveBackup), ("checkpoint", PolicyKind.Checkpoint)];
+
+        private static readonly (string Name, bool Value)[] Levels = [("full", false), ("auto", true)];
 
         private static readonly (string Name, QuiesceMode Value)[] QuiesceModes =
             [("off", QuiesceMode.Off), ("try", QuiesceMode.Try), ("required", QuiesceMode.Required)];

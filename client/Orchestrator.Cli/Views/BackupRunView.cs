@@ -26,7 +26,10 @@ internal sealed record BackupRunView(
     IReadOnlyList<BackupDiskView> Disks,
     IReadOnlyList<BackupStepView> Steps,
     TestRestoreView? LastTest = null,
-    string Method = "live")
+    string Method = "live",
+    string? Level = null,
+    string? Parent = null,
+    string? LevelReason = null)
 {
     /// <summary>Disks and steps keep the server's order (the domain's disks; steps as they happened).</summary>
     public static BackupRunView From(BackupRun run) => new(
@@ -48,7 +51,10 @@ internal sealed record BackupRunView(
         [.. run.Disks.Select(BackupDiskView.From)],
         [.. run.Steps.Select(BackupStepView.From)],
         TestRestoreView.From(run.LastTest),
-        run.Method is { Length: > 0 } method ? method : "live");
+        run.Method is { Length: > 0 } method ? method : "live",
+        NullIfEmpty(run.Level),
+        NullIfEmpty(run.Parent),
+        NullIfEmpty(run.LevelReason));
 
     /// <summary>Runs newest first, then by key, so output is stable whatever order the server answers in.</summary>
     public static IReadOnlyList<BackupRunView> FromList(IEnumerable<BackupRun> runs) =>
@@ -91,6 +97,9 @@ internal sealed record BackupRunView(
             .Add("Bytes", BytesText(run))
             .Add("Backup set", run.BackupSetPath)
             .Add("Method", run.Method)
+            .AddIf("Level", run.Level)
+            .AddIf("Parent", run.Parent)
+            .AddIf("Reason", run.LevelReason)
             .Add("Quiesce", run.QuiesceOutcome)
             .Add("Freeze", run.FreezeMs > 0 ? $"{run.FreezeMs.ToString("0.#", CultureInfo.InvariantCulture)} ms" : null)
             .Add("Policy", run.Policy is null ? null : PolicyText(run))

@@ -90,6 +90,8 @@ internal sealed record PolicyView(
             .Add("Budgets", spec.Concurrency.ToText())
             .Add("RPO", spec.RpoText())
             .AddIf("Test restore", spec.TestRestore?.ToText())
+            .AddIf("Level", spec.Level == "auto" ? "auto (incremental)" : null)
+            .AddIf("Full every", spec.FullEveryRuns > 0 ? $"{spec.FullEveryRuns} runs" : spec.FullEvery > 0 ? DurationText.Format(TimeSpan.FromSeconds(spec.FullEvery)) : null)
             .Add("Created", TextFormat.Timestamp(policy.CreatedAt))
             .Add("Updated", TextFormat.Timestamp(policy.UpdatedAt))
             .Add("Last run", LastRunText(policy.LastRun))
@@ -117,7 +119,10 @@ internal sealed record PolicySpecView(
     long Bandwidth,
     ConcurrencyView Concurrency,
     double Rpo,
-    TestRestorePolicyView? TestRestore = null)
+    TestRestorePolicyView? TestRestore = null,
+    string Level = "full",
+    int FullEveryRuns = 0,
+    double FullEvery = 0)
 {
     public static PolicySpecView From(PolicySpec spec) => new(
         spec.Name,
@@ -132,7 +137,10 @@ internal sealed record PolicySpecView(
         spec.BandwidthBytesPerSecond,
         ConcurrencyView.From(spec.Concurrency),
         spec.Rpo is { } rpo ? rpo.ToTimeSpan().TotalSeconds : 0,
-        TestRestorePolicyView.From(spec.TestRestore));
+        TestRestorePolicyView.From(spec.TestRestore),
+        spec.Level.Length == 0 ? "full" : spec.Level,
+        spec.FullEveryRuns,
+        spec.FullEvery is { } fullEvery ? fullEvery.ToTimeSpan().TotalSeconds : 0);
 
     /// <summary>"0 2 * * * (Europe/Berlin)", or "on demand" without a schedule.</summary>
     public string ScheduleText() => Schedule is { } s ? $"{s.Cron} ({s.TimeZone})" : "on demand";

@@ -51,9 +51,9 @@ internal static class BackupGauges
     /// </summary>
     internal static int OverlaysOf(BackupRunState run)
     {
-        if (run.Method == BackupMethod.Offline || run.Step is not (BackupStep.OverlayActive or BackupStep.Copying or BackupStep.Committing or BackupStep.Cleaning))
+        if (run.Method is BackupMethod.Offline or BackupMethod.BackupJob || run.Step is not (BackupStep.OverlayActive or BackupStep.Copying or BackupStep.Committing or BackupStep.Cleaning))
         {
-            return 0;
+            return 0; // an offline copy or a backup job never puts an overlay in the chain
         }
 
         var alive = 0;

@@ -34,7 +34,28 @@ public static class BackupRequestRules
         {
             ValidateRetention(retention);
         }
+
+        if (request.FullEveryRuns is < 0 or > MaxFullEveryRuns)
+        {
+            throw OrchestratorException.InvalidArgument("full_every", $"a count of runs must be between 0 (no limit) and {MaxFullEveryRuns}, not {request.FullEveryRuns}");
+        }
+
+        if (request.FullEveryAge is { } age && (age < TimeSpan.FromMinutes(1) || age > MaxFullEveryAge))
+        {
+            throw OrchestratorException.InvalidArgument("full_every", $"a duration must be between 1 minute and {MaxFullEveryAge.TotalDays:F0} days, not {age}");
+        }
+
+        if (!request.Incremental && (request.FullEveryRuns != 0 || request.FullEveryAge is not null))
+        {
+            throw OrchestratorException.InvalidArgument("full_every", "applies only to incremental backups (level auto)");
+        }
     }
+
+    /// <summary>Longest chain a policy may ask for before the next full.</summary>
+    public const int MaxFullEveryRuns = 1000;
+
+    /// <summary>Oldest a chain's full may be asked to get before the next full.</summary>
+    public static readonly TimeSpan MaxFullEveryAge = TimeSpan.FromDays(366);
 
     /// <summary>
     /// Each count 0 to <see cref="CheckpointSchedulePlanner.MaxRetentionCount"/> and at least one above 0: all zero

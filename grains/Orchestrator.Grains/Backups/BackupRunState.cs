@@ -118,7 +118,10 @@ public sealed record class BackupRunState
     [Key(24)]
     public string? PolicyRun { get; set; }
 
-    /// <summary>Live (overlays) or offline (a shut-off VM's images copied as they are); an offline run whose VM started during the copy goes on live.</summary>
+    /// <summary>
+    /// Live (overlays), offline (a shut-off VM's images copied as they are; one whose VM started during the copy goes on
+    /// live) or a backup job (checkpoints and dirty bitmaps: full or incremental).
+    /// </summary>
     [Id(30)]
     [Key(30)]
     public BackupMethod Method { get; set; }
@@ -138,8 +141,58 @@ public sealed record class BackupRunState
     [Key(41)]
     public DateTimeOffset? FinishFailingSince { get; set; }
 
+    /// <summary>Backup-job runs: <c>full</c> or <c>incremental</c>.</summary>
+    [Id(51)]
+    [Key(51)]
+    public string? Level { get; set; }
+
+    /// <summary>An incremental's parent run (its run id): the set its images are backed by.</summary>
+    [Id(52)]
+    [Key(52)]
+    public string? ParentRunId { get; set; }
+
+    /// <summary>An incremental's parent set directory.</summary>
+    [Id(53)]
+    [Key(53)]
+    public string? ParentSetPath { get; set; }
+
+    /// <summary>Why the level is what it is (a full asked for as incremental says why the chain could not be used).</summary>
+    [Id(54)]
+    [Key(54)]
+    public string? LevelReason { get; set; }
+
+    /// <summary>The checkpoint this run creates with its job (deterministic: <c>orch-&lt;run id&gt;</c>).</summary>
+    [Id(55)]
+    [Key(55)]
+    public string? Checkpoint { get; set; }
+
+    /// <summary>An incremental's parent checkpoint (the changes since it are copied).</summary>
+    [Id(56)]
+    [Key(56)]
+    public string? ParentCheckpoint { get; set; }
+
+    /// <summary>Bytes libvirt counted for the job (the data it copied).</summary>
+    [Id(57)]
+    [Key(57)]
+    public long JobBytes { get; set; }
+
+    /// <summary>The chain this run is part of had this many runs before it (0 for a full).</summary>
+    [Id(58)]
+    [Key(58)]
+    public int ChainIndex { get; set; }
+
+    [IgnoreMember]
+    public bool IsBackupJob => Method == BackupMethod.BackupJob;
+
     [IgnoreMember]
     public bool IsTerminal => Step is BackupStep.Completed or BackupStep.Failed;
+}
+
+/// <summary>The levels of a backup-job run.</summary>
+public static class BackupLevels
+{
+    public const string Full = "full";
+    public const string Incremental = "incremental";
 }
 
 [GenerateSerializer]
@@ -219,8 +272,34 @@ public sealed record class BackupDiskState
     /// The copy's format: a chain is flattened into qcow2 (the top of a chain is qcow2 anyway; qcow2 stays sparse on any
     /// target); a single image keeps its own format.
     /// </summary>
+    /// <summary>
+    /// Backup-job runs: <c>full</c> or <c>incremental</c> for this disk (a raw disk cannot hold a bitmap: always full).
+    /// </summary>
+    [Id(20)]
+    [Key(20)]
+    public string? Level { get; set; }
+
+    /// <summary>An incremental image's backing file as written into its header (relative to the set), and its format.</summary>
+    [Id(21)]
+    [Key(21)]
+    public string? BackingFile { get; set; }
+
+    [Id(22)]
+    [Key(22)]
+    public string? BackingFormat { get; set; }
+
+    /// <summary>Why this disk's level is what it is (raw: no bitmap).</summary>
+    [Id(23)]
+    [Key(23)]
+    public string? LevelNote { get; set; }
+
+    /// <summary>The copy's own format: backup-job copies are qcow2 for qcow2 disks, raw for raw disks.</summary>
+    [Id(24)]
+    [Key(24)]
+    public string? TargetFormat { get; set; }
+
     [IgnoreMember]
-    public string BackupFormat => BackingChain.Count > 0 ? "qcow2" : Format;
+    public string BackupFormat => TargetFormat ?? (BackingChain.Count > 0 ? "qcow2" : Format);
 }
 
 [GenerateSerializer]

@@ -23,6 +23,9 @@ public sealed record BackupSetManifest(
     ManifestNvram? Nvram,
     string? DomainXml)
 {
+    /// <summary>A backup-job set's level (<c>full</c> or <c>incremental</c>); null for overlay sets.</summary>
+    public string? Level { get; init; }
+
     /// <summary>Name of the NVRAM copy inside a set (always raw).</summary>
     public const string NvramFileName = "nvram.fd";
 
@@ -194,7 +197,7 @@ public sealed record BackupSetManifest(
                 nvram = new ManifestNvram(Path.Combine(real, NvramFileName), Text(n, "source") ?? "", Sha256Of(n) ?? throw new FormatException("has no SHA-256 for the NVRAM copy"));
             }
 
-            return new BackupSetManifest(real, run, host ?? "", vm ?? "", disks, nvram, Text(root, "domain_xml"));
+            return new BackupSetManifest(real, run, host ?? "", vm ?? "", disks, nvram, Text(root, "domain_xml")) { Level = Text(root, "level") };
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException or FormatException or InvalidOperationException)
         {

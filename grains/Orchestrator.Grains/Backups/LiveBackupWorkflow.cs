@@ -804,7 +804,7 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
             format = "orchestrator-backup/1",
             orchestrator_version = typeof(LiveBackupWorkflow).Assembly.GetName().Version?.ToString(),
             run = BackupRunKeys.Of(context.Host, context.Vm, run.RunId),
-            method = run.Method == BackupMethod.Offline ? "offline" : "live",
+            method = run.Method.Name(),
             host = context.Host,
             vm = context.Vm,
             vm_uuid = run.VmUuid,

@@ -38,6 +38,16 @@ internal sealed class RestoreEngine(string host, IHypervisor hypervisor, BackupO
         var (source, _, _) = Validate(request, host);
         var sameHost = source == host;
         var set = BackupSetManifest.Locate(options, request.RunKey);
+        if (set.Level == "incremental")
+        {
+            // Its images hold only the changed clusters and name their parent set's images as backing (relative):
+            // copied as they are they would be a broken disk. Restoring a chain point is not built here yet.
+            throw new OrchestratorException(
+                ErrorCode.FailedPrecondition,
+                $"run '{request.RunKey}' is an incremental backup: restoring a chain point is not supported yet; restore its chain's full, or flatten the point from the set files (qemu-img convert -f qcow2 -O raw {set.SetPath}/<disk>.qcow2 <out>.raw)",
+                field: "key");
+        }
+
         if (request.Define && (await hypervisor.ListDomainsAsync(cancellationToken)).Any(d => d.Name == request.NewName))
         {
             throw new OrchestratorException(ErrorCode.AlreadyExists, $"a VM named '{request.NewName}' already exists on host '{host}'", field: "new_name");

@@ -176,6 +176,18 @@ public sealed record class PolicySpecRecord
     [Key(20)]
     public TimeSpan? TestTimeout { get; set; }
 
+    [Id(21)]
+    [Key(21)]
+    public BackupLevel Level { get; set; }
+
+    [Id(22)]
+    [Key(22)]
+    public int FullEveryRuns { get; set; }
+
+    [Id(23)]
+    [Key(23)]
+    public TimeSpan? FullEvery { get; set; }
+
     /// <summary>The policy's test_restore, or null.</summary>
     public TestRestoreSpec? TestRestoreContract() =>
         TestProbe is null ? null : new TestRestoreSpec(TestEveryRuns, TestEvery, Orchestrator.TestProbe.Parse(TestProbe, "test_restore.probe"), TestRto, TestTimeout);
@@ -203,6 +215,9 @@ public sealed record class PolicySpecRecord
         TestEvery = spec.TestRestore?.Every,
         TestRto = spec.TestRestore?.Rto,
         TestTimeout = spec.TestRestore?.Timeout,
+        Level = spec.Level,
+        FullEveryRuns = spec.FullEveryRuns,
+        FullEvery = spec.FullEvery,
     };
 
     public PolicySpec ToContract() => new()
@@ -225,6 +240,9 @@ public sealed record class PolicySpecRecord
         Concurrency = new PolicyConcurrency(PerHost, Fleet),
         Rpo = Rpo,
         TestRestore = TestRestoreContract(),
+        Level = Level,
+        FullEveryRuns = FullEveryRuns,
+        FullEvery = FullEvery,
     };
 
     /// <summary>The retention counts (keep_last, hourly, daily, weekly, monthly) as the contract has them.</summary>
@@ -252,7 +270,10 @@ public sealed record class PolicySpecRecord
         && TestEveryRuns == other.TestEveryRuns
         && TestEvery == other.TestEvery
         && TestRto == other.TestRto
-        && TestTimeout == other.TestTimeout;
+        && TestTimeout == other.TestTimeout
+        && Level == other.Level
+        && FullEveryRuns == other.FullEveryRuns
+        && FullEvery == other.FullEvery;
 }
 
 [GenerateSerializer]

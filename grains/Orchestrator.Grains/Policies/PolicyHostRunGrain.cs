@@ -678,6 +678,9 @@ internal sealed partial class PolicyHostRunGrain(
                 Policy = Policy,
                 PolicyVersion = run.PolicyVersion,
                 PolicyRun = run.RunId,
+                Incremental = run.Spec.Level == BackupLevel.Auto,
+                FullEveryRuns = run.Spec.Level == BackupLevel.Auto ? run.Spec.FullEveryRuns : 0,
+                FullEveryAge = run.Spec.Level == BackupLevel.Auto ? run.Spec.FullEvery : null,
             };
             try
             {

@@ -152,6 +152,8 @@ public static partial class PolicyValidator
             ValidateTestRestore(spec.Kind, test);
         }
 
+        ValidateLevel(spec);
+
         var normalized = spec with
         {
             Description = spec.Description.Trim(),
@@ -163,6 +165,40 @@ public static partial class PolicyValidator
             BandwidthBytesPerSecond = spec.Kind == PolicyKind.LiveBackup ? spec.BandwidthBytesPerSecond : 0,
         };
         return new ValidatedPolicy(normalized, cron, zone);
+    }
+
+    /// <summary>level (full | auto) and full_every (a count of runs or a duration, level auto only).</summary>
+    private static void ValidateLevel(PolicySpec spec)
+    {
+        if (!Enum.IsDefined(spec.Level))
+        {
+            throw OrchestratorException.InvalidArgument("level", $"'{spec.Level}' is not a level (full or auto)");
+        }
+
+        if (spec.Level == BackupLevel.Auto && spec.Kind != PolicyKind.LiveBackup)
+        {
+            throw OrchestratorException.InvalidArgument("level", "auto (incremental backups) applies to live-backup policies only");
+        }
+
+        if (spec.Level != BackupLevel.Auto && (spec.FullEveryRuns != 0 || spec.FullEvery is not null))
+        {
+            throw OrchestratorException.InvalidArgument("full_every", "applies only with level auto (a full policy takes a full every run)");
+        }
+
+        if (spec.FullEveryRuns != 0 && spec.FullEvery is not null)
+        {
+            throw OrchestratorException.InvalidArgument("full_every", "give a count of runs or a duration, not both");
+        }
+
+        if (spec.FullEveryRuns is < 0 or > Backups.BackupRequestRules.MaxFullEveryRuns)
+        {
+            throw OrchestratorException.InvalidArgument("full_every", $"a count of runs must be between 1 and {Backups.BackupRequestRules.MaxFullEveryRuns}, not {spec.FullEveryRuns}");
+        }
+
+        if (spec.FullEvery is { } age && (age < TimeSpan.FromMinutes(1) || age > Backups.BackupRequestRules.MaxFullEveryAge))
+        {
+            throw OrchestratorException.InvalidArgument("full_every", $"a duration must be between 1 minute and {Backups.BackupRequestRules.MaxFullEveryAge.TotalDays:F0} days, not {age}");
+        }
     }
 
     /// <summary>The target directory of one VM: the template with its placeholders filled in, confined to the roots.</summary>

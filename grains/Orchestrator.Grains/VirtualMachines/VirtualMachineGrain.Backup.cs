@@ -46,11 +46,27 @@ internal sealed partial class VirtualMachineGrain
         BackupRunState run;
         try
         {
-            // The method follows the VM's state: a running or paused VM live (it keeps its state), a shut-off one offline.
+            // The method follows the VM's state and the request: a shut-off VM is copied offline (a backup job needs a
+            // running QEMU; its checkpoints and bitmaps stay as they are, so the chain stays valid), a running or paused
+            // one with a backup job when an incremental is asked for, else live with overlays (which ends the chain).
             var offline = OfflineBackupWorkflow.IsOff((await hypervisor.GetDomainAsync(Key.Vm, cancellationToken)).State);
-            run = offline
-                ? await OfflineBackupWorkflow.PreflightAsync(BackupContext, [CrashTest], runId, target, request, now, state.State.Disks, cancellationToken)
-                : await LiveBackupWorkflow.PreflightAsync(BackupContext, [CrashTest], runId, target, request, now, state.State.Disks, cancellationToken);
+            if (offline)
+            {
+                run = await OfflineBackupWorkflow.PreflightAsync(BackupContext, [CrashTest], runId, target, request, now, state.State.Disks, cancellationToken);
+                if (request.Incremental)
+                {
+                    run.LevelReason = "the VM is shut off: an offline full copy (a backup job needs a running VM)";
+                }
+            }
+            else if (request.Incremental)
+            {
+                run = await PreflightBackupJobAsync(runId, target, request, now, cancellationToken);
+            }
+            else
+            {
+                run = await LiveBackupWorkflow.PreflightAsync(BackupContext, [CrashTest], runId, target, request, now, state.State.Disks, cancellationToken);
+                InvalidateIncrementalChain($"overlay backup {runId}"); // persisted with the run below
+            }
         }
         catch
         {
@@ -59,7 +75,7 @@ internal sealed partial class VirtualMachineGrain
         }
 
         run.TraceParent = activity?.Id ?? Activity.Current?.Id;
-        activity?.SetTag("method", run.Method == BackupMethod.Offline ? "offline" : "live");
+        activity?.SetTag("method", run.Method.Name());
         state.State.ActiveBackup = run;
         if (run.Method == BackupMethod.Offline)
         {
@@ -68,7 +84,7 @@ internal sealed partial class VirtualMachineGrain
         }
         else
         {
-            await PersistBackupAsync(run, BackupStep.Quiesce, "preflight passed; creating overlays", cancellationToken);
+            await PersistBackupAsync(run, BackupStep.Quiesce, run.IsBackupJob ? "preflight passed; starting the backup job" : "preflight passed; creating overlays", cancellationToken);
         }
 
         StartBackupTask();
@@ -164,10 +180,18 @@ internal sealed partial class VirtualMachineGrain
             if (run.Method == BackupMethod.Offline)
             {
                 await new OfflineBackupWorkflow(BackupContext, run, new RunRecords(this, run), [CrashTest]).RunAsync(cancellationToken);
+                if (run.Method == BackupMethod.Live)
+                {
+                    // The VM was started during the copy and the run went on live, with overlays: that ends the chain.
+                    InvalidateIncrementalChain($"overlay backup {run.RunId} (the VM started during its offline copy)");
+                }
             }
 
-            // A live run, or an offline one whose VM started during the copy (handed over: its method is Live now).
-            if (!run.IsTerminal && run.Method == BackupMethod.Live)
+            if (run.IsBackupJob)
+            {
+                await RunBackupJobAsync(run, cancellationToken);
+            }
+            else if (!run.IsTerminal && run.Method == BackupMethod.Live)
             {
                 await new LiveBackupWorkflow(BackupContext, run, new RunRecords(this, run), [CrashTest]).RunAsync(cancellationToken);
             }
@@ -495,6 +519,9 @@ internal sealed partial class VirtualMachineGrain
         run.PolicyVersion,
         run.PolicyRun,
         LastTestOf(run.RunId),
+        run.Level,
+        run.ParentRunId is { } parent ? BackupRunKeys.Of(Key.Host, Key.Vm, parent) : null,
+        run.LevelReason,
         run.Method);
 
     private void Tag(Activity? activity, string runId)
@@ -529,6 +556,16 @@ internal sealed partial class VirtualMachineGrain
                 TimeZoneInfo.Utc)
             .Select(c => c.Name)
             .ToHashSet(StringComparer.Ordinal);
+
+        // An incremental set needs every set up its chain (its images are backed by them): none of those is pruned.
+        var byId = history.GroupBy(r => r.RunId, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Last(), StringComparer.Ordinal);
+        foreach (var kept in history.Where(r => !prune.Contains(r.RunId)))
+        {
+            for (var parent = kept.ParentRunId; parent is not null && prune.Remove(parent); parent = byId.GetValueOrDefault(parent)?.ParentRunId)
+            {
+            }
+        }
+
         foreach (var run in candidates.Where(r => prune.Contains(r.RunId)))
         {
             DeleteBackupSet(run);

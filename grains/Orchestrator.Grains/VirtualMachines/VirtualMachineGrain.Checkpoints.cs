@@ -89,6 +89,9 @@ internal sealed partial class VirtualMachineGrain
                 _ => snapshot.HasMemory ? RevertTarget.Running : RevertTarget.AsSaved,
             };
 
+            // The disks go back to the checkpoint's content behind the bitmaps' back: the next incremental is a full
+            // (persisted with the lock, before the revert; a revert that then fails only costs one full).
+            InvalidateIncrementalChain($"internal checkpoint revert to '{name}'");
             await BeginOperationAsync(RevertKind, name, cancellationToken);
             DomainInfo after;
             try

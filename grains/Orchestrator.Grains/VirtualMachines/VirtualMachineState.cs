@@ -107,6 +107,16 @@ public sealed record class VirtualMachineState
     public TestRestoreRecord? LastProvenRestore { get; set; }
 
     public const int MaxTestResults = 20;
+
+    // Keys 80-89: incremental backups.
+
+    /// <summary>
+    /// The VM's incremental-backup chain (backup jobs with checkpoints): its newest checkpoint and that checkpoint's
+    /// XML (to define it again when libvirt lost it), the newest set, or why the chain may not be used any more.
+    /// </summary>
+    [Id(80)]
+    [Key(80)]
+    public Backups.IncrementalChainState? IncrementalChain { get; set; }
 }
 
 /// <summary>A test restore: its throwaway resources while it runs, its result once it ended.</summary>

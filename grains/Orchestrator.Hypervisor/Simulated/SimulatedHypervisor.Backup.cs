@@ -32,7 +32,7 @@ public sealed partial class SimulatedHypervisor
                 var chain = source.Chain.Select(p => _files[p]).ToList();
                 SimImage target;
                 long bytes;
-                if (spec.Incremental is { } since)
+                if (spec.Incremental is { } since && !disk.Full)
                 {
                     // Only what the bitmap saw; libvirt names the live disk as the target's backing file.
                     if (!active.Bitmaps.TryGetValue(since, out var dirty))

@@ -243,6 +243,21 @@ public sealed partial class SimulatedHypervisor : IHypervisor
         }
     }
 
+    /// <summary>
+    /// Simulates QEMU killed (SIGKILL) after checkpoints were made at runtime: the dirty bitmaps were never stored in the
+    /// images, while libvirt's checkpoint records remain (an incremental from them is refused as CheckpointNotFound).
+    /// </summary>
+    public void SimulateBitmapLoss(string domain)
+    {
+        lock (_lock)
+        {
+            foreach (var disk in Find(domain).Disks)
+            {
+                _files[disk.Chain[0]].Bitmaps.Clear();
+            }
+        }
+    }
+
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;
 
     /// <summary>With <see cref="SimulatedOptions.WriteImageFiles"/>: the image's file on disk (called under the lock).</summary>

@@ -25,6 +25,7 @@ internal sealed class BackupService(IGrainFactory grains, IHostDirectory directo
             Verify = !request.SkipVerify,
             BandwidthBytesPerSecond = request.BandwidthBytesPerSecond,
             Retention = request.Retention is { } r ? new BackupRetention(r.KeepLast, r.KeepDaily, r.KeepWeekly, r.KeepMonthly) : null,
+            Incremental = request.Incremental,
         };
 
         // Refused here, before any grain is called, and again by the grain (which any caller reaches).
@@ -148,7 +149,10 @@ internal sealed class BackupService(IGrainFactory grains, IHostDirectory directo
             Policy = view.Policy ?? "",
             PolicyVersion = view.PolicyVersion,
             PolicyRun = view.PolicyRun ?? "",
-            Method = view.Method == BackupMethod.Offline ? "offline" : "live",
+            Method = view.Method.Name(),
+            Level = view.Level ?? "",
+            Parent = view.Parent ?? "",
+            LevelReason = view.LevelReason ?? "",
         };
         if (view.EndedAt is { } ended)
         {

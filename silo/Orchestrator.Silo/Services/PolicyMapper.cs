@@ -69,6 +69,14 @@ internal static class PolicyMapper
                     test.Rto is null ? null : ToTimeSpan(test.Rto, "test_restore.rto"),
                     test.Timeout is null ? null : ToTimeSpan(test.Timeout, "test_restore.timeout"))
                 : null,
+            Level = spec.Level switch
+            {
+                "" or "full" => Contract.BackupLevel.Full,
+                "auto" => Contract.BackupLevel.Auto,
+                _ => throw OrchestratorException.InvalidArgument("level", "is not a level (full or auto)"),
+            },
+            FullEveryRuns = spec.FullEveryRuns,
+            FullEvery = spec.FullEvery is null ? null : ToTimeSpan(spec.FullEvery, "full_every"),
         };
     }
 
@@ -99,6 +107,9 @@ internal static class PolicyMapper
             BandwidthBytesPerSecond = spec.BandwidthBytesPerSecond,
             Concurrency = ToProto(spec.Concurrency),
             Rpo = Duration.FromTimeSpan(spec.Rpo),
+            Level = spec.Level == Contract.BackupLevel.Auto ? "auto" : "full",
+            FullEveryRuns = spec.FullEveryRuns,
+            FullEvery = spec.FullEvery is { } fullEvery ? Duration.FromTimeSpan(fullEvery) : null,
         };
         if (spec.TestRestore is { } test)
         {

@@ -81,6 +81,7 @@ public sealed class HostileInputTests(HostileSiloFixture fixture) : IClassFixtur
         "ListCheckpointSchedules.host", "StartBackup.target", "ListBackups.vm", "ListBackups.host",
         "ApplyPolicy.spec.description", "ApplyPolicy.spec.target", "ApplyPolicy.spec.schedule.time_zone",
         "SetCheckpointSchedule.schedule.time_zone", "TestBackup.host", "TestBackup.probe", "ApplyPolicy.spec.test_restore.probe", "Restore.host",
+        "ApplyPolicy.spec.level",
     };
 
     /// <summary>Free text: a path in it is just text (line breaks allowed in a description).</summary>
@@ -94,6 +95,7 @@ public sealed class HostileInputTests(HostileSiloFixture fixture) : IClassFixtur
     {
         ["ApplyPolicy.spec.bandwidth_bytes_per_second"] = "bandwidth",
         ["ApplyPolicy.spec.test_restore.every_runs"] = "test_restore.every",
+        ["ApplyPolicy.spec.full_every_runs"] = "full_every",
     };
 
     private const string Vm = "demo-01/web-1";
@@ -157,6 +159,8 @@ public sealed class HostileInputTests(HostileSiloFixture fixture) : IClassFixtur
                     Rto = Duration.FromTimeSpan(TimeSpan.FromMinutes(5)),
                     Timeout = Duration.FromTimeSpan(TimeSpan.FromMinutes(10)),
                 },
+                Level = "auto",
+                FullEveryRuns = 7,
             },
         },
         "GetPolicy" => new GetPolicyRequest { Name = "nightly" },
