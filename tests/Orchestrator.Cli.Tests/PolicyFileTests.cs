@@ -84,6 +84,26 @@ public sealed class PolicyFileTests
     }
 
     [Fact]
+    public void Parse_LevelAutoWithFullEvery_ACountOrADuration()
+    {
+        PolicySpec runs = Parse("name: p", "kind: live-backup", "level: auto", "full_every: 7 runs").Spec;
+        PolicySpec age = Parse("name: p", "kind: live-backup", "level: auto", "full_every: 7d").Spec;
+
+        Assert.Equal(("auto", 7, null), (runs.Level, runs.FullEveryRuns, runs.FullEvery));
+        Assert.Equal(("auto", 0, TimeSpan.FromDays(7)), (age.Level, age.FullEveryRuns, age.FullEvery.ToTimeSpan()));
+    }
+
+    [Fact]
+    public void Parse_UnknownLevel_NamesTheLineAndTheChoices()
+    {
+        string error = Assert.Single(Errors("name: p", "level: sometimes"));
+
+        Assert.Contains(":2:", error, StringComparison.Ordinal);
+        Assert.Contains("level:", error, StringComparison.Ordinal);
+        Assert.Contains("full or auto", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Parse_OnlyNameAndKind_LeavesEveryOtherFieldUnsetForTheServersDefaults()
     {
         PolicySpec spec = Parse("name: p", "kind: checkpoint").Spec;
@@ -166,7 +186,7 @@ public sealed class PolicyFileTests
         string[] errors = Errors("name: p", "Kind: checkpoint");
 
         Assert.Equal(
-            ["nightly.yaml:2: Kind: unknown field (expected name, kind, description, selector, schedule, retention, target, quiesce, verify, bandwidth, concurrency, rpo, test_restore)"],
+            ["nightly.yaml:2: Kind: unknown field (expected name, kind, description, selector, schedule, retention, target, quiesce, verify, bandwidth, concurrency, rpo, test_restore, level, full_every)"],
             errors);
     }
 

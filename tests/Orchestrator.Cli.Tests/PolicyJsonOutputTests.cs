@@ -113,7 +113,7 @@ public sealed class PolicyJsonOutputTests
         Assert.Equal(["kvm-03/web-3"], policy.GetProperty("pending_retries").EnumerateArray().Select(e => e.GetString()));
         JsonElement spec = policy.GetProperty("spec");
         Assert.Equal(
-            ["name", "kind", "description", "selector", "schedule", "retention", "target", "quiesce", "verify", "bandwidth", "concurrency", "rpo", "test_restore", "level", "full_every_runs", "full_every"],
+            ["name", "kind", "description", "selector", "schedule", "retention", "target", "quiesce", "verify", "bandwidth", "concurrency", "rpo", "test_restore", "level", "full_every"],
             PropertyNames(spec));
         Assert.Equal("{\"hosts\":[\"kvm-*\"],\"vms\":[\"web-*\",\"db-1\"],\"labels\":{\"backup\":\"*\",\"tier\":\"web\"}}", JsonSerializer.Serialize(spec.GetProperty("selector")));
         Assert.Equal("{\"cron\":\"0 2 * * *\",\"time_zone\":\"Europe/Berlin\"}", JsonSerializer.Serialize(spec.GetProperty("schedule")));

@@ -149,8 +149,7 @@ internal static class PolicyFile
                         spec.Level = Choice(path, value, "a level", Levels) switch
                         {
                             true => "auto",
-                            false => "full",
-                            null => "",
+                            _ => "", // full is the default: left unset, as the server reads it back
                         };
                         break;
                     case "full_every":

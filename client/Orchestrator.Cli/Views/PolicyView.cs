@@ -91,7 +91,7 @@ internal sealed record PolicyView(
             .Add("RPO", spec.RpoText())
             .AddIf("Test restore", spec.TestRestore?.ToText())
             .AddIf("Level", spec.Level == "auto" ? "auto (incremental)" : null)
-            .AddIf("Full every", spec.FullEveryRuns > 0 ? $"{spec.FullEveryRuns} runs" : spec.FullEvery > 0 ? DurationText.Format(TimeSpan.FromSeconds(spec.FullEvery)) : null)
+            .AddIf("Full every", spec.FullEvery)
             .Add("Created", TextFormat.Timestamp(policy.CreatedAt))
             .Add("Updated", TextFormat.Timestamp(policy.UpdatedAt))
             .Add("Last run", LastRunText(policy.LastRun))
@@ -121,8 +121,7 @@ internal sealed record PolicySpecView(
     double Rpo,
     TestRestorePolicyView? TestRestore = null,
     string Level = "full",
-    int FullEveryRuns = 0,
-    double FullEvery = 0)
+    string? FullEvery = null)
 {
     public static PolicySpecView From(PolicySpec spec) => new(
         spec.Name,
@@ -139,8 +138,7 @@ internal sealed record PolicySpecView(
         spec.Rpo is { } rpo ? rpo.ToTimeSpan().TotalSeconds : 0,
         TestRestorePolicyView.From(spec.TestRestore),
         spec.Level.Length == 0 ? "full" : spec.Level,
-        spec.FullEveryRuns,
-        spec.FullEvery is { } fullEvery ? fullEvery.ToTimeSpan().TotalSeconds : 0);
+        spec.FullEveryRuns > 0 ? $"{spec.FullEveryRuns} runs" : spec.FullEvery is { } fullEvery ? DurationText.Format(fullEvery.ToTimeSpan()) : null);
 
     /// <summary>"0 2 * * * (Europe/Berlin)", or "on demand" without a schedule.</summary>
     public string ScheduleText() => Schedule is { } s ? $"{s.Cron} ({s.TimeZone})" : "on demand";

@@ -61,6 +61,26 @@ public sealed class PolicyRunTests(PolicyClusterFixture fixture, Xunit.Abstracti
     }
 
     [Fact]
+    public async Task Run_LevelAutoFullEveryTwo_FullThenIncrementalThenFullByCount()
+    {
+        await AddVmAsync("kvm-01", "inc-policy-1", "inc-policy");
+        var policy = Policy("inc-auto");
+        await policy.ApplyAsync(BackupPolicy("inc-auto", "inc-policy") with { Level = BackupLevel.Auto, FullEveryRuns = 2 });
+
+        var levels = new List<string?>();
+        for (var i = 0; i < 3; i++)
+        {
+            var run = await WaitEndAsync(policy, await policy.RunNowAsync());
+            var target = Assert.Single(run.Targets);
+            var backup = await fixture.Grains.GetGrain<IVirtualMachineGrain>(target.Key).GetBackupAsync(target.BackupRun!.Split('/')[^1]);
+            Assert.True(backup.Step == BackupStep.Completed, $"{backup.Step}: {backup.Error}");
+            levels.Add(backup.Level);
+        }
+
+        Assert.Equal("full incremental full", string.Join(' ', levels));
+    }
+
+    [Fact]
     public async Task Apply_SameSpecTwice_UnchangedAndAChangeBumpsTheVersion()
     {
         var policy = Policy("versioned");

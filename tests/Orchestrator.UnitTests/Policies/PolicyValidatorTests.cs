@@ -131,3 +131,48 @@ public sealed class PolicyValidatorTests
         Assert.False(PolicySelectorMatcher.Matches(new PolicySelector { Hosts = ["kvm-02"] }, "kvm-01", "web-1", labels));
     }
 }
+
+public sealed class PolicyLevelValidatorTests
+{
+    private static readonly DateTimeOffset Now = new(2026, 12, 7, 12, 0, 0, TimeSpan.Zero);
+    private static readonly BackupOptions Backup = new() { Roots = ["/backups"] };
+
+    private static PolicySpec Auto() => new()
+    {
+        Name = "nightly-inc",
+        Kind = PolicyKind.LiveBackup,
+        Target = "/backups/{host}",
+        Concurrency = new PolicyConcurrency(1, 4),
+        Level = BackupLevel.Auto,
+    };
+
+    [Fact]
+    public void Validate_LevelAutoWithACountOrADuration_Kept()
+    {
+        Assert.Equal(7, PolicyValidator.Validate(Auto() with { FullEveryRuns = 7 }, Backup, Now).Spec.FullEveryRuns);
+        Assert.Equal(TimeSpan.FromDays(7), PolicyValidator.Validate(Auto() with { FullEvery = TimeSpan.FromDays(7) }, Backup, Now).Spec.FullEvery);
+    }
+
+    [Theory]
+    [InlineData(-1, 0, BackupLevel.Auto, PolicyKind.LiveBackup, "full_every")]
+    [InlineData(1001, 0, BackupLevel.Auto, PolicyKind.LiveBackup, "full_every")]
+    [InlineData(7, 7, BackupLevel.Auto, PolicyKind.LiveBackup, "full_every")]
+    [InlineData(0, -1, BackupLevel.Auto, PolicyKind.LiveBackup, "full_every")]
+    [InlineData(0, 400, BackupLevel.Auto, PolicyKind.LiveBackup, "full_every")]
+    [InlineData(7, 0, BackupLevel.Full, PolicyKind.LiveBackup, "full_every")]
+    [InlineData(0, 0, (BackupLevel)9, PolicyKind.LiveBackup, "level")]
+    [InlineData(0, 0, BackupLevel.Auto, PolicyKind.Checkpoint, "level")]
+    public void Validate_BadLevelOrFullEvery_NamesTheField(int runs, int days, BackupLevel level, PolicyKind kind, string field)
+    {
+        var spec = Auto() with
+        {
+            Kind = kind,
+            Target = kind == PolicyKind.LiveBackup ? "/backups/{host}" : null,
+            Level = level,
+            FullEveryRuns = runs,
+            FullEvery = days == 0 ? null : TimeSpan.FromDays(days),
+        };
+
+        Assert.Equal(field, Assert.Throws<OrchestratorException>(() => PolicyValidator.Validate(spec, Backup, Now)).Field);
+    }
+}
