@@ -134,7 +134,8 @@ public sealed class OfflineBackupTests(ThreeHostClusterFixture fixture)
         try
         {
             var run = await vm.StartBackupAsync(new BackupRequest());
-            run = await WaitAsync(vm, run, r => r.Step == BackupStep.Copying || r.IsTerminal);
+            // Mid-copy: bytes copied (at the Copying intent alone the VM would be found started before the copy began).
+            run = await WaitAsync(vm, run, r => (r.Step == BackupStep.Copying && r.Disks.Any(d => d.BytesCopied > 0)) || r.IsTerminal);
             Assert.Equal(BackupMethod.Offline, run.Method);
 
             await hypervisor.StartDomainAsync("off-start");
