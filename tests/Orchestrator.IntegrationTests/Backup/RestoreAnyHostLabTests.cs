@@ -180,7 +180,9 @@ public sealed class RestoreAnyHostLabTests(PostgresFixture postgres, ITestOutput
         Assert.True(started.ExitCode is 0 or 7, ProcessRunner.Describe(started));
         var running = JsonDocument.Parse(started.StandardOutput).RootElement;
         var (id, domain) = (running.GetProperty("id").GetString()!, running.GetProperty("domain").GetString()!);
-        while (!(await b.VirshAsync("list", "--name")).Split('\n', StringSplitOptions.TrimEntries).Contains(domain))
+        // Listed as soon as QEMU is launched ("paused (starting up)"); the kill comes once the guest runs (booting).
+        while (!(await b.VirshAsync("list", "--name")).Split('\n', StringSplitOptions.TrimEntries).Contains(domain)
+            || !(await b.DomainStateAsync(domain)).StartsWith("running", StringComparison.Ordinal))
         {
             Assert.True(clock.Elapsed < TimeSpan.FromMinutes(3), $"{domain} did not start on {b.Name}\n{siloB.Log}");
             await Task.Delay(200);
