@@ -657,12 +657,21 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
             await Hypervisor.Images.DeleteAsync(disk.BackupPath, cancellationToken);
         }
 
+        return StartDiskCopy(_context, _run, disk, "live", cancellationToken);
+    }
+
+    /// <summary>
+    /// One disk's copy into the set, begun (both methods copy the same way, so the set restores the same way): a single
+    /// image by the in-process sparse copy; a chain (e.g. a linked clone over a template, or a shut-off VM's overlays)
+    /// flattened into one standalone qcow2, every layer's format named, so the backup restores without the template.
+    /// </summary>
+    internal static DiskCopy StartDiskCopy(LiveBackupContext context, BackupRunState run, BackupDiskState disk, string method, CancellationToken cancellationToken)
+    {
         var activity = Telemetry.Source.StartActivity("qemu-img.copy");
         activity?.SetTag("disk", disk.Target);
+        activity?.SetTag("method", method);
         var progress = new CopyProgressHolder();
-        // A single image: the in-process sparse copy. A chain (e.g. a linked clone over a template): the frozen chain
-        // flattened into one standalone qcow2, every layer's format named, so the backup restores without the template.
-        var task = Hypervisor.Images.CopyAsync(
+        var task = context.Hypervisor.Images.CopyAsync(
             disk.BasePath,
             disk.Format,
             disk.BackupPath,
@@ -670,17 +679,17 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
             {
                 ComputeSha256 = false,
                 ComputeDataSha256 = true,
-                BandwidthBytesPerSecond = _run.BandwidthBytesPerSecond,
+                BandwidthBytesPerSecond = run.BandwidthBytesPerSecond,
                 SourceBackingChain = [.. disk.BackingChain.Select(l => new DiskLayer(l.Path, l.Format))],
                 TargetFormat = disk.BackupFormat,
-                Privacy = _context.Options.Privacy(),
+                Privacy = context.Options.Privacy(),
             },
             progress,
             cancellationToken);
         return new DiskCopy(disk, task, progress, activity);
     }
 
-    private sealed record DiskCopy(BackupDiskState Disk, Task<CopyResult> Task, CopyProgressHolder Progress, Activity? Activity);
+    internal sealed record DiskCopy(BackupDiskState Disk, Task<CopyResult> Task, CopyProgressHolder Progress, Activity? Activity);
 
     // ---- 3. Commit -----------------------------------------------------------------------------------------------
 
@@ -918,7 +927,7 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
     }
 
     /// <summary>Progress from the copy, read between awaits (the copy reports from another thread).</summary>
-    private sealed class CopyProgressHolder : IProgress<CopyProgress>
+    internal sealed class CopyProgressHolder : IProgress<CopyProgress>
     {
         private long _bytesDone;
 

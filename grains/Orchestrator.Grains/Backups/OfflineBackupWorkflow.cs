@@ -299,7 +299,7 @@ internal sealed partial class OfflineBackupWorkflow : IStepObserver
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var waiting = new Queue<BackupDiskState>(run.Disks);
         var width = run.BandwidthBytesPerSecond > 0 ? 1 : Math.Max(1, _context.Options.ParallelCopies);
-        var running = new List<DiskCopy>();
+        var running = new List<LiveBackupWorkflow.DiskCopy>();
         try
         {
             while ((waiting.Count > 0 || running.Count > 0) && _disturbance is null)
@@ -366,35 +366,10 @@ internal sealed partial class OfflineBackupWorkflow : IStepObserver
         await _records.PersistAsync(BackupStep.Verifying, null, cancellationToken);
     }
 
-    private DiskCopy StartCopy(BackupDiskState disk, CancellationToken cancellationToken)
-    {
-        var activity = Telemetry.Source.StartActivity("qemu-img.copy");
-        activity?.SetTag("disk", disk.Target);
-        activity?.SetTag("method", "offline");
-        var progress = new CopyProgressHolder();
-
-        // The VM's own image, opened read-only (a single image: the in-process sparse copy; a chain: qemu-img convert of
-        // the chain flattened into one standalone qcow2, every layer's format named), exactly as the live method copies
-        // its frozen base: the same files in the set, restored the same way.
-        var task = Hypervisor.Images.CopyAsync(
-            disk.BasePath,
-            disk.Format,
-            disk.BackupPath,
-            new CopyOptions
-            {
-                ComputeSha256 = false,
-                ComputeDataSha256 = true,
-                BandwidthBytesPerSecond = _run.BandwidthBytesPerSecond,
-                SourceBackingChain = [.. disk.BackingChain.Select(l => new DiskLayer(l.Path, l.Format))],
-                TargetFormat = disk.BackupFormat,
-                Privacy = _context.Options.Privacy(),
-            },
-            progress,
-            cancellationToken);
-        return new DiskCopy(disk, task, progress, activity);
-    }
-
-    private sealed record DiskCopy(BackupDiskState Disk, Task<CopyResult> Task, CopyProgressHolder Progress, Activity? Activity);
+    // The VM's own image, opened read-only, exactly as the live method copies its frozen base: the same files in the
+    // set, restored the same way.
+    private LiveBackupWorkflow.DiskCopy StartCopy(BackupDiskState disk, CancellationToken cancellationToken) =>
+        LiveBackupWorkflow.StartDiskCopy(_context, _run, disk, "offline", cancellationToken);
 
     /// <summary>The copies of this run's disks deleted (an earlier attempt's, or this one's when it was disturbed).</summary>
     private async Task DeleteCopiesAsync(CancellationToken cancellationToken)
@@ -482,16 +457,6 @@ internal sealed partial class OfflineBackupWorkflow : IStepObserver
         activity?.SetTag("vm", _context.Vm);
         activity?.SetTag("run", _run.RunId);
         activity?.SetTag("method", "offline");
-    }
-
-    /// <summary>Progress from the copy, read between awaits (the copy reports from another thread).</summary>
-    private sealed class CopyProgressHolder : IProgress<CopyProgress>
-    {
-        private long _bytesDone;
-
-        public long BytesDone => Interlocked.Read(ref _bytesDone);
-
-        public void Report(CopyProgress value) => Interlocked.Exchange(ref _bytesDone, value.BytesDone);
     }
 
     /// <summary>
