@@ -223,6 +223,14 @@ public interface IBackupOperations : IGrainWithStringKey
     [Alias("WaitBackup")]
     Task<BackupRunView> WaitBackupAsync(string runId, long afterVersion, TimeSpan maxWait, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// Returns the run once it ended (Completed or Failed), or after <paramref name="maxWait"/>: one call per backup for
+    /// a caller that needs only its end (a policy run), where <see cref="WaitBackupAsync"/> answers every change.
+    /// </summary>
+    [AlwaysInterleave]
+    [Alias("WaitBackupEnd")]
+    Task<BackupRunView> WaitBackupEndAsync(string runId, TimeSpan maxWait, CancellationToken cancellationToken = default);
+
     /// <summary>Compares persisted workflow state with the real chain and finishes or rolls back (also runs on activation and periodically).</summary>
     [Alias("ReconcileBackups")]
     Task ReconcileBackupsAsync(CancellationToken cancellationToken = default);

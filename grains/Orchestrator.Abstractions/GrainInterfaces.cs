@@ -42,8 +42,12 @@ public interface IDiskChainGrain : IGrainWithStringKey
     [Alias("Get")]
     Task<DiskChainView> GetAsync(CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// Records the chain the inventory found. The top <paramref name="transientLayers"/> layers are the VM's active
+    /// backup overlays: shown while seen, not stored (the run's own state records them).
+    /// </summary>
     [Alias("Reconcile")]
-    Task ReconcileAsync(DiskInventory inventory, DateTimeOffset at, CancellationToken cancellationToken = default);
+    Task ReconcileAsync(DiskInventory inventory, DateTimeOffset at, int transientLayers, CancellationToken cancellationToken = default);
 }
 
 /// <summary>

@@ -8,6 +8,9 @@ internal sealed class DiskChainGrain(
 {
     private DateTimeOffset _lastReconciled;
 
+    /// <summary>The chain as last seen when its top layers were a backup's overlays (not stored), else null.</summary>
+    private List<ChainLayerRecord>? _seenLayers;
+
     public Task<DiskChainView> GetAsync(CancellationToken cancellationToken = default)
     {
         if (!state.State.Known)
@@ -21,14 +24,16 @@ internal sealed class DiskChainGrain(
             host,
             vm,
             disk,
-            [.. state.State.Layers.Select(l => new ChainLayerView(l.Path, l.Format))],
+            [.. (_seenLayers ?? state.State.Layers).Select(l => new ChainLayerView(l.Path, l.Format))],
             _lastReconciled == default ? state.State.LastChanged : _lastReconciled));
     }
 
-    public async Task ReconcileAsync(DiskInventory inventory, DateTimeOffset at, CancellationToken cancellationToken = default)
+    public async Task ReconcileAsync(DiskInventory inventory, DateTimeOffset at, int transientLayers, CancellationToken cancellationToken = default)
     {
         _lastReconciled = at;
-        var layers = inventory.Layers.Select(l => new ChainLayerRecord { Path = l.Path, Format = l.Format }).ToList();
+        var seen = inventory.Layers.Select(l => new ChainLayerRecord { Path = l.Path, Format = l.Format }).ToList();
+        var layers = transientLayers > 0 && seen.Count > transientLayers ? seen.GetRange(transientLayers, seen.Count - transientLayers) : seen;
+        _seenLayers = ReferenceEquals(layers, seen) ? null : seen;
         if (!state.State.Known || !state.State.Layers.SequenceEqual(layers))
         {
             state.State.Known = true;

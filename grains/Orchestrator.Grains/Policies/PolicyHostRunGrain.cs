@@ -10,7 +10,7 @@ namespace Orchestrator.Grains.Policies;
 /// <summary>
 /// One host's part of a policy run (key <c>host/policy</c>): a queue of waiting VMs and a running count. A VM starts
 /// when another ends or the grant grows, never on a periodic rescan, and nothing fleet-wide is asked per VM: the part
-/// runs at most <c>min(per_host, Granted - Returned)</c> VMs at once.
+/// runs at most <c>min(per_host, Granted - Returned)</c> VMs at once (live backups: and at most twice the silo's backup slots).
 /// </summary>
 /// <remarks>
 /// <para>Budget: the coordinator (the policy grain) splits <c>concurrency.fleet</c> into per-host grants and keeps
@@ -33,6 +33,7 @@ internal sealed partial class PolicyHostRunGrain(
     [PersistentState("policy-host-runs", StorageNames.Default)] IPersistentState<PolicyHostRunHistoryState> history,
     IHostDirectory hostDirectory,
     IOptions<PolicyOptions> options,
+    IOptions<BackupOptions> backupOptions,
     TimeProvider time,
     ILogger<PolicyHostRunGrain> logger) : Grain, IPolicyHostRunGrain
 {
@@ -423,7 +424,17 @@ internal sealed partial class PolicyHostRunGrain(
         _queue.Enqueue(target);
     }
 
-    private int Limit(PolicyHostRunRecord run) => Math.Min(run.Spec.PerHost, run.Granted - run.Returned);
+    private int Limit(PolicyHostRunRecord run) => Math.Min(Math.Min(run.Spec.PerHost, run.Granted - run.Returned), InFlightCap(run));
+
+    /// <summary>
+    /// Live backups admitted at once by one part: at most twice the silo's backup slots
+    /// (<see cref="BackupOptions.MaxConcurrentPerSilo"/>), whatever the budget. More could not run sooner (the slots
+    /// bound them), and each one admitted beyond that waited in memory at step Queued with its run, its calls and its
+    /// timers: at 3,334 VMs per host with budgets wide open, thousands at once (issue 11: memory and CPU per backup).
+    /// Twice, so a run is always queued to take a slot the moment one frees. Admitting fewer never exceeds a budget.
+    /// </summary>
+    private int InFlightCap(PolicyHostRunRecord run) =>
+        run.Spec.Kind == PolicyKind.LiveBackup ? 2 * Math.Max(1, backupOptions.Value.MaxConcurrentPerSilo) : int.MaxValue;
 
     /// <summary>Admits waiting VMs while the part's limit allows; O(1) per VM admitted. Ends the part when nothing is left.</summary>
     private void Pump(PolicyHostRunRecord run)
@@ -714,13 +725,13 @@ internal sealed partial class PolicyHostRunGrain(
     private async Task<BackupRunView?> TryWaitAsync(PolicyTargetRecord target, IVirtualMachineGrain vm, string runKey, CancellationToken cancellationToken)
     {
         var runId = BackupRunKeys.Parse(runKey).RunId;
-        var version = -1L;
         while (true)
         {
             BackupRunView view;
             try
             {
-                view = await CallVmAsync(target, () => vm.WaitBackupAsync(runId, version, WaitSlice, cancellationToken), cancellationToken);
+                // Only the end matters here: one call per backup (and per slice), not one per change of the run.
+                view = await CallVmAsync(target, () => vm.WaitBackupEndAsync(runId, WaitSlice, cancellationToken), cancellationToken);
             }
             catch (OrchestratorException e) when (e.Code == ErrorCode.NotFound)
             {
@@ -731,8 +742,6 @@ internal sealed partial class PolicyHostRunGrain(
             {
                 return view;
             }
-
-            version = view.Version;
         }
     }
 

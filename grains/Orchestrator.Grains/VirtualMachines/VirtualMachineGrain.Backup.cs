@@ -18,6 +18,9 @@ internal sealed partial class VirtualMachineGrain
     private CancellationTokenSource? _backupCancellation;
     private TaskCompletionSource _backupChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
+    /// <summary>Completed when a run ends (no active run left, or it is terminal): what end-only waiters wait for.</summary>
+    private TaskCompletionSource _backupEnded = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
     /// <summary>
     /// Changes to the active run shown to views and watchers but not persisted (copy progress, a disk committed,
     /// verification begun): recovery does not need them. A view's version is the persisted version times
@@ -107,7 +110,18 @@ internal sealed partial class VirtualMachineGrain
         return [.. runs.OrderByDescending(r => r.StartedAt).Select(View)];
     }
 
-    public async Task<BackupRunView> WaitBackupAsync(string runId, long afterVersion, TimeSpan maxWait, CancellationToken cancellationToken = default)
+    public Task<BackupRunView> WaitBackupAsync(string runId, long afterVersion, TimeSpan maxWait, CancellationToken cancellationToken = default) =>
+        WaitRunAsync(runId, afterVersion, maxWait, cancellationToken);
+
+    /// <summary>
+    /// Woken only by a run's end, not by each of its ~12 changes: a policy run's part makes one call per backup here
+    /// (it made one per change it saw, each answered with the whole run view).
+    /// </summary>
+    public Task<BackupRunView> WaitBackupEndAsync(string runId, TimeSpan maxWait, CancellationToken cancellationToken = default) =>
+        WaitRunAsync(runId, afterVersion: null, maxWait, cancellationToken);
+
+    /// <summary>The run once its version is above <paramref name="afterVersion"/> (null: never), it ended, or <paramref name="maxWait"/> passed.</summary>
+    private async Task<BackupRunView> WaitRunAsync(string runId, long? afterVersion, TimeSpan maxWait, CancellationToken cancellationToken)
     {
         var deadline = time.GetUtcNow() + maxWait;
         while (true)
@@ -121,7 +135,7 @@ internal sealed partial class VirtualMachineGrain
 
             try
             {
-                await _backupChanged.Task.WaitAsync(remaining, time, cancellationToken);
+                await (afterVersion is null ? _backupEnded : _backupChanged).Task.WaitAsync(remaining, time, cancellationToken);
             }
             catch (TimeoutException)
             {
@@ -397,7 +411,7 @@ internal sealed partial class VirtualMachineGrain
     {
         if (!_deactivating)
         {
-            var left = state.State.Disks.Count(d => Path.GetFileName(d.SourcePath).Contains(".orch-", StringComparison.Ordinal));
+            var left = SeenDisks.Count(d => Path.GetFileName(d.SourcePath).Contains(".orch-", StringComparison.Ordinal));
             BackupGauges.Track(this, Key.Host, state.State.ActiveBackup, left);
         }
     }
@@ -407,6 +421,12 @@ internal sealed partial class VirtualMachineGrain
         var previous = _backupChanged;
         _backupChanged = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         previous.TrySetResult();
+        if (state.State.ActiveBackup is null or { IsTerminal: true })
+        {
+            var ended = _backupEnded;
+            _backupEnded = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            ended.TrySetResult();
+        }
     }
 
     /// <summary>The active run, the newest finished one (both in memory), or one read from the history.</summary>

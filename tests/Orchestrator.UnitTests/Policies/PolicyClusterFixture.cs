@@ -14,6 +14,8 @@ public sealed class PolicyClusterFixture : ThreeHostClusterFixture
 {
     public const string LateHost = "kvm-09";
 
+    public const int MaxConcurrentPerSilo = 8;
+
     protected override IReadOnlyList<string> LateHosts => [LateHost];
 
     protected override void ConfigureSilo(ISiloBuilder silo)
@@ -27,6 +29,8 @@ public sealed class PolicyClusterFixture : ThreeHostClusterFixture
             o.UnreachableGrace = TimeSpan.FromSeconds(5);
             o.ComplianceMetricsInterval = TimeSpan.FromMilliseconds(200);
         });
+        // Few backup slots, so a part's in-flight cap (twice the slots: 16) is below a wide-open budget in a small test.
+        silo.Services.Configure<Orchestrator.Grains.Backups.BackupOptions>(o => o.MaxConcurrentPerSilo = MaxConcurrentPerSilo);
         silo.AddIncomingGrainCallFilter(PartReportFaults.FilterAsync);
         silo.Services.AddKeyedSingleton<IGrainStorage>(
             StorageNames.Default,

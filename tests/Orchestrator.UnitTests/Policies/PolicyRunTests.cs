@@ -61,6 +61,33 @@ public sealed class PolicyRunTests(PolicyClusterFixture fixture, Xunit.Abstracti
     }
 
     [Fact]
+    public async Task RunNow_BudgetWideOpen_PartAdmitsAtMostTwiceTheSiloSlotsAndEveryVmOnce()
+    {
+        const int Vms = 40;
+        for (var i = 0; i < Vms; i++)
+        {
+            fixture.Hypervisors["kvm-02"].AddDomain($"cap-{i:D2}", DomainPowerState.Running, [("vda", "qcow2", 4 * MiB)], new Dictionary<string, string> { ["group"] = "cap" });
+        }
+
+        await fixture.Grains.GetGrain<IHostGrain>("kvm-02").SyncInventoryAsync();
+        var policy = Policy("cap");
+        await policy.ApplyAsync(BackupPolicy("cap", "cap", perHost: Vms, fleet: Vms));
+
+        var run = await WaitEndAsync(policy, await policy.RunNowAsync(), TimeSpan.FromSeconds(90));
+
+        // The budget would admit all 40 at once; the part admits 2 x 8 slots, each next one as another ends.
+        Assert.Equal(PolicyRunState.Completed, run.State);
+        Assert.Equal(Vms, run.Targets.Count);
+        Assert.All(run.Targets, t => Assert.Equal(PolicyTargetStatus.Succeeded, t.Status));
+        Assert.Equal(2 * PolicyClusterFixture.MaxConcurrentPerSilo, RunRecordChecks.MaxOverlap(run.Targets));
+        foreach (var target in run.Targets)
+        {
+            var own = await fixture.Grains.GetGrain<IVirtualMachineGrain>(target.Key).ListBackupsAsync();
+            Assert.Single(own, b => b.PolicyRun == run.RunId);
+        }
+    }
+
+    [Fact]
     public async Task Run_LevelAutoFullEveryTwo_FullThenIncrementalThenFullByCount()
     {
         await AddVmAsync("kvm-01", "inc-policy-1", "inc-policy");

@@ -4,6 +4,7 @@ using Orchestrator.Grains.Storage;
 using Orchestrator.Grains.VirtualMachines;
 using Orchestrator.Hypervisor;
 using Orchestrator.Hypervisor.Simulated;
+using Orchestrator.Silo.Services;
 using Orleans.Storage;
 using Xunit.Abstractions;
 
@@ -93,6 +94,67 @@ public sealed class VmStateSplitTests(WriteCountingClusterFixture fixture, ITest
         Assert.Equal(
             [BackupStep.Admitted, BackupStep.Preflight, BackupStep.Quiesce, BackupStep.OverlayActive, BackupStep.Copying, BackupStep.Copying, BackupStep.Copying, BackupStep.Committing, BackupStep.Cleaning, BackupStep.Verifying, BackupStep.Completed],
             run.Steps.Select(s => s.Step));
+    }
+
+    [Fact]
+    public async Task Backup_SyncedWhileOnItsOverlays_NoVmOrChainWriteAndTheViewsStillShowTheOverlays()
+    {
+        var (vm, hypervisor) = await NewVmAsync("kvm-01", "split-sync", ("vda", "qcow2", 4L << 30), ("vdb", "raw", 4L << 30));
+        var host = fixture.Grains.GetGrain<IHostGrain>("kvm-01");
+        var id = vm.GetGrainId();
+        var chainGrains = new[] { "vda", "vdb" }.Select(d => fixture.Grains.GetGrain<IDiskChainGrain>($"kvm-01/split-sync/{d}")).ToList();
+        var own = (await vm.GetAsync()).Disks;
+        var chainWrites = () => chainGrains.Sum(c => fixture.Writes.Of("chain", c.GetGrainId()).Writes);
+        var chainsBefore = chainWrites();
+        var hotBefore = fixture.Writes.Of("vm", id).Writes;
+        hypervisor.Options.CopyBytesPerSecond = 512L << 20; // 1 GiB allocated per disk: about 2 s of copying
+        BackupRunView run;
+        try
+        {
+            run = await vm.StartBackupAsync(new BackupRequest());
+            while (run.Step != BackupStep.Copying)
+            {
+                Assert.False(run.IsTerminal, $"never copied: {run.Step} {run.Error}");
+                run = await vm.WaitBackupAsync(run.RunKey.Split('/')[^1], run.Version, TimeSpan.FromSeconds(5));
+            }
+
+            // The periodic sync finds the VM on its overlays: nothing stored changes, the views show them.
+            var hotAtCopy = fixture.Writes.Of("vm", id).Writes;
+            await host.SyncInventoryAsync();
+            Assert.Equal(hotAtCopy, fixture.Writes.Of("vm", id).Writes);
+            Assert.Equal(chainsBefore, chainWrites());
+            var seen = (await vm.GetAsync()).Disks;
+            Assert.All(seen, d =>
+            {
+                var mine = own.Single(o => o.Target == d.Target);
+                Assert.Equal(run.Disks.Single(r => r.Target == d.Target).OverlayPath, d.SourcePath);
+                Assert.Equal(mine.ChainDepth + 1, d.ChainDepth);
+            });
+            Assert.Equal(2, FleetQueries.Overlays(seen.Select(d => ("kvm-01", "split-sync", true, d)), all: false).Count(o => o.OrchestratorOverlay));
+            foreach (var chain in chainGrains)
+            {
+                var layers = (await chain.GetAsync()).Layers;
+                Assert.Equal(2, layers.Count);
+                Assert.Contains(".orch-", layers[0].Path, StringComparison.Ordinal);
+            }
+
+            run = await WaitDoneAsync(vm, run);
+        }
+        finally
+        {
+            hypervisor.Options.CopyBytesPerSecond = 0;
+        }
+
+        // The sync after the run finds the VM's own images again: still no chain write, the views back on them.
+        await host.SyncInventoryAsync();
+        Assert.Equal(BackupStep.Completed, run.Step);
+        Assert.InRange(fixture.Writes.Of("vm", id).Writes - hotBefore, 1, MaxHotWritesPerBackup);
+        Assert.Equal(chainsBefore, chainWrites());
+        Assert.Equal(own, (await vm.GetAsync()).Disks);
+        foreach (var chain in chainGrains)
+        {
+            Assert.Single((await chain.GetAsync()).Layers);
+        }
     }
 
     [Fact]
