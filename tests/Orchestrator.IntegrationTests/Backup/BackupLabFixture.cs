@@ -8,9 +8,16 @@ namespace Orchestrator.IntegrationTests.Backup;
 /// A real lab host and a real PostgreSQL for the live-backup tests; each test makes its own guest and silo
 /// process (cluster mode: membership and grain state in PostgreSQL, one cluster id per test).
 /// </summary>
-public sealed class BackupLabFixture : IAsyncLifetime
+public class BackupLabFixture : IAsyncLifetime
 {
-    public LabHost Lab { get; } = new("ib");
+    public BackupLabFixture()
+        : this("ib")
+    {
+    }
+
+    protected BackupLabFixture(string labHost) => Lab = new(labHost);
+
+    public LabHost Lab { get; }
 
     public PostgresFixture Postgres { get; } = new();
 
@@ -78,4 +85,16 @@ public sealed class BackupLabFixture : IAsyncLifetime
 public sealed class BackupLabCollection : ICollectionFixture<BackupLabFixture>
 {
     public const string Name = "backup lab";
+}
+
+/// <summary>
+/// A second lab host and PostgreSQL of the same kind, for the backup tests of other methods (incremental, offline) and
+/// test restores: its collection runs beside the first, so the two halves of the backup lab tests share the two cores.
+/// </summary>
+public sealed class SecondBackupLabFixture() : BackupLabFixture("ib2");
+
+[CollectionDefinition(Name)]
+public sealed class SecondBackupLabCollection : ICollectionFixture<SecondBackupLabFixture>
+{
+    public const string Name = "backup lab 2";
 }
