@@ -85,7 +85,7 @@ start_libvirtd_in_ns() {
 wait_answers() {
     local name="$1" t0="$2" deadline=$(( $(date +%s) + START_TIMEOUT ))
     until host_answers "$name"; do
-        host_running "$name" || lab_die "host $name: libvirtd died; see $(lab_host_dir "$name")/log/libvirtd.log and daemons.out"
+        host_running "$name" || lab_die "host $name: libvirtd died: $(lab_daemon_gone "$name") and daemons.out"
         [ "$(date +%s)" -lt "$deadline" ] || lab_die "host $name: libvirtd did not answer within ${START_TIMEOUT}s"
         sleep 0.2
     done
@@ -232,7 +232,7 @@ cmd_restart_libvirtd() {
     local name="$1"; lab_valid_name "$name"
     local H; H="$(lab_host_dir "$name")"
     exec 9>"$H/.lock"; flock -w 300 9 || lab_die "host $name: lock timeout"
-    lab_pid_alive "$H/virtlogd.pid" || lab_die "host $name is not running"
+    lab_pid_alive "$H/virtlogd.pid" || lab_die "host $name is not running: $(lab_daemon_gone "$name" virtlogd)"
     local t0; t0=$(lab_now_ms)
     if host_running "$name"; then
         kill_wait TERM 100 "$(cat "$H/libvirtd.pid")" || kill_wait KILL 30 "$(cat "$H/libvirtd.pid")" || true

@@ -31,3 +31,17 @@ lab_pid_alive() {
     [ -r "/proc/$pid/cmdline" ] || return 1
     tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$want"
 }
+
+# Why daemon $2 (default libvirtd) of host $1 is not running, for error messages. Our scripts stop daemons with
+# SIGTERM (they remove their pid file) or remove the file after a SIGKILL; a pid file left behind means the daemon
+# died on its own (crashed) or someone else killed it. Adds the kernel's last line for that pid (a segfault), if any.
+lab_daemon_gone() {
+    local name="$1" daemon="${2:-libvirtd}" f pid k msg
+    f="$(lab_host_dir "$name")/$daemon.pid"
+    if [ ! -s "$f" ]; then echo "$daemon not started (no pid file)"; return 0; fi
+    pid="$(cat "$f" 2>/dev/null || true)"
+    msg="$daemon (pid $pid) is gone but its pid file is still there: it crashed or something else killed it"
+    k="$(dmesg 2>/dev/null | grep -F " $daemon[$pid]: " | tail -n 1 || true)"
+    [ -z "$k" ] || msg="$msg; kernel: ${k#*] }"
+    echo "$msg; see $(lab_host_dir "$name")/log/$daemon.log"
+}

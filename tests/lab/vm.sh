@@ -45,7 +45,7 @@ exists() { V dominfo "$VM" >/dev/null 2>&1; }
 state() { V domstate "$VM" 2>/dev/null | head -n 1; }
 
 check_host() {
-    lab_pid_alive "$H/libvirtd.pid" || lab_die "host $HOST is not running (tests/lab/host.sh start $HOST)"
+    lab_pid_alive "$H/libvirtd.pid" || lab_die "host $HOST is not running: $(lab_daemon_gone "$HOST") (tests/lab/host.sh start $HOST)"
 }
 
 do_start() {

@@ -11,8 +11,8 @@ namespace Orchestrator.IntegrationTests.Backup;
 /// Faulty daemons and steps that cannot finish, on the real lab: libvirtd restarted or hung under a silo process, a
 /// commit that can never complete, a silo killed during preflight.
 /// </summary>
-[Collection(BackupLabCollection.Name)]
-public sealed class DaemonFaultLabTests(BackupLabFixture fixture) : IAsyncLifetime
+[Collection(DaemonFaultLabCollection.Name)]
+public sealed class DaemonFaultLabTests(DaemonFaultLabFixture fixture) : IAsyncLifetime
 {
     private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(5) };
     private readonly string _work = Path.Combine(Path.GetTempPath(), $"orchestrator-fault-{Guid.NewGuid():N}");

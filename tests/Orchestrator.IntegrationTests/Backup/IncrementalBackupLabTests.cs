@@ -10,8 +10,8 @@ namespace Orchestrator.IntegrationTests.Backup;
 /// while the counter guest writes, each point flattened from the set files alone (formats named) and counter-checked,
 /// then QEMU SIGKILLed, after which the next <c>--incremental</c> is a full with the reason. One guest boot for all.
 /// </summary>
-[Collection(BackupLabCollection.Name)]
-public sealed class IncrementalBackupLabTests(BackupLabFixture fixture, ITestOutputHelper output) : IAsyncLifetime
+[Collection(SecondBackupLabCollection.Name)]
+public sealed class IncrementalBackupLabTests(SecondBackupLabFixture fixture, ITestOutputHelper output) : IAsyncLifetime
 {
     private const string Guest = "bk-inc";
     private readonly string _work = Path.Combine(Path.GetTempPath(), $"orchestrator-lab-{Guid.NewGuid():N}");

@@ -13,8 +13,8 @@ namespace Orchestrator.IntegrationTests.Backup;
 /// left as they were. Then a shut-off guest started with virsh in the middle of its (bandwidth-limited) offline copy.
 /// One test, one silo, guests booted once.
 /// </summary>
-[Collection(BackupLabCollection.Name)]
-public sealed class OfflineBackupLabTests(BackupLabFixture fixture, ITestOutputHelper output) : IAsyncLifetime
+[Collection(SecondBackupLabCollection.Name)]
+public sealed class OfflineBackupLabTests(SecondBackupLabFixture fixture, ITestOutputHelper output) : IAsyncLifetime
 {
     private const string Policy = "offpaused";
     private readonly string _work = Path.Combine(Path.GetTempPath(), $"orchestrator-lab-{Guid.NewGuid():N}");

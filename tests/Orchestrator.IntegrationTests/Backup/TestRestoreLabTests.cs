@@ -12,8 +12,8 @@ namespace Orchestrator.IntegrationTests.Backup;
 /// qemu-ga: a good set boots and its agent answers; a set with flipped bytes fails; the throwaway VM and its images
 /// are gone afterwards either way.
 /// </summary>
-[Collection(BackupLabCollection.Name)]
-public sealed class TestRestoreLabTests(BackupLabFixture fixture, ITestOutputHelper output) : IAsyncLifetime
+[Collection(SecondBackupLabCollection.Name)]
+public sealed class TestRestoreLabTests(SecondBackupLabFixture fixture, ITestOutputHelper output) : IAsyncLifetime
 {
     private readonly string _work = Path.Combine(Path.GetTempPath(), $"orchestrator-lab-{Guid.NewGuid():N}");
     private readonly string _clusterId = $"lab-{Guid.NewGuid():N}"[..16];
