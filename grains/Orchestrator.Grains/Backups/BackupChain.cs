@@ -235,6 +235,11 @@ internal sealed class BackupChain
             throw Broken(set, null, $"the manifest in its parent set {directory} is of run '{parent.Run}', not {set.ParentRun}", field);
         }
 
+        if (parent.ParentRun is { } above && (above == set.Run || seen.Any(s => s.Run == above)))
+        {
+            throw Broken(set, null, $"its parent {parent.Run} names {above} as its own parent: the chain loops", field);
+        }
+
         if (parent.Level is not (BackupLevels.Full or BackupLevels.Incremental))
         {
             throw Broken(set, null, $"its parent {parent.Run} is not a backup-job set (level '{parent.Level}')", field);

@@ -34,6 +34,9 @@ internal sealed partial class IncrementalBackupWorkflow : IStepObserver
     public const string Manifest = "manifest";
     public const string Finish = "finish";
 
+    /// <summary>Heartbeat of the copy step: the job's end read and persisted (crash tests kill here: copied, no manifest yet).</summary>
+    public const string JobEnded = "backup job ended";
+
     /// <summary>Checkpoints this orchestrator makes are named <c>orch-&lt;run id&gt;</c>; no other checkpoint is ever deleted.</summary>
     public const string CheckpointPrefix = "orch-";
 
@@ -558,6 +561,7 @@ internal sealed partial class IncrementalBackupWorkflow : IStepObserver
                     }
 
                     await _records.PersistAsync(BackupStep.Verifying, $"backup job completed: {_run.JobBytes} bytes copied", cancellationToken);
+                    _steps.Reached(Copy, JobEnded, 1, 1);
                     return;
                 case BackupJobState.None:
                     throw new OrchestratorException(ErrorCode.Internal, "the backup job's end was not seen (libvirt keeps it for one read, and the process restarted meanwhile): its outcome is unknown, so its copies are not trusted");
