@@ -279,7 +279,7 @@ internal sealed partial class IncrementalBackupWorkflow : IStepObserver
             try
             {
                 using var _ = await context.Fence.AcquireAsync(vmKey, cancellationToken);
-                await hypervisor.RedefineCheckpointAsync(context.DomainName, chain!.CheckpointXml, cancellationToken);
+                await hypervisor.RedefineCheckpointAsync(context.DomainName, WithoutLostParent(chain!.CheckpointXml, checkpoints), cancellationToken);
                 redefined = $"checkpoint {chain.Checkpoint} was lost by libvirt (VM defined again or libvirtd state lost) and defined again from its saved XML";
             }
             catch (HypervisorException e)
@@ -374,6 +374,22 @@ internal sealed partial class IncrementalBackupWorkflow : IStepObserver
                 new BackupStepEntry { Step = BackupStep.Preflight, At = checkedAt, Note = $"backup job, {(decision.Incremental ? "incremental" : "full")}: {decision.Reason}; {disks.Count} disks, {free} bytes free on target" },
             ],
         };
+    }
+
+    /// <summary>
+    /// The saved checkpoint XML without its <c>&lt;parent&gt;</c> when libvirt no longer has that parent: libvirt refuses
+    /// to define a checkpoint whose parent it does not know ("parent ... for moment ... not found", seen on the lab), and
+    /// the parent was the chain's previous checkpoint, deleted when this one's run finished (only the newest is kept).
+    /// </summary>
+    internal static string WithoutLostParent(string checkpointXml, IReadOnlyList<CheckpointInfo> existing)
+    {
+        var document = System.Xml.Linq.XDocument.Parse(checkpointXml);
+        if (document.Root?.Element("parent") is { } parent && existing.All(c => c.Name != (string?)parent.Element("name")))
+        {
+            parent.Remove();
+        }
+
+        return document.ToString(System.Xml.Linq.SaveOptions.DisableFormatting);
     }
 
     /// <summary>Null when the parent set is there and whole (manifest of that run, every image in it); else why not.</summary>

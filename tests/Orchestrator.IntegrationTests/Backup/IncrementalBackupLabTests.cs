@@ -167,21 +167,26 @@ public sealed partial class IncrementalBackupLabTests(BackupLabFixture fixture, 
         Assert.Contains("bitmap", after.GetProperty("level_reason").GetString(), StringComparison.Ordinal);
         output.WriteLine($"after SIGKILL: {after.GetProperty("level_reason").GetString()}");
 
-        // VM undefined (its checkpoint metadata with it) and defined again from its XML, still running: libvirt lost
-        // the checkpoint, the grain defines it again from the XML it kept, and the next incremental builds on it.
+        // VM shut off (QEMU stores its bitmaps in the image at the clean exit), undefined with its checkpoint metadata
+        // and defined again from its XML (same uuid), started: libvirt lost the checkpoint, the grain defines it again
+        // from the XML it kept, and the next incremental builds on the chain. (A running VM undefined only turns
+        // transient and keeps its checkpoints: the shut-off VM is the case where libvirt really loses them.)
         var xml = Path.Combine(_work, "domain.xml");
+        Directory.CreateDirectory(_work);
         await File.WriteAllTextAsync(xml, await Lab.VirshAsync("dumpxml", "--inactive", Guest));
+        await Lab.DestroyVmAsync(Guest);
         await Lab.VirshAsync("undefine", Guest, "--checkpoints-metadata");
-        Assert.Empty((await Lab.VirshAsync("checkpoint-list", Guest, "--name")).Trim());
         await Lab.VirshAsync("define", xml);
-        seq = await Lab.WaitForSeqAsync(Guest, seq + 20);
+        Assert.Empty((await Lab.VirshAsync("checkpoint-list", Guest, "--name")).Trim());
+        await Lab.StartVmAsync(Guest);
+        seq = await Lab.WaitForSeqAsync(Guest, 1);
         var redefined = await BackUpAsync(silo);
         Assert.Equal(("incremental", after.GetProperty("key").GetString()), (redefined.GetProperty("level").GetString(), redefined.GetProperty("parent").GetString()));
         Assert.Contains("defined again from its saved XML", redefined.GetProperty("level_reason").GetString(), StringComparison.Ordinal);
         await RestoreAndCheckAsync(silo, redefined, "r-redef", seq);
 
-        // Shut off (QEMU stores its bitmaps at the clean exit), the bitmap removed with qemu-img (formats named),
-        // started again: libvirt refuses the incremental at the job's start and the run is a full with the reason.
+        // Shut off again, the bitmap removed with qemu-img (formats named), started: libvirt refuses the incremental at
+        // the job's start and the run is a full with the reason.
         await Lab.DestroyVmAsync(Guest);
         var disk = Lab.DiskPath(Guest, "vda", "qcow2");
         var checkpoint = "orch-" + redefined.GetProperty("key").GetString()!.Split('/')[^1];
