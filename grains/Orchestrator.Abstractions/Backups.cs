@@ -280,7 +280,35 @@ public interface IHostRestoreGrain : IGrainWithStringKey
 {
     [Alias("Restore")]
     Task<RestoreResult> RestoreAsync(RestoreRequest request, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Verifies the backup set of <paramref name="runKey"/> as found under this host's roots and, for an incremental,
+    /// every set it builds on (manifests, SHA-256 of every image, headers' backing, the chain's links); writes nothing.
+    /// </summary>
+    [Alias("Verify")]
+    Task<BackupVerifyResult> VerifyAsync(string runKey, CancellationToken cancellationToken = default);
 }
+
+/// <summary>What <c>backup verify</c> found: each set of the chain, the asked-for one first, the full last.</summary>
+[GenerateSerializer]
+[Alias("orchestrator.BackupVerifyResult")]
+public sealed record BackupVerifyResult(
+    [property: Id(0)] string Key,
+    [property: Id(1)] string Host,
+    [property: Id(2)] bool Passed,
+    [property: Id(3)] IReadOnlyList<VerifiedSet> Sets);
+
+/// <summary>One set as verified: what was checked, whether it passed, and why not.</summary>
+[GenerateSerializer]
+[Alias("orchestrator.VerifiedSet")]
+public sealed record VerifiedSet(
+    [property: Id(0)] string Run,
+    [property: Id(1)] string? SetPath,
+    [property: Id(2)] string? Level,
+    [property: Id(3)] int? ChainIndex,
+    [property: Id(4)] bool Passed,
+    [property: Id(5)] IReadOnlyList<string> Checks,
+    [property: Id(6)] string? Error);
 
 /// <summary>Run keys: <c>host/vm/runId</c>.</summary>
 public static class BackupRunKeys

@@ -3,7 +3,14 @@ namespace Orchestrator.Hypervisor;
 /// <summary>A persistent dirty bitmap of a qcow2 image (qemu-img info): in use, auto (follows writes), granularity in bytes.</summary>
 public sealed record ImageBitmap(string Name, bool InUse, bool Auto, long Granularity);
 
-public sealed record ImageInfo(string Path, string Format, long VirtualSize, long ActualSize, string? BackingFile, string? BackingFormat);
+public sealed record ImageInfo(string Path, string Format, long VirtualSize, long ActualSize, string? BackingFile, string? BackingFormat)
+{
+    /// <summary>
+    /// The backing file name exactly as the image's header stores it (a relative name not resolved, a <c>json:</c>
+    /// name as it is); <see cref="BackingFile"/> is that name resolved. Null: the header names no backing file.
+    /// </summary>
+    public string? BackingEntry { get; init; }
+}
 
 public sealed record ImageCheckResult(bool Clean, int Errors, int Leaks, string Output);
 

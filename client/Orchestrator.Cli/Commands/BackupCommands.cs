@@ -17,7 +17,7 @@ internal static class BackupCommands
     public static Command Create(CliRuntime runtime) =>
         new("backup", "Live backups of VMs: start, follow, list and inspect runs; repair what a failed run left.")
         {
-            CreateStart(runtime), CreateWatch(runtime), CreateList(runtime), CreateShow(runtime), CreateRepair(runtime), CreateTest(runtime),
+            CreateStart(runtime), CreateWatch(runtime), CreateList(runtime), CreateShow(runtime), CreateRepair(runtime), CreateTest(runtime), CreateVerify(runtime),
         };
 
     private static Command CreateStart(CliRuntime runtime)
@@ -332,6 +332,36 @@ internal static class BackupCommands
     }
 
     private const int DefaultTestTimeoutSeconds = 300;
+
+    private static Command CreateVerify(CliRuntime runtime)
+    {
+        Argument<RunKey> key = ResourceKeys.RunKeyArgument($"The run whose set to verify, as host/vm/run (e.g. {ResourceKeys.RunKeyExample})");
+        var host = new Option<string?>("--host")
+        {
+            Description = "Host whose backup roots are read (its silo must be up); default: the run's own host",
+            HelpName = "HOST",
+        };
+        var verify = new Command("verify", "Verify a backup set and, for an incremental, every set it builds on down to its full: "
+            + "each manifest, the SHA-256 of every image, each qcow2 header's backing (exactly the parent set's image, or none) "
+            + $"and the chain's links. Writes nothing. Prints per set what passed; exit {ExitCodes.RunFailed} when a set failed.")
+        {
+            key, host,
+        };
+        runtime.SetAction(verify, async (parseResult, context, cancellationToken) =>
+        {
+            var client = new BackupService.BackupServiceClient(context.CallInvoker);
+            VerifyBackupResponse response = await client.VerifyBackupAsync(
+                new VerifyBackupRequest { Key = parseResult.GetRequiredValue(key).ToString(), Host = parseResult.GetValue(host) ?? "" },
+                context.CallOptions(cancellationToken));
+            VerifyView view = VerifyView.From(response);
+            context.Render(view, CliJsonContext.Output.VerifyView, VerifyView.WriteDetails);
+            if (!view.Passed)
+            {
+                throw new CliException(ExitCodes.RunFailed, $"backup set {view.Sets.LastOrDefault(s => !s.Passed)?.Run ?? view.Key} failed verification: {view.Sets.LastOrDefault(s => !s.Passed)?.Error}");
+            }
+        });
+        return verify;
+    }
 
     private static Command CreateRepair(CliRuntime runtime)
     {

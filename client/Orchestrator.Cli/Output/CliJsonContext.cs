@@ -28,6 +28,7 @@ namespace Orchestrator.Cli.Output;
 [JsonSerializable(typeof(BackupRunView))]
 [JsonSerializable(typeof(RestoreView))]
 [JsonSerializable(typeof(TestRestoreView))]
+[JsonSerializable(typeof(VerifyView))]
 [JsonSerializable(typeof(OverlayRepairView))]
 [JsonSerializable(typeof(PolicyView))]
 [JsonSerializable(typeof(IReadOnlyList<PolicyView>))]

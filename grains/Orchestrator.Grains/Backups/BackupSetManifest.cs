@@ -4,7 +4,16 @@ using Orchestrator.Hypervisor;
 namespace Orchestrator.Grains.Backups;
 
 /// <summary>One disk of a backup set, as its manifest records it.</summary>
-public sealed record ManifestDisk(string Target, string File, string Format, string Source, string Sha256);
+public sealed record ManifestDisk(string Target, string File, string Format, string Source, string Sha256)
+{
+    /// <summary>A backup-job set's per-disk level (<c>full</c> or <c>incremental</c>); null for overlay sets.</summary>
+    public string? Level { get; init; }
+
+    /// <summary>The backing entry the manifest says the image's header holds (relative to the set), and its format.</summary>
+    public string? BackingFile { get; init; }
+
+    public string? BackingFormat { get; init; }
+}
 
 /// <summary>The VM's NVRAM copied into the set (raw), as its manifest records it.</summary>
 public sealed record ManifestNvram(string File, string Source, string Sha256);
@@ -25,6 +34,24 @@ public sealed record BackupSetManifest(
 {
     /// <summary>A backup-job set's level (<c>full</c> or <c>incremental</c>); null for overlay sets.</summary>
     public string? Level { get; init; }
+
+    /// <summary>How the set was made: <c>backup-job</c>, <c>live</c>, <c>offline</c> (null in older sets).</summary>
+    public string? Method { get; init; }
+
+    /// <summary>An incremental's parent: its run id, its run key (HOST/VM/RUN) and its set directory as recorded.</summary>
+    public string? ParentRunId { get; init; }
+
+    public string? ParentRun { get; init; }
+
+    public string? ParentSet { get; init; }
+
+    /// <summary>Runs before this one in its chain (0 for a full); null when the manifest does not say.</summary>
+    public int? ChainIndex { get; init; }
+
+    /// <summary>The libvirt checkpoint made with this run, and the one it copied the changes since.</summary>
+    public string? Checkpoint { get; init; }
+
+    public string? ParentCheckpoint { get; init; }
 
     /// <summary>Name of the NVRAM copy inside a set (always raw).</summary>
     public const string NvramFileName = "nvram.fd";
@@ -178,7 +205,12 @@ public sealed record BackupSetManifest(
                     throw new FormatException($"names disk {target} twice");
                 }
 
-                disks.Add(new ManifestDisk(target, Path.Combine(real, name), format, source, sha256));
+                disks.Add(new ManifestDisk(target, Path.Combine(real, name), format, source, sha256)
+                {
+                    Level = Text(disk, "level"),
+                    BackingFile = Text(disk, "backing_file"),
+                    BackingFormat = Text(disk, "backing_format"),
+                });
             }
 
             if (disks.Count == 0)
@@ -197,7 +229,17 @@ public sealed record BackupSetManifest(
                 nvram = new ManifestNvram(Path.Combine(real, NvramFileName), Text(n, "source") ?? "", Sha256Of(n) ?? throw new FormatException("has no SHA-256 for the NVRAM copy"));
             }
 
-            return new BackupSetManifest(real, run, host ?? "", vm ?? "", disks, nvram, Text(root, "domain_xml")) { Level = Text(root, "level") };
+            return new BackupSetManifest(real, run, host ?? "", vm ?? "", disks, nvram, Text(root, "domain_xml"))
+            {
+                Level = Text(root, "level"),
+                Method = Text(root, "method"),
+                ParentRunId = Text(root, "parent"),
+                ParentRun = Text(root, "parent_run"),
+                ParentSet = Text(root, "parent_set"),
+                ChainIndex = root.TryGetProperty("chain_index", out var index) && index.ValueKind == JsonValueKind.Number && index.TryGetInt32(out var i) ? i : null,
+                Checkpoint = Text(root, "checkpoint"),
+                ParentCheckpoint = Text(root, "parent_checkpoint"),
+            };
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException or FormatException or InvalidOperationException)
         {

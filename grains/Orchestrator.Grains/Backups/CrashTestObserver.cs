@@ -10,13 +10,15 @@ namespace Orchestrator.Grains.Backups;
 /// reaches them: Preflight (before the preflight step, the lock taken in memory only), OverlayActive (after the
 /// overlay step, its result not persisted), Copying (a disk copied: with several disks, while the others are copying or
 /// not started; with one, before its result is persisted), Committing (a commit READY, before its pivot). The offline
-/// copy of a shut-off VM (<see cref="OfflineBackupWorkflow"/>): OfflineCopying (a disk copied, as Copying).
+/// copy of a shut-off VM (<see cref="OfflineBackupWorkflow"/>): OfflineCopying (a disk copied, as Copying). The
+/// backup-job method (<see cref="IncrementalBackupWorkflow"/>): IncrementalJob (the job started with its checkpoint and
+/// its start persisted, QEMU copying), IncrementalCopied (the job's end read and persisted, before verify and manifest).
 /// <paramref name="kill"/> replaces the process kill in unit tests (it must stop the workflow as a crash would: no
 /// compensation, nothing more persisted).
 /// </summary>
 internal sealed partial class CrashTestObserver(string? killAt, ILogger logger, Action<string>? kill = null) : IStepObserver
 {
-    public static readonly IReadOnlyList<string> Points = ["Preflight", "OverlayActive", "Copying", "Committing", "OfflineCopying"];
+    public static readonly IReadOnlyList<string> Points = ["Preflight", "OverlayActive", "Copying", "Committing", "OfflineCopying", "IncrementalJob", "IncrementalCopied"];
 
     public void BeforeStep(string step)
     {
@@ -31,6 +33,10 @@ internal sealed partial class CrashTestObserver(string? killAt, ILogger logger, 
         if (step == LiveBackupWorkflow.Overlay)
         {
             KillIfAsked("OverlayActive");
+        }
+        else if (step == IncrementalBackupWorkflow.Job)
+        {
+            KillIfAsked("IncrementalJob");
         }
     }
 
@@ -47,6 +53,10 @@ internal sealed partial class CrashTestObserver(string? killAt, ILogger logger, 
         else if (point == OfflineBackupWorkflow.DiskCopied && (done < total || total == 1))
         {
             KillIfAsked("OfflineCopying");
+        }
+        else if (point == IncrementalBackupWorkflow.JobEnded)
+        {
+            KillIfAsked("IncrementalCopied");
         }
     }
 

@@ -9,4 +9,7 @@ internal sealed partial class HostRestoreGrain
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Restore of {Run} on host {Host} as {NewName} failed (nothing left behind): {Reason}")]
     private static partial void LogRestoreFailed(ILogger logger, string run, string host, string newName, string reason);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Verify of {Run} on host {Host}: {Sets} sets, passed {Passed}")]
+    private static partial void LogVerified(ILogger logger, string run, string host, int sets, bool passed);
 }

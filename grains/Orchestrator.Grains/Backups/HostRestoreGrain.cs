@@ -43,4 +43,17 @@ internal sealed partial class HostRestoreGrain(
             throw;
         }
     }
+
+    public async Task<BackupVerifyResult> VerifyAsync(string runKey, CancellationToken cancellationToken = default)
+    {
+        BackupRunKeys.Parse(runKey, "key");
+        using var activity = Telemetry.Source.StartActivity("backup.verify");
+        activity?.SetTag("host", Host);
+        activity?.SetTag("run", runKey);
+        var sets = await BackupChain.VerifyAsync(runKey, backupOptions.Value, hypervisor.Images, cancellationToken);
+        var passed = sets.All(s => s.Passed);
+        activity?.SetTag("passed", passed);
+        LogVerified(logger, runKey, Host, sets.Count, passed);
+        return new BackupVerifyResult(runKey, Host, passed, sets);
+    }
 }

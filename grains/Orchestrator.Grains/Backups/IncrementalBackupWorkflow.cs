@@ -34,6 +34,9 @@ internal sealed partial class IncrementalBackupWorkflow : IStepObserver
     public const string Manifest = "manifest";
     public const string Finish = "finish";
 
+    /// <summary>Heartbeat of the copy step: the job's end read and persisted (crash tests kill here: copied, no manifest yet).</summary>
+    public const string JobEnded = "backup job ended";
+
     /// <summary>Checkpoints this orchestrator makes are named <c>orch-&lt;run id&gt;</c>; no other checkpoint is ever deleted.</summary>
     public const string CheckpointPrefix = "orch-";
 
@@ -276,7 +279,7 @@ internal sealed partial class IncrementalBackupWorkflow : IStepObserver
             try
             {
                 using var _ = await context.Fence.AcquireAsync(vmKey, cancellationToken);
-                await hypervisor.RedefineCheckpointAsync(context.DomainName, chain!.CheckpointXml, cancellationToken);
+                await hypervisor.RedefineCheckpointAsync(context.DomainName, WithoutLostParent(chain!.CheckpointXml, checkpoints), cancellationToken);
                 redefined = $"checkpoint {chain.Checkpoint} was lost by libvirt (VM defined again or libvirtd state lost) and defined again from its saved XML";
             }
             catch (HypervisorException e)
@@ -371,6 +374,22 @@ internal sealed partial class IncrementalBackupWorkflow : IStepObserver
                 new BackupStepEntry { Step = BackupStep.Preflight, At = checkedAt, Note = $"backup job, {(decision.Incremental ? "incremental" : "full")}: {decision.Reason}; {disks.Count} disks, {free} bytes free on target" },
             ],
         };
+    }
+
+    /// <summary>
+    /// The saved checkpoint XML without its <c>&lt;parent&gt;</c> when libvirt no longer has that parent: libvirt refuses
+    /// to define a checkpoint whose parent it does not know ("parent ... for moment ... not found", seen on the lab), and
+    /// the parent was the chain's previous checkpoint, deleted when this one's run finished (only the newest is kept).
+    /// </summary>
+    internal static string WithoutLostParent(string checkpointXml, IReadOnlyList<CheckpointInfo> existing)
+    {
+        var document = System.Xml.Linq.XDocument.Parse(checkpointXml);
+        if (document.Root?.Element("parent") is { } parent && existing.All(c => c.Name != (string?)parent.Element("name")))
+        {
+            parent.Remove();
+        }
+
+        return document.ToString(System.Xml.Linq.SaveOptions.DisableFormatting);
     }
 
     /// <summary>Null when the parent set is there and whole (manifest of that run, every image in it); else why not.</summary>
@@ -558,6 +577,7 @@ internal sealed partial class IncrementalBackupWorkflow : IStepObserver
                     }
 
                     await _records.PersistAsync(BackupStep.Verifying, $"backup job completed: {_run.JobBytes} bytes copied", cancellationToken);
+                    _steps.Reached(Copy, JobEnded, 1, 1);
                     return;
                 case BackupJobState.None:
                     throw new OrchestratorException(ErrorCode.Internal, "the backup job's end was not seen (libvirt keeps it for one read, and the process restarted meanwhile): its outcome is unknown, so its copies are not trusted");

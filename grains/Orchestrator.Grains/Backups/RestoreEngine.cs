@@ -22,6 +22,9 @@ internal sealed class RestoreEngine(string host, IHypervisor hypervisor, BackupO
         IReadOnlyDictionary<string, (string Path, string Format)> Images,
         RestoredDefinition? Definition)
     {
+        /// <summary>The set's chain (a backup-job set), checked; null for an overlay or offline set.</summary>
+        public BackupChain? Chain { get; init; }
+
         /// <summary>Every file the restore may create: images, the new VM's own files and the copies it makes.</summary>
         public IReadOnlyList<string> Files =>
             [.. Images.Values.Select(i => i.Path), .. Definition?.NewFiles ?? [], .. Definition?.FilesToCopy.Select(c => c.To) ?? []];
@@ -38,15 +41,9 @@ internal sealed class RestoreEngine(string host, IHypervisor hypervisor, BackupO
         var (source, _, _) = Validate(request, host);
         var sameHost = source == host;
         var set = BackupSetManifest.Locate(options, request.RunKey);
-        if (set.Level == "incremental")
-        {
-            // Its images hold only the changed clusters and name their parent set's images as backing (relative):
-            // copied as they are they would be a broken disk. Restoring a chain point is not built here yet.
-            throw new OrchestratorException(
-                ErrorCode.FailedPrecondition,
-                $"run '{request.RunKey}' is an incremental backup: restoring a chain point is not supported yet; restore its chain's full, or flatten the point from the set files (qemu-img convert -f qcow2 -O raw {set.SetPath}/<disk>.qcow2 <out>.raw)",
-                field: "key");
-        }
+        // A backup-job set (full or a chain point): the chain it builds on walked from the manifests and headers alone,
+        // every hop checked before anything is read or written; an incremental disk is flattened from its layers below.
+        var chain = set.Level is not null ? await BackupChain.WalkAsync(set, options, hypervisor.Images, cancellationToken) : null;
 
         if (request.Define && (await hypervisor.ListDomainsAsync(cancellationToken)).Any(d => d.Name == request.NewName))
         {
@@ -97,7 +94,7 @@ internal sealed class RestoreEngine(string host, IHypervisor hypervisor, BackupO
             }
         }
 
-        return new Plan(request, set, images, definition);
+        return new Plan(request, set, images, definition) { Chain = chain };
     }
 
     /// <summary>
@@ -112,11 +109,37 @@ internal sealed class RestoreEngine(string host, IHypervisor hypervisor, BackupO
         var created = new List<string>();
         var createdFiles = new List<string>();
         string? defined = null;
+        // Every image a flattened copy reads (the point's own and each parent's) is checked against its own set's
+        // manifest before anything is written.
+        foreach (var disk in set.Disks.Where(d => plan.Chain?.LayersBelow(d.Target).Count > 0))
+        {
+            foreach (var (layerSet, layer) in plan.Chain!.ImagesOf(disk.Target))
+            {
+                await BackupChain.VerifyDigestAsync(layerSet, layer, hypervisor.Images, cancellationToken);
+            }
+        }
+
         try
         {
             foreach (var disk in set.Disks)
             {
                 var (path, format) = images[disk.Target];
+                if (plan.Chain?.LayersBelow(disk.Target) is { Count: > 0 } layers)
+                {
+                    // A chain point: the image and every layer below flattened into one standalone image (qemu-img
+                    // convert of a json: specification naming each layer's path and format, the bottom with no backing),
+                    // so the restored VM never depends on the set. Its layers were checked above; the result is checked.
+                    await hypervisor.Images.CopyAsync(disk.File, disk.Format, path, new CopyOptions { SourceBackingChain = layers, TargetFormat = format, ComputeSha256 = false, Privacy = privacy }, null, cancellationToken);
+                    created.Add(path);
+                    var check = await hypervisor.Images.CheckAsync(path, format, cancellationToken);
+                    if (!check.Clean)
+                    {
+                        throw new OrchestratorException(ErrorCode.Internal, $"the flattened copy of '{disk.Target}' ({path}) failed qemu-img check: {check.Errors} errors, {check.Leaks} leaks", field: "key");
+                    }
+
+                    continue;
+                }
+
                 var copy = await hypervisor.Images.CopyAsync(disk.File, format, path, new CopyOptions { ComputeSha256 = true, Privacy = privacy }, null, cancellationToken);
                 created.Add(path);
                 if (!string.Equals(copy.Sha256, disk.Sha256, StringComparison.OrdinalIgnoreCase))

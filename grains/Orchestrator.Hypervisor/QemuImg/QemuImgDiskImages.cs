@@ -39,7 +39,10 @@ public sealed partial class QemuImgDiskImages : IDiskImages
             GetLong(root, "virtual-size"),
             GetLong(root, "actual-size"),
             GetString(root, "full-backing-filename") ?? GetString(root, "backing-filename"),
-            GetString(root, "backing-filename-format"));
+            GetString(root, "backing-filename-format"))
+        {
+            BackingEntry = GetString(root, "backing-filename"),
+        };
     }
 
     public async Task CreateAsync(string path, string format, long virtualSize, string? backingFile = null, string? backingFormat = null, CancellationToken cancellationToken = default)

@@ -10,8 +10,8 @@ public sealed partial class SimulatedHypervisor
             lock (host._lock)
             {
                 var image = Get(path, format);
-                var backingFormat = image.Backing is { } b && host._files.TryGetValue(b, out var below) ? below.Format : null;
-                return Task.FromResult(new ImageInfo(path, image.Format, image.VirtualSize, image.Allocated, image.Backing, backingFormat));
+                var backingFormat = image.BackingFormatEntry ?? (image.Backing is { } b && host._files.TryGetValue(b, out var below) ? below.Format : null);
+                return Task.FromResult(new ImageInfo(path, image.Format, image.VirtualSize, image.Allocated, image.Backing, backingFormat) { BackingEntry = image.BackingEntry ?? image.Backing });
             }
         }
 
@@ -105,7 +105,7 @@ public sealed partial class SimulatedHypervisor
                 // A single image is copied as it is; a chain is flattened into one standalone image (qcow2 unless
                 // asked otherwise), its content the merge of every layer's.
                 var copy = chain.Count == 0
-                    ? new SimImage(destination, options.TargetFormat ?? image.Format, image.VirtualSize) { Allocated = image.Allocated, ContentId = image.ContentId, Backing = image.Backing } // a byte copy still names the backing file
+                    ? new SimImage(destination, options.TargetFormat ?? image.Format, image.VirtualSize) { Allocated = image.Allocated, ContentId = image.ContentId, Backing = image.Backing, BackingEntry = image.BackingEntry, BackingFormatEntry = image.BackingFormatEntry } // a byte copy still names the backing file
                     : new SimImage(destination, options.TargetFormat ?? "qcow2", image.VirtualSize) { Allocated = total, ContentId = MergedContent([image, .. chain]) };
                 var digests = (Full: copy.Sha256(), Data: copy.DataSha256());
                 if (host._corruptCopies > 0)
@@ -229,6 +229,8 @@ public sealed partial class SimulatedHypervisor
 
                 // qemu-img rebase -u: the header entry only, resolved from the image's directory; nothing is opened.
                 image.Backing = backingFile is null ? null : Path.GetFullPath(backingFile, Path.GetDirectoryName(path)!);
+                image.BackingEntry = backingFile;
+                image.BackingFormatEntry = backingFile is null ? null : backingFormat;
                 host.WriteFile(image);
                 return Task.CompletedTask;
             }

@@ -139,6 +139,12 @@ public sealed partial class SimulatedHypervisor
                 throw new HypervisorException(HypervisorErrorKind.CheckpointExists, $"domain {domain} already has a checkpoint {checkpoint.Name}");
             }
 
+            // As libvirt (measured, 9.0): a parent it does not know is refused.
+            if (checkpoint.Parent is { } parent && d.Checkpoints.All(c => c.Name != parent))
+            {
+                throw new HypervisorException(HypervisorErrorKind.InvalidArgument, $"invalid argument: parent {parent} for moment {checkpoint.Name} not found");
+            }
+
             // Metadata only, as libvirt's redefinition without validation: the bitmaps must still be in the images.
             d.Checkpoints.Add(checkpoint);
         }

@@ -144,7 +144,7 @@ public sealed partial class SimulatedHypervisor : IHypervisor
 
         lock (other._lock)
         {
-            other._files[path] = new SimImage(path, image.Format, image.VirtualSize) { Allocated = image.Allocated, ContentId = image.ContentId, Backing = image.Backing };
+            other._files[path] = new SimImage(path, image.Format, image.VirtualSize) { Allocated = image.Allocated, ContentId = image.ContentId, Backing = image.Backing, BackingEntry = image.BackingEntry, BackingFormatEntry = image.BackingFormatEntry };
         }
     }
 
@@ -960,6 +960,11 @@ public sealed partial class SimulatedHypervisor : IHypervisor
         public long Allocated { get; set; }
 
         public string? Backing { get; set; }
+
+        /// <summary>The backing entry as last written into the header by <c>SetBackingAsync</c> (unresolved), and its format.</summary>
+        public string? BackingEntry { get; set; }
+
+        public string? BackingFormatEntry { get; set; }
 
         public Guid ContentId { get; set; } = Guid.NewGuid();
 

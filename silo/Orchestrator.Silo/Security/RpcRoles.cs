@@ -25,6 +25,7 @@ internal static class RpcRoles
         ["/orchestrator.v1.BackupService/Restore"] = Role.Admin,
         ["/orchestrator.v1.BackupService/RepairOverlays"] = Role.Admin,
         ["/orchestrator.v1.BackupService/TestBackup"] = Role.Admin,
+        ["/orchestrator.v1.BackupService/VerifyBackup"] = Role.Operator, // reads every image of the chain once
 
         // Checkpoints: creating one adds; reverting throws away the VM's present state; deleting and schedules change.
         ["/orchestrator.v1.CheckpointService/CreateCheckpoint"] = Role.Operator,

@@ -108,6 +108,25 @@ internal sealed class BackupService(IGrainFactory grains, IHostDirectory directo
         return response;
     }
 
+    public override async Task<VerifyBackupResponse> VerifyBackup(VerifyBackupRequest request, ServerCallContext context)
+    {
+        var (source, _, _) = BackupRunKeys.Parse(request.Key, "key");
+        var target = request.Host.Length == 0 ? source : request.Host;
+        GrainKeys.ValidateHost(target, "host");
+
+        // On that host's silo, from the sets alone (its backup roots): the run's own host need not be up.
+        var result = await grains.GetGrain<IHostRestoreGrain>(target).VerifyAsync(request.Key, context.CancellationToken);
+        var response = new VerifyBackupResponse { Key = result.Key, Host = result.Host, Passed = result.Passed };
+        foreach (var set in result.Sets)
+        {
+            var verified = new VerifiedBackupSet { Run = set.Run, SetPath = set.SetPath ?? "", Level = set.Level ?? "", ChainIndex = set.ChainIndex ?? -1, Passed = set.Passed, Error = set.Error ?? "" };
+            verified.Checks.AddRange(set.Checks);
+            response.Sets.Add(verified);
+        }
+
+        return response;
+    }
+
     public override async Task<RepairOverlaysResponse> RepairOverlays(RepairOverlaysRequest request, ServerCallContext context)
     {
         var (host, vm) = GrainKeys.ParseVm(request.Vm, "vm");

@@ -80,7 +80,7 @@ public sealed class HostileInputTests(HostileSiloFixture fixture) : IClassFixtur
         "ListVms.host", "GetCompliance.host", "GetCompliance.policy", "ListOverlays.host", "CreateCheckpoint.name",
         "ListCheckpointSchedules.host", "StartBackup.target", "ListBackups.vm", "ListBackups.host",
         "ApplyPolicy.spec.description", "ApplyPolicy.spec.target", "ApplyPolicy.spec.schedule.time_zone",
-        "SetCheckpointSchedule.schedule.time_zone", "TestBackup.host", "TestBackup.probe", "ApplyPolicy.spec.test_restore.probe", "Restore.host",
+        "SetCheckpointSchedule.schedule.time_zone", "TestBackup.host", "TestBackup.probe", "ApplyPolicy.spec.test_restore.probe", "Restore.host", "VerifyBackup.host",
         "ApplyPolicy.spec.level",
     };
 
@@ -137,6 +137,7 @@ public sealed class HostileInputTests(HostileSiloFixture fixture) : IClassFixtur
         "Restore" => new RestoreRequest { Key = RunKey, NewName = "web-1-restored" },
         "RepairOverlays" => new RepairOverlaysRequest { Vm = Vm, DryRun = true },
         "TestBackup" => new TestBackupRequest { Key = RunKey, Probe = "agent", Timeout = Duration.FromTimeSpan(TimeSpan.FromMinutes(1)), NoWait = true },
+        "VerifyBackup" => new VerifyBackupRequest { Key = RunKey },
         "ApplyPolicy" => new ApplyPolicyRequest
         {
             Spec = new PolicySpec
