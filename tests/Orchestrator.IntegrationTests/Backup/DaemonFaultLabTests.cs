@@ -196,7 +196,14 @@ public sealed class DaemonFaultLabTests(DaemonFaultLabFixture fixture) : IAsyncL
             await WaitReadyStateAsync(silo, healthy: false, TimeSpan.FromSeconds(45));
             Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), $"unhealthy only after {clock.Elapsed.TotalSeconds:F1} s");
 
-            // The hung daemon was noticed (keepalive or the blocked call) and the connection closed.
+            // The hung daemon was noticed (keepalive or the blocked call) and the connection closed. The console
+            // logger writes from its own queue: the line may follow the health check's answer by a moment.
+            var closeLogged = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+            while (!silo.Log.Contains("closed by libvirt", StringComparison.Ordinal) && DateTime.UtcNow < closeLogged)
+            {
+                await Task.Delay(200);
+            }
+
             Assert.True(silo.Log.Contains("closed by libvirt", StringComparison.Ordinal), "no close logged:\n" + silo.Log[^Math.Min(silo.Log.Length, 6000)..]);
         }
         finally

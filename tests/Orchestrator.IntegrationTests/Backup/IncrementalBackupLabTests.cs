@@ -160,8 +160,7 @@ public sealed partial class IncrementalBackupLabTests(SecondBackupLabFixture fix
             await Task.Delay(200);
         }
 
-        await Lab.StartVmAsync(Guest);
-        await Lab.WaitForSeqAsync(Guest, 1);
+        await RestartGuestAsync();
         var after = await BackUpAsync(silo);
         Assert.Equal("full", after.GetProperty("level").GetString());
         Assert.Contains("bitmap", after.GetProperty("level_reason").GetString(), StringComparison.Ordinal);
@@ -174,8 +173,7 @@ public sealed partial class IncrementalBackupLabTests(SecondBackupLabFixture fix
         var checkpoint = "orch-" + after.GetProperty("key").GetString()!.Split('/')[^1];
         var remove = await ProcessRunner.RunAsync("qemu-img", ["bitmap", "--remove", "-f", "qcow2", disk, checkpoint], timeout: TimeSpan.FromMinutes(1));
         Assert.True(remove.ExitCode == 0, ProcessRunner.Describe(remove));
-        await Lab.StartVmAsync(Guest);
-        seq = await Lab.WaitForSeqAsync(Guest, 1);
+        seq = await RestartGuestAsync();
         var removed = await BackUpAsync(silo);
         Assert.Equal("full", removed.GetProperty("level").GetString());
         Assert.Contains($"bitmap of checkpoint {checkpoint} is missing or inconsistent", removed.GetProperty("level_reason").GetString(), StringComparison.Ordinal);
@@ -193,13 +191,26 @@ public sealed partial class IncrementalBackupLabTests(SecondBackupLabFixture fix
         await Lab.VirshAsync("undefine", Guest, "--checkpoints-metadata");
         await Lab.VirshAsync("define", xml);
         Assert.Empty((await Lab.VirshAsync("checkpoint-list", Guest, "--name")).Trim());
-        await Lab.StartVmAsync(Guest);
-        seq = await Lab.WaitForSeqAsync(Guest, 1);
+        seq = await RestartGuestAsync();
         var redefined = await BackUpAsync(silo);
         Assert.Equal(("incremental", removed.GetProperty("key").GetString()), (redefined.GetProperty("level").GetString(), redefined.GetProperty("parent").GetString()));
         Assert.Contains("defined again from its saved XML", redefined.GetProperty("level_reason").GetString(), StringComparison.Ordinal);
         await RestoreAndCheckAsync(silo, redefined, "r-redef", seq);
         output.WriteLine($"wall time {total.Elapsed.TotalSeconds:F1} s");
+    }
+
+    /// <summary>
+    /// The shut-off guest started again and counting: its console log (appended to across boots) emptied first, so the
+    /// wait sees this boot's records, not the last boot's. Without it the backup that follows could start while the
+    /// guest still boots, and after the SIGKILL the disk's ring holds nothing yet: the guest never flushes, so the
+    /// records QEMU had not written out when it was killed are gone from the VM's own disk (a volatile write cache
+    /// losing power), and the backup rightly copies that.
+    /// </summary>
+    private async Task<long> RestartGuestAsync()
+    {
+        await File.WriteAllTextAsync(Lab.ConsolePath(Guest), "");
+        await Lab.StartVmAsync(Guest);
+        return await Lab.WaitForSeqAsync(Guest, 1);
     }
 
     /// <summary>orchestrator restore of a run (images only) through the CLI; the image counter-checked from the point on.</summary>
