@@ -71,9 +71,9 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
     private readonly DiskOverlays _overlays;
 
     /// <summary>
-    /// Each copy's read-back, begun as soon as that copy is on disk (fsynced), so it runs beside the other disks'
-    /// copies and the commit instead of after them; the verify step waits for it and checks it. Memory only: a run
-    /// resumed after a crash reads every copy back in its verify step.
+    /// Each copy's read-back, begun once every copy is on disk (fsynced), so it runs beside the commit and the clean-up
+    /// instead of after them; the verify step waits for it and checks it. Memory only: a run resumed after a crash
+    /// reads every copy back in its verify step.
     /// </summary>
     private readonly Dictionary<string, Task<ReadBack>> _readBacks = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _readBackStop = new();
@@ -664,10 +664,6 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
                     // disk's result is persisted with the next step (the intent to commit) in one write, and a run
                     // resumed at Copying copies every disk again (the bases are immutable under the overlays).
                     _records.Add(BackupStep.Copying, $"{disk.Target}: {result.BytesCopied} bytes in {result.Duration.TotalMilliseconds:F0} ms");
-
-                    // The copy is complete and fsynced, and nothing writes it again: read it back now, beside the
-                    // other copies and the commit (the verify step waits for it and compares).
-                    _readBacks[disk.Target] = ReadBackAsync(Hypervisor, disk, run.Verify, _readBackStop.Token);
                     await _records.NoteLiveChangeAsync(cancellationToken);
                     _steps.Reached(Copy, DiskCopied, run.Disks.Count(d => d.Copied), run.Disks.Count);
                 }
@@ -684,6 +680,14 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
             }
 
             throw;
+        }
+
+        // Every copy is complete and fsynced, and nothing writes it again: read them back now, beside the commit and
+        // the clean-up (the verify step waits for them and compares). Not earlier, beside the other disks' copies:
+        // on a busy host the hashing would take the CPU those copies need, and keep the VM on its overlays longer.
+        foreach (var disk in run.Disks.Where(d => d.Copied && !d.Verified))
+        {
+            _readBacks[disk.Target] = ReadBackAsync(Hypervisor, disk, run.Verify, _readBackStop.Token);
         }
 
         await _records.PersistAsync(BackupStep.Committing, null, cancellationToken);
