@@ -200,6 +200,31 @@ public static partial class SafeFiles
         }
     }
 
+    /// <summary>
+    /// Makes the entries of a directory durable (the names of files created or renamed in it): fsync of the directory,
+    /// opened read-only without following a link. A file's own fsync does not cover its name.
+    /// </summary>
+    public static void SyncDirectory(string path)
+    {
+        var fd = open(path, ORdOnly | ODirectory | ONoFollow | OCloExec, 0);
+        if (fd < 0)
+        {
+            throw Failed("open", path);
+        }
+
+        try
+        {
+            if (fsync(fd) != 0)
+            {
+                throw Failed("fsync", path);
+            }
+        }
+        finally
+        {
+            _ = close(fd);
+        }
+    }
+
     /// <summary>Sets the privacy's file mode and group on a file another process wrote (opened without following a link).</summary>
     public static void Restrict(string path, FilePrivacy privacy)
     {

@@ -72,6 +72,11 @@ internal sealed partial class BackupSet(string path, BackupOptions options)
     {
         CreateDirectory();
         await SafeFiles.WriteAtomicAsync(ManifestPath, JsonSerializer.SerializeToUtf8Bytes(manifest, ManifestJson), options.Privacy(), cancellationToken);
+
+        // The set is durable as a whole: every file in it was fsynced when written, and one fsync of the set's directory
+        // (the images' and the manifest's names) and one of its parent (the set's own name) make the names durable too.
+        SafeFiles.SyncDirectory(Path);
+        SafeFiles.SyncDirectory(System.IO.Path.GetDirectoryName(Path)!);
     }
 
     /// <summary>

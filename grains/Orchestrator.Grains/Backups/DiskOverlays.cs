@@ -36,9 +36,42 @@ internal sealed partial class DiskOverlays(IHypervisor hypervisor, HostVmLocks f
     /// Active commit of the disk's overlay, awaited by event, pivoted (retried with backoff), confirmed in the domain
     /// definition. <paramref name="ready"/> runs once the job is READY, before the pivot (a crash-test point).
     /// </summary>
-    public async Task CommitLiveAsync(BackupDiskState disk, Action ready, CancellationToken cancellationToken)
+    public Task CommitLiveAsync(BackupDiskState disk, Action ready, CancellationToken cancellationToken) =>
+        CommitLiveAsync([disk], ready, cancellationToken);
+
+    /// <summary>
+    /// Active commits of several disks' overlays side by side (QEMU runs one block job per disk; each is started,
+    /// awaited READY by event and pivoted on its own), under the VM's fence once; then one read of the definition must
+    /// show every one of them on its base again, over the same chain as before, before any is marked committed.
+    /// <paramref name="ready"/> runs as each job is READY, before its pivot (a crash-test point).
+    /// </summary>
+    public async Task CommitLiveAsync(IReadOnlyList<BackupDiskState> disks, Action ready, CancellationToken cancellationToken)
     {
         using var _ = await fence.AcquireAsync(vmKey, cancellationToken);
+        await Task.WhenAll(disks.Select(d => CommitAndPivotAsync(d, ready, cancellationToken)));
+
+        // Never clean up before the definition shows the base active again, over the same chain as before the run.
+        var after = await hypervisor.GetDomainAsync(domainName, cancellationToken);
+        foreach (var disk in disks)
+        {
+            var live = after.Disks.First(d => d.Target == disk.Target);
+            if (live.SourcePath != disk.BasePath)
+            {
+                throw new OrchestratorException(ErrorCode.Internal, $"after the pivot '{disk.Target}' still runs on '{live.SourcePath}'");
+            }
+
+            RequireChainKept(disk, live);
+        }
+
+        foreach (var disk in disks)
+        {
+            disk.Committed = true;
+        }
+    }
+
+    /// <summary>One disk: its commit job started unless one runs already, READY awaited by event, pivoted.</summary>
+    private async Task CommitAndPivotAsync(BackupDiskState disk, Action ready, CancellationToken cancellationToken)
+    {
         if (await hypervisor.GetBlockJobAsync(domainName, disk.Target, cancellationToken) is null)
         {
             // Explicit base: exactly the overlay merges into the image that was active before it, never deeper
@@ -68,17 +101,6 @@ internal sealed partial class DiskOverlays(IHypervisor hypervisor, HostVmLocks f
                 delay *= 2;
             }
         }
-
-        // Never clean up before the definition shows the base active again, over the same chain as before the run.
-        var after = await hypervisor.GetDomainAsync(domainName, cancellationToken);
-        var live = after.Disks.First(d => d.Target == disk.Target);
-        if (live.SourcePath != disk.BasePath)
-        {
-            throw new OrchestratorException(ErrorCode.Internal, $"after the pivot '{disk.Target}' still runs on '{live.SourcePath}'");
-        }
-
-        RequireChainKept(disk, live);
-        disk.Committed = true;
     }
 
     /// <summary>The VM stopped with our overlay in its chain: qemu-img commit, and the definition points back at the base.</summary>

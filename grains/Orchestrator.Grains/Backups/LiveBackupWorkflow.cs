@@ -69,6 +69,14 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
     private readonly IBackupRunRecords _records;
     private readonly StepRunner _steps;
     private readonly DiskOverlays _overlays;
+
+    /// <summary>
+    /// Each copy's read-back, begun once every copy is on disk (fsynced), so it runs beside the commit and the clean-up
+    /// instead of after them; the verify step waits for it and checks it. Memory only: a run resumed after a crash
+    /// reads every copy back in its verify step.
+    /// </summary>
+    private readonly Dictionary<string, Task<ReadBack>> _readBacks = new(StringComparer.Ordinal);
+    private readonly CancellationTokenSource _readBackStop = new();
     private PauseTotals? _pauses;
 
     public LiveBackupWorkflow(LiveBackupContext context, BackupRunState run, IBackupRunRecords records, IReadOnlyList<IStepObserver> observers)
@@ -137,6 +145,9 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
         }
         catch (StepFailedException failure)
         {
+            // Read-backs still running are of copies about to be deleted: stopped first.
+            await StopReadBacksAsync();
+
             // Undo newest first (commit the overlays back, delete the set); a compensation that ends the run stops it.
             await _steps.CompensateAsync(failure, () => _run.IsTerminal, cancellationToken);
             if (!_run.IsTerminal)
@@ -144,6 +155,28 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
                 await _records.FinishAsync(BackupStep.Failed, cancellationToken);
             }
         }
+        finally
+        {
+            await StopReadBacksAsync();
+            _readBackStop.Dispose();
+        }
+    }
+
+    /// <summary>Cancels the read-backs nobody will wait for and lets them end (their files may be deleted next).</summary>
+    private async Task StopReadBacksAsync()
+    {
+        if (_readBacks.Count == 0)
+        {
+            return;
+        }
+
+        await _readBackStop.CancelAsync();
+        foreach (var readBack in _readBacks.Values)
+        {
+            await readBack.ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Current);
+        }
+
+        _readBacks.Clear();
     }
 
     private async Task RunStepsAsync(CancellationToken cancellationToken)
@@ -364,16 +397,19 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
         var set = BackupSet.For(target, context.Vm, runId, context.Options);
         long needed = 0;
         var disks = new List<BackupDiskState>();
-        foreach (var disk in domain.Disks)
+
+        // Every disk's images looked at side by side (one qemu-img process each, all bounded by the driver).
+        var sizes = await Task.WhenAll(domain.Disks.Select(async disk =>
         {
             // Formats from the domain XML: qemu-img opens each image as what libvirt runs it as, never probed.
             var info = await hypervisor.Images.InfoAsync(disk.SourcePath, disk.Format, cancellationToken);
-            long chainBytes = 0;
-            foreach (var layer in disk.BackingChain)
-            {
-                chainBytes += (await hypervisor.Images.InfoAsync(layer.Path, layer.Format, cancellationToken)).ActualSize;
-            }
-
+            var layers = await Task.WhenAll(disk.BackingChain.Select(layer => hypervisor.Images.InfoAsync(layer.Path, layer.Format, cancellationToken)));
+            return (Info: info, ChainBytes: layers.Sum(l => l.ActualSize));
+        }));
+        for (var i = 0; i < domain.Disks.Count; i++)
+        {
+            var disk = domain.Disks[i];
+            var (info, chainBytes) = sizes[i];
             needed += info.ActualSize + chainBytes;
             disks.Add(new BackupDiskState
             {
@@ -461,7 +497,7 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
         }
 
         run.OverlayAttempts++;
-        await DeleteStrayOverlaysAsync(cancellationToken);
+        await DeleteStrayOverlaysAsync(domain, cancellationToken);
         var frozen = await FreezeAsync(domain.State == DomainPowerState.Paused, cancellationToken);
         var freezeStart = Stopwatch.GetTimestamp();
         var thawed = false;
@@ -646,6 +682,14 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
             throw;
         }
 
+        // Every copy is complete and fsynced, and nothing writes it again: read them back now, beside the commit and
+        // the clean-up (the verify step waits for them and compares). Not earlier, beside the other disks' copies:
+        // on a busy host the hashing would take the CPU those copies need, and keep the VM on its overlays longer.
+        foreach (var disk in run.Disks.Where(d => d.Copied && !d.Verified))
+        {
+            _readBacks[disk.Target] = ReadBackAsync(Hypervisor, disk, run.Verify, _readBackStop.Token);
+        }
+
         await _records.PersistAsync(BackupStep.Committing, null, cancellationToken);
     }
 
@@ -693,24 +737,27 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
 
     // ---- 3. Commit -----------------------------------------------------------------------------------------------
 
-    /// <summary>Active commit of each overlay, awaited by event, pivoted, confirmed in the domain definition.</summary>
+    /// <summary>
+    /// Active commit of each overlay, awaited by event, pivoted, confirmed in the domain definition: the disks on
+    /// overlays of a running VM all at once (one block job per disk), as the script's commits are one after another.
+    /// </summary>
     private async Task CommitDisksAsync(CancellationToken cancellationToken)
     {
+        using var activity = Telemetry.Source.StartActivity("libvirt.block-commit");
+        var domain = await Hypervisor.GetDomainAsync(DomainName, cancellationToken);
+        var live = new List<BackupDiskState>();
         foreach (var disk in _run.Disks.Where(d => !d.Committed))
         {
-            using var activity = Telemetry.Source.StartActivity("libvirt.block-commit");
-            activity?.SetTag("disk", disk.Target);
-            var domain = await Hypervisor.GetDomainAsync(DomainName, cancellationToken);
-            var live = domain.Disks.FirstOrDefault(d => d.Target == disk.Target)
+            var current = domain.Disks.FirstOrDefault(d => d.Target == disk.Target)
                 ?? throw new OrchestratorException(ErrorCode.Internal, $"disk '{disk.Target}' disappeared from '{_context.VmKey}'");
-            if (live.SourcePath == disk.BasePath)
+            if (current.SourcePath == disk.BasePath)
             {
-                _overlays.RequireChainKept(disk, live);
+                _overlays.RequireChainKept(disk, current);
                 disk.Committed = true; // the base is active again: committed (or never overlaid)
             }
-            else if (live.SourcePath != disk.OverlayPath)
+            else if (current.SourcePath != disk.OverlayPath)
             {
-                throw new OrchestratorException(ErrorCode.Internal, $"disk '{disk.Target}' of '{_context.VmKey}' runs on '{live.SourcePath}', neither its base nor this run's overlay");
+                throw new OrchestratorException(ErrorCode.Internal, $"disk '{disk.Target}' of '{_context.VmKey}' runs on '{current.SourcePath}', neither its base nor this run's overlay");
             }
             else if (!domain.IsActive)
             {
@@ -719,12 +766,15 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
             }
             else
             {
-                await _overlays.CommitLiveAsync(disk, () => _steps.Reached(Commit, CommitReady), cancellationToken);
-                _records.DisksChanged();
+                live.Add(disk);
             }
+        }
 
-            // Not persisted: a resumed commit reads each disk's chain first and skips a disk already on its base.
-            await _records.NoteLiveChangeAsync(cancellationToken);
+        if (live.Count > 0)
+        {
+            activity?.SetTag("disks", string.Join(",", live.Select(d => d.Target)));
+            await _overlays.CommitLiveAsync(live, () => _steps.Reached(Commit, CommitReady), cancellationToken);
+            _records.DisksChanged();
         }
 
         // Not persisted: a run resumed at Committing finds every disk on its base again (checked against the
@@ -767,19 +817,48 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
     /// while copying; with verification on, also runs qemu-img check beside it. All disks at once. This runs after the
     /// commit: hashing a large, mostly empty disk no longer keeps the VM on its overlays.
     /// </summary>
-    private Task VerifyDisksAsync(CancellationToken cancellationToken) => VerifyDisksAsync(Hypervisor, _run, cancellationToken);
+    private Task VerifyDisksAsync(CancellationToken cancellationToken) =>
+        Task.WhenAll(_run.Disks.Where(d => !d.Verified).Select(d => VerifyDiskAsync(d, _run.Verify, ReadBackOf(d, cancellationToken))));
+
+    /// <summary>The read-back begun when the disk's copy ended, else (a resumed run) one begun now.</summary>
+    private Task<ReadBack> ReadBackOf(BackupDiskState disk, CancellationToken cancellationToken)
+    {
+        if (_readBacks.Remove(disk.Target, out var early))
+        {
+            // Cancelled with the run as well: the copy's own token ended with the copy step.
+            return early.WaitAsync(cancellationToken);
+        }
+
+        return ReadBackAsync(Hypervisor, disk, _run.Verify, cancellationToken);
+    }
 
     /// <summary>The verify step of both methods (<see cref="OfflineBackupWorkflow"/> too): every copy read back.</summary>
     internal static Task VerifyDisksAsync(IHypervisor hypervisor, BackupRunState run, CancellationToken cancellationToken) =>
-        Task.WhenAll(run.Disks.Where(d => !d.Verified).Select(d => VerifyDiskAsync(hypervisor, d, run.Verify, cancellationToken)));
+        Task.WhenAll(run.Disks.Where(d => !d.Verified).Select(d => VerifyDiskAsync(d, run.Verify, ReadBackAsync(hypervisor, d, run.Verify, cancellationToken))));
 
-    private static async Task VerifyDiskAsync(IHypervisor hypervisor, BackupDiskState disk, bool check, CancellationToken cancellationToken)
+    /// <summary>What reading a copy back found: its digests and, when verifying a qcow2 copy, its qemu-img check.</summary>
+    internal sealed record ReadBack(ImageDigests Digests, ImageCheckResult? Check);
+
+    /// <summary>
+    /// Reads one copy back once for both its digests; when verifying, a qcow2 copy is checked by qemu-img beside it. A
+    /// raw copy has no metadata to check (qemu-img check answers "format has no consistency checks"): reading every byte
+    /// back and matching the digest taken while copying is its whole verification, so no process is started for it.
+    /// </summary>
+    internal static async Task<ReadBack> ReadBackAsync(IHypervisor hypervisor, BackupDiskState disk, bool check, CancellationToken cancellationToken)
+    {
+        using var activity = Telemetry.Source.StartActivity("backup.read-back");
+        activity?.SetTag("disk", disk.Target);
+        var checking = check && disk.BackupFormat != "raw" ? hypervisor.Images.CheckAsync(disk.BackupPath, disk.BackupFormat, cancellationToken) : null;
+        var digests = await hypervisor.Images.ComputeDigestsAsync(disk.BackupPath, cancellationToken);
+        return new ReadBack(digests, checking is null ? null : await checking);
+    }
+
+    private static async Task VerifyDiskAsync(BackupDiskState disk, bool check, Task<ReadBack> reading)
     {
         using var activity = Telemetry.Source.StartActivity("backup.verify-disk");
         activity?.SetTag("disk", disk.Target);
-        var checking = check ? hypervisor.Images.CheckAsync(disk.BackupPath, disk.BackupFormat, cancellationToken) : null;
-        var digests = await hypervisor.Images.ComputeDigestsAsync(disk.BackupPath, cancellationToken);
-        if (checking is not null && await checking is { Clean: false } result)
+        var (digests, checkResult) = await reading;
+        if (checkResult is { Clean: false } result)
         {
             throw new OrchestratorException(ErrorCode.Internal, $"copy of '{disk.Target}' failed qemu-img check: {result.Errors} errors, {result.Leaks} leaks");
         }
@@ -868,9 +947,12 @@ internal sealed partial class LiveBackupWorkflow : IStepObserver
         }
     }
 
-    private async Task DeleteStrayOverlaysAsync(CancellationToken cancellationToken)
+    private async Task DeleteStrayOverlaysAsync(CancellationToken cancellationToken) =>
+        await DeleteStrayOverlaysAsync(await Hypervisor.GetDomainAsync(DomainName, cancellationToken), cancellationToken);
+
+    /// <summary>Deletes this run's overlay files that exist and that no disk of <paramref name="domain"/> (just read) uses.</summary>
+    private async Task DeleteStrayOverlaysAsync(DomainInfo domain, CancellationToken cancellationToken)
     {
-        var domain = await Hypervisor.GetDomainAsync(DomainName, cancellationToken);
         foreach (var disk in _run.Disks)
         {
             await _overlays.DeleteIfUnusedAsync(domain, disk.OverlayPath, cancellationToken);

@@ -283,89 +283,165 @@ internal static partial class SparseFile
     private static partial int close(int fd);
 
     /// <summary>
-    /// The digests on their own task, fed in order through a small bounded queue: hashing (CPU) overlaps the reads,
-    /// writes and the final fsync (I/O) instead of adding to them. The full SHA-256 takes every byte (zero runs
-    /// too); the data digest takes each non-zero 4 KiB block after its offset and nothing of the zero runs.
+    /// The digests on their own tasks, one per digest, each fed in order through a small bounded queue: hashing (CPU)
+    /// overlaps the reads, writes and the final fsync (I/O) instead of adding to them, and the two digests of a
+    /// read-back run side by side on two cores instead of one after the other. The full SHA-256 takes every byte (zero
+    /// runs too); the data digest takes each non-zero 4 KiB block after its offset and nothing of the zero runs. A
+    /// block's buffer goes back to the pool when every digest has taken it.
     /// </summary>
     private sealed class Hasher : IAsyncDisposable
     {
         private static readonly byte[] Zeros = new byte[1024 * 1024];
-        private readonly Channel<(byte[]? Buffer, int Count, long Offset, long Zeros)> _queue =
-            Channel.CreateBounded<(byte[]?, int, long, long)>(new BoundedChannelOptions(3) { SingleReader = true, SingleWriter = true });
-
-        private readonly IncrementalHash? _full;
-        private readonly IncrementalHash? _data;
-        private readonly Task _worker;
+        private readonly Lane? _full;
+        private readonly Lane? _data;
 
         public Hasher(bool full, bool data)
         {
-            _full = full ? IncrementalHash.CreateHash(HashAlgorithmName.SHA256) : null;
-            _data = data ? IncrementalHash.CreateHash(HashAlgorithmName.SHA256) : null;
-            _worker = Task.Run(DigestAsync);
+            _full = full ? new Lane(dataChunks: false) : null;
+            _data = data ? new Lane(dataChunks: true) : null;
         }
 
-        public ValueTask AddDataAsync(byte[] buffer, int count, long offset, CancellationToken cancellationToken) =>
-            _queue.Writer.WriteAsync((buffer, count, offset, 0), cancellationToken);
+        public async ValueTask AddDataAsync(byte[] buffer, int count, long offset, CancellationToken cancellationToken)
+        {
+            var block = new Block(buffer, count, offset, (_full is null ? 0 : 1) + (_data is null ? 0 : 1));
+            if (_full is not null)
+            {
+                await _full.AddAsync(block, cancellationToken).ConfigureAwait(false);
+            }
+
+            if (_data is not null)
+            {
+                await _data.AddAsync(block, cancellationToken).ConfigureAwait(false);
+            }
+        }
 
         public ValueTask AddZerosAsync(long count, CancellationToken cancellationToken) =>
-            _full is null ? ValueTask.CompletedTask : _queue.Writer.WriteAsync((null, 0, 0, count), cancellationToken);
+            _full is null ? ValueTask.CompletedTask : _full.AddAsync(new Block(null, 0, 0, 1) { Zeros = count }, cancellationToken);
 
         public async Task<(string? Sha256, string? DataSha256)> FinishAsync()
         {
-            _queue.Writer.TryComplete();
-            await _worker.ConfigureAwait(false);
+            _full?.Complete();
+            _data?.Complete();
             return (
-                _full is null ? null : Convert.ToHexStringLower(_full.GetHashAndReset()),
-                _data is null ? null : Convert.ToHexStringLower(_data.GetHashAndReset()));
+                _full is null ? null : await _full.FinishAsync().ConfigureAwait(false),
+                _data is null ? null : await _data.FinishAsync().ConfigureAwait(false));
         }
 
         public async ValueTask DisposeAsync()
         {
-            _queue.Writer.TryComplete();
-            try
+            if (_full is not null)
             {
-                await _worker.ConfigureAwait(false);
-            }
-            catch (Exception)
-            {
-                // Already reported by FinishAsync, or irrelevant after a failed copy.
+                await _full.DisposeAsync().ConfigureAwait(false);
             }
 
-            _full?.Dispose();
-            _data?.Dispose();
+            if (_data is not null)
+            {
+                await _data.DisposeAsync().ConfigureAwait(false);
+            }
         }
 
-        private async Task DigestAsync()
+        /// <summary>A block read once, handed to every digest; its buffer returns to the pool after the last.</summary>
+        private sealed class Block(byte[]? buffer, int count, long offset, int takers)
         {
-            try
+            private int _takers = takers;
+
+            public byte[]? Buffer { get; } = buffer;
+
+            public int Count { get; } = count;
+
+            public long Offset { get; } = offset;
+
+            public long Zeros { get; init; }
+
+            public void Release()
             {
-                await foreach (var (buffer, count, offset, zeros) in _queue.Reader.ReadAllAsync().ConfigureAwait(false))
+                if (Interlocked.Decrement(ref _takers) == 0 && Buffer is not null)
                 {
-                    if (buffer is not null)
-                    {
-                        _full?.AppendData(buffer, 0, count);
-                        if (_data is not null)
-                        {
-                            AppendDataChunks(_data, buffer.AsSpan(0, count), offset);
-                        }
-
-                        Buffers.Return(buffer);
-                        continue;
-                    }
-
-                    for (var left = zeros; left > 0;)
-                    {
-                        var n = (int)Math.Min(left, Zeros.Length);
-                        _full!.AppendData(Zeros, 0, n);
-                        left -= n;
-                    }
+                    Buffers.Return(Buffer);
                 }
             }
-            catch (Exception ex)
+        }
+
+        /// <summary>One digest on its own task.</summary>
+        private sealed class Lane : IAsyncDisposable
+        {
+            private readonly Channel<Block> _queue = Channel.CreateBounded<Block>(new BoundedChannelOptions(3) { SingleReader = true, SingleWriter = true });
+            private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+            private readonly bool _dataChunks;
+            private readonly Task _worker;
+
+            public Lane(bool dataChunks)
             {
-                // Writers waiting on a full queue must not hang.
-                _queue.Writer.TryComplete(ex);
-                throw;
+                _dataChunks = dataChunks;
+                _worker = Task.Run(DigestAsync);
+            }
+
+            public ValueTask AddAsync(Block block, CancellationToken cancellationToken) => _queue.Writer.WriteAsync(block, cancellationToken);
+
+            public void Complete() => _queue.Writer.TryComplete();
+
+            public async Task<string> FinishAsync()
+            {
+                await _worker.ConfigureAwait(false);
+                return Convert.ToHexStringLower(_hash.GetHashAndReset());
+            }
+
+            public async ValueTask DisposeAsync()
+            {
+                _queue.Writer.TryComplete();
+                try
+                {
+                    await _worker.ConfigureAwait(false);
+                }
+                catch (Exception)
+                {
+                    // Already reported by FinishAsync, or irrelevant after a failed copy.
+                }
+
+                _hash.Dispose();
+            }
+
+            private async Task DigestAsync()
+            {
+                try
+                {
+                    await foreach (var block in _queue.Reader.ReadAllAsync().ConfigureAwait(false))
+                    {
+                        try
+                        {
+                            if (block.Buffer is not null)
+                            {
+                                if (_dataChunks)
+                                {
+                                    AppendDataChunks(_hash, block.Buffer.AsSpan(0, block.Count), block.Offset);
+                                }
+                                else
+                                {
+                                    _hash.AppendData(block.Buffer, 0, block.Count);
+                                }
+
+                                continue;
+                            }
+
+                            for (var left = block.Zeros; left > 0;)
+                            {
+                                var n = (int)Math.Min(left, Zeros.Length);
+                                _hash.AppendData(Zeros, 0, n);
+                                left -= n;
+                            }
+                        }
+                        finally
+                        {
+                            block.Release();
+                        }
+                    }
+                }
+                catch (Exception ex)
+                {
+                    // Writers waiting on a full queue must not hang.
+                    _queue.Writer.TryComplete(ex);
+                    throw;
+                }
             }
         }
     }
