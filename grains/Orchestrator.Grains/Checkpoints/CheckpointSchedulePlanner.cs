@@ -17,7 +17,9 @@ public sealed record ParsedSchedule(CheckpointSchedule Source, CronExpression Cr
 /// <param name="DueAt">The due time the run serves (the persisted next due time).</param>
 /// <param name="SkippedSlots">Further due times that passed without a run (downtime): they are not run one by one.</param>
 /// <param name="NextDueAt">The next due time after now (when <paramref name="Run"/>), else the current one.</param>
-public sealed record ScheduleDecision(bool Run, DateTimeOffset DueAt, int SkippedSlots, DateTimeOffset NextDueAt);
+/// <param name="DecidedAt">The "now" the decision was made at: the run's recorded time, so that the skipped slots, the
+/// next due time and the run's time agree (a run recorded a moment later could seem to pass a due time it did not serve).</param>
+public sealed record ScheduleDecision(bool Run, DateTimeOffset DueAt, int SkippedSlots, DateTimeOffset NextDueAt, DateTimeOffset DecidedAt);
 
 /// <summary>A scheduled checkpoint as retention sees it.</summary>
 public sealed record RetainedCheckpoint(string Name, DateTimeOffset CreatedAt);
@@ -124,7 +126,7 @@ public sealed partial class CheckpointSchedulePlanner(TimeProvider time, TimeSpa
         var now = time.GetUtcNow();
         if (now < nextDueAt)
         {
-            return new ScheduleDecision(false, nextDueAt, 0, nextDueAt);
+            return new ScheduleDecision(false, nextDueAt, 0, nextDueAt, now);
         }
 
         var offset = JitterOffset(vmKey, schedule.Jitter);
@@ -132,7 +134,7 @@ public sealed partial class CheckpointSchedulePlanner(TimeProvider time, TimeSpa
             .GetOccurrences(nextDueAt - offset, now - offset, schedule.Zone, fromInclusive: false, toInclusive: true)
             .Take(MaxCountedSkippedSlots)
             .Count();
-        return new ScheduleDecision(true, nextDueAt, skipped, NextDueAfter(schedule, vmKey, now));
+        return new ScheduleDecision(true, nextDueAt, skipped, NextDueAfter(schedule, vmKey, now), now);
     }
 
     /// <summary>

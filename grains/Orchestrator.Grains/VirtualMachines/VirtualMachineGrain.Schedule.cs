@@ -172,7 +172,7 @@ internal sealed partial class VirtualMachineGrain : IRemindable
         activity?.SetTag("vm", Key.Vm);
         activity?.SetTag("due", decision.DueAt.ToString("O"));
         activity?.SetTag("skipped_slots", decision.SkippedSlots);
-        var run = new ScheduledRunRecord { At = planner.Now, DueAt = decision.DueAt, SkippedSlots = decision.SkippedSlots };
+        var run = new ScheduledRunRecord { At = decision.DecidedAt, DueAt = decision.DueAt, SkippedSlots = decision.SkippedSlots };
         try
         {
             var record = await CreateCheckpointCoreAsync(ScheduledName(run.At), CheckpointOrigin.Schedule, cancellationToken);

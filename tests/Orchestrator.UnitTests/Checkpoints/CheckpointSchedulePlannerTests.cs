@@ -274,6 +274,22 @@ public sealed class CheckpointSchedulePlannerTests
     }
 
     [Fact]
+    public void Decide_CatchUpJustBeforeASlot_RecordsTheDecisionTimeSoTheNextSlotIsAfterTheRun()
+    {
+        // The catch-up decided a moment before 15:00 (14:00 skipped, 15:00 not yet due): the run's time is that moment,
+        // so the next run, for 15:00, serves a due time after the catch-up (a clock read later could pass 15:00).
+        var parsed = _planner.Parse(Schedule("0 * * * *"));
+        _clock.SetUtcNow(At("2025-03-01T14:59:59.999Z"));
+        var decision = _planner.Decide(parsed, Vm, At("2025-03-01T13:00:00Z"));
+        _clock.SetUtcNow(At("2025-03-01T15:00:00.001Z"));
+
+        Assert.Equal((true, 1), (decision.Run, decision.SkippedSlots));
+        Assert.Equal(At("2025-03-01T14:59:59.999Z"), decision.DecidedAt);
+        Assert.Equal(At("2025-03-01T15:00:00Z"), decision.NextDueAt);
+        Assert.True(decision.NextDueAt > decision.DecidedAt);
+    }
+
+    [Fact]
     public void Decide_AfterDowntimeWithJitter_CountsSlotsByTheirJitteredDueTimes()
     {
         var jitter = TimeSpan.FromMinutes(30);
