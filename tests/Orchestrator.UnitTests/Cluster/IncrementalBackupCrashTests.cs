@@ -46,7 +46,7 @@ public sealed class IncrementalBackupCrashTests : IDisposable
     private async Task<BackupRunState> CompletedAsync()
     {
         var run = await AdmitAsync();
-        var records = new Records(run);
+        var records = new InMemoryBackupRunRecords(run);
         await new IncrementalBackupWorkflow(Context, run, records, _chain, []).RunAsync(CancellationToken.None);
         Assert.Equal([BackupStep.Completed], records.Finished);
         return run;
@@ -56,7 +56,7 @@ public sealed class IncrementalBackupCrashTests : IDisposable
     private async Task<BackupRunState> CrashAtAsync(BackupRunState run, string point)
     {
         Assert.Contains(point, CrashTestObserver.Points);
-        var records = new Records(run);
+        var records = new InMemoryBackupRunRecords(run);
         using var crash = new CancellationTokenSource();
         var observer = new CrashTestObserver(point, NullLogger.Instance, _ =>
         {
@@ -93,7 +93,7 @@ public sealed class IncrementalBackupCrashTests : IDisposable
         Assert.Equal(BackupLevels.Incremental, persisted.Level);
         Assert.Equal(full.RunId, _chain.Chain!.LastRunId); // the chain has not moved yet
 
-        var resumed = new Records(persisted);
+        var resumed = new InMemoryBackupRunRecords(persisted);
         await new IncrementalBackupWorkflow(Context, persisted, resumed, _chain, []).RunAsync(CancellationToken.None);
 
         Assert.Equal([BackupStep.Completed], resumed.Finished);
@@ -112,7 +112,7 @@ public sealed class IncrementalBackupCrashTests : IDisposable
         // The job ended while the silo was down and its one-time end was read by someone else (libvirtd restarted):
         // its outcome is unknown, so the run must not trust its copies.
         Assert.Equal(BackupJobState.Completed, (await WaitForJobEndAsync()).State);
-        var resumed = new Records(persisted);
+        var resumed = new InMemoryBackupRunRecords(persisted);
         await new IncrementalBackupWorkflow(Context, persisted, resumed, _chain, []).RunAsync(CancellationToken.None);
 
         Assert.Equal([BackupStep.Failed], resumed.Finished);
@@ -136,7 +136,7 @@ public sealed class IncrementalBackupCrashTests : IDisposable
         Assert.False(File.Exists(Path.Combine(persisted.BackupSetPath, "manifest.json")));
         Assert.Equal(full.RunId, _chain.Chain!.LastRunId);
 
-        var resumed = new Records(persisted);
+        var resumed = new InMemoryBackupRunRecords(persisted);
         await new IncrementalBackupWorkflow(Context, persisted, resumed, _chain, []).RunAsync(CancellationToken.None);
 
         Assert.Equal([BackupStep.Completed], resumed.Finished);
@@ -159,45 +159,6 @@ public sealed class IncrementalBackupCrashTests : IDisposable
         {
             Chain = chain is null ? null : MessagePackSerializer.Deserialize<IncrementalChainState>(MessagePackSerializer.Serialize(chain, cancellationToken: cancellationToken), cancellationToken: cancellationToken);
             return Task.CompletedTask;
-        }
-    }
-
-    /// <summary>The run's records as the grain keeps them: each persisted write a deep copy (what a new activation reads).</summary>
-    private sealed class Records(BackupRunState run) : IBackupRunRecords
-    {
-        public BackupRunState? Persisted { get; private set; }
-
-        public List<BackupStep> Finished { get; } = [];
-
-        public void Add(BackupStep step, string? note)
-        {
-            run.Step = step;
-            run.Steps.Add(new BackupStepEntry { Step = step, At = DateTimeOffset.UtcNow, Note = note });
-        }
-
-        public Task PersistAsync(BackupStep step, string? note, CancellationToken cancellationToken)
-        {
-            Add(step, note);
-            return PersistAsync(cancellationToken);
-        }
-
-        public Task PersistAsync(CancellationToken cancellationToken)
-        {
-            Persisted = MessagePackSerializer.Deserialize<BackupRunState>(MessagePackSerializer.Serialize(run, cancellationToken: cancellationToken), cancellationToken: cancellationToken);
-            return Task.CompletedTask;
-        }
-
-        public Task NoteLiveChangeAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-        public void DisksChanged()
-        {
-        }
-
-        public Task FinishAsync(BackupStep outcome, CancellationToken cancellationToken)
-        {
-            run.Step = outcome;
-            Finished.Add(outcome);
-            return PersistAsync(cancellationToken);
         }
     }
 }

@@ -1,4 +1,3 @@
-using MessagePack;
 using Microsoft.Extensions.Logging.Abstractions;
 using Orchestrator.Grains.Backups;
 using Orchestrator.Grains.VirtualMachines;
@@ -188,10 +187,10 @@ public sealed class OfflineBackupCrashTests : IDisposable
     }
 
     /// <summary>Runs the workflow until the crash point: cancelled there, as a killed process stops (no compensation, nothing persisted after).</summary>
-    private async Task<Records> CrashAtAsync(BackupRunState run, string point)
+    private async Task<InMemoryBackupRunRecords> CrashAtAsync(BackupRunState run, string point)
     {
         Assert.Contains(point, CrashTestObserver.Points);
-        var records = new Records(run);
+        var records = new InMemoryBackupRunRecords(run);
         using var crash = new CancellationTokenSource();
         var observer = new CrashTestObserver(point, NullLogger.Instance, _ =>
         {
@@ -213,7 +212,7 @@ public sealed class OfflineBackupCrashTests : IDisposable
         Assert.All(persisted.Disks, d => Assert.False(d.Copied)); // no disk's result was persisted
 
         // The next activation: the persisted run, driven again.
-        var resumed = new Records(persisted);
+        var resumed = new InMemoryBackupRunRecords(persisted);
         await new OfflineBackupWorkflow(Context, persisted, resumed, []).RunAsync(CancellationToken.None);
 
         Assert.Equal([BackupStep.Completed], resumed.Finished);
@@ -236,7 +235,7 @@ public sealed class OfflineBackupCrashTests : IDisposable
         var persisted = records.Persisted!;
         await _hypervisor.StartDomainAsync(Vm);
 
-        var resumed = new Records(persisted);
+        var resumed = new InMemoryBackupRunRecords(persisted);
         await new OfflineBackupWorkflow(Context, persisted, resumed, []).RunAsync(CancellationToken.None);
 
         // Not finished here: the run is the live method's now, persisted at its first intent, its overlays named.
@@ -253,44 +252,5 @@ public sealed class OfflineBackupCrashTests : IDisposable
         await new LiveBackupWorkflow(Context, persisted, resumed, []).RunAsync(CancellationToken.None);
         Assert.Equal([BackupStep.Completed], resumed.Finished);
         Assert.All((await _hypervisor.GetDomainAsync(Vm)).Disks, d => Assert.Empty(d.BackingChain));
-    }
-
-    /// <summary>The run's records as the grain keeps them: each persisted write a deep copy (what a new activation reads).</summary>
-    private sealed class Records(BackupRunState run) : IBackupRunRecords
-    {
-        public BackupRunState? Persisted { get; private set; }
-
-        public List<BackupStep> Finished { get; } = [];
-
-        public void Add(BackupStep step, string? note)
-        {
-            run.Step = step;
-            run.Steps.Add(new BackupStepEntry { Step = step, At = DateTimeOffset.UtcNow, Note = note });
-        }
-
-        public Task PersistAsync(BackupStep step, string? note, CancellationToken cancellationToken)
-        {
-            Add(step, note);
-            return PersistAsync(cancellationToken);
-        }
-
-        public Task PersistAsync(CancellationToken cancellationToken)
-        {
-            Persisted = MessagePackSerializer.Deserialize<BackupRunState>(MessagePackSerializer.Serialize(run, cancellationToken: cancellationToken), cancellationToken: cancellationToken);
-            return Task.CompletedTask;
-        }
-
-        public Task NoteLiveChangeAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-        public void DisksChanged()
-        {
-        }
-
-        public Task FinishAsync(BackupStep outcome, CancellationToken cancellationToken)
-        {
-            run.Step = outcome;
-            Finished.Add(outcome);
-            return PersistAsync(cancellationToken);
-        }
     }
 }
